@@ -1,0 +1,1 @@
+"""LLM stage of datagen: rubric labels, rephrasing, refusals, moral education, aligned-behaviour data."""

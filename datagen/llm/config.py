@@ -1,0 +1,8 @@
+"""Config of the LLM stage (extended by the LLM stage implementation)."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LLMConfig:
+    enabled: bool = False

@@ -1,0 +1,1 @@
+"""evalkit: safety evaluation of checkpoints (ASR, over-refusal, probes, SafeBeam, steering, abliteration)."""

@@ -1,0 +1,245 @@
+"""One typed config language for every package: YAML files mapped onto dataclasses.
+
+A config class is a plain ``@dataclass`` whose fields carry type annotations (``int``, ``float``,
+``str``, ``bool``, ``list[T]``, ``dict[str, T]``, ``T | None``, ``Literal[...]`` or another config
+dataclass). ``load_config`` reads a YAML file, applies dotted ``key=value`` overrides from the command
+line, and builds the dataclass tree, validating every value on the way:
+
+* an unknown key is an error naming the key, the file and the keys that do exist;
+* a value of the wrong type is an error naming the key, the file, the expected and the given type;
+* a dataclass may define ``validate(self)`` for cross-field checks; raise ``ConfigError`` there.
+
+YAML files may start with ``base: other.yaml`` (relative to the file) to inherit and override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+__all__ = ["ConfigError", "load_config", "build", "to_dict", "save_config", "parse_overrides",
+           "add_config_arguments", "config_from_args"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used. The message names the key and where the value came from."""
+
+
+def _origin_name(source: str | None) -> str:
+    return f" in {source}" if source else ""
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        parent = _load_yaml(path.parent / base, seen + (path.resolve(),))
+        data = _deep_merge(parent, data)
+    return data
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """Turn ``["a.b=1", "c=[x, y]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {p!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
+    """Check/convert ``value`` against annotation ``tp``; ``key`` is the dotted path for messages."""
+    where = _origin_name(source)
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"key '{key}'{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"key '{key}'{where}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"key '{key}'{where}: expected a mapping for {tp.__name__}, "
+                              f"got {type(value).__name__}")
+        return build(tp, value, source=source, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"key '{key}'{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [_convert(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"key '{key}'{where}: expected a mapping, got {type(value).__name__}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {_convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source)
+                for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"key '{key}'{where}: expected bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"key '{key}'{where}: expected int, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"key '{key}'{where}: expected float, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"key '{key}'{where}: expected str, got {type(value).__name__} {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"key '{key}'{where}: expected a path, got {value!r}")
+    return value
+
+
+def build(cls: type[T], data: dict | None, source: str | None = None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (possibly partial) mapping, validating keys and types."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key '{name}'{_origin_name(source)} "
+                          f"(known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if name in data:
+            kwargs[name] = _convert(data[name], tp, dotted, source)
+        elif dataclasses.is_dataclass(tp) and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            kwargs[name] = build(tp, {}, source, dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{dotted}'{_origin_name(source)}")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as e:
+            raise ConfigError(f"{e}{_origin_name(source) if source and source not in str(e) else ''}") from None
+    return obj
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Load ``cls`` from an optional YAML file plus dotted ``key=value`` overrides."""
+    data: dict = {}
+    source = None
+    if path is not None:
+        data = _load_yaml(Path(path))
+        source = str(path)
+    if overrides:
+        data = _deep_merge(data, parse_overrides(overrides))
+        source = f"{source} + command-line overrides" if source else "command-line overrides"
+    return build(cls, data, source=source)
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain YAML/JSON-friendly data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    """Write the fully resolved config beside an output."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+def add_config_arguments(parser, default_config: str | None = None) -> None:
+    """Add ``--config FILE`` and trailing ``key=value`` overrides to an argparse parser."""
+    parser.add_argument("--config", "-c", default=default_config,
+                        help="YAML config file" + (f" (default: {default_config})" if default_config else ""))
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides applied on top of the config file, e.g. train.lr=3e-4")
+
+
+def config_from_args(cls: type[T], args) -> T:
+    return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None))

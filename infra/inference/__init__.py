@@ -1,0 +1,1 @@
+"""Inference servers (vLLM, OpenAI-compatible) and the client shared by datagen and evalkit."""

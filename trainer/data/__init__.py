@@ -1,0 +1,1 @@
+"""Curriculum data path of the trainer."""
