@@ -142,7 +142,10 @@ def merge_bucket_index(corpus_dir: str | Path, bucket: str) -> int:
     ranks = sorted(p for p in bdir.glob("rank_*") if (p / "index.json").is_file())
     if not ranks:
         return 0
-    merge_index([str(p) for p in ranks], str(bdir), keep_local=True, download_timeout=60)
+    # merge_index moves its result into place and fails when an earlier merge left an index there
+    (bdir / "index.json").unlink(missing_ok=True)
+    # streaming's list form wants the index.json files themselves (folders fail with IsADirectoryError)
+    merge_index([str(p / "index.json") for p in ranks], str(bdir), keep_local=True, download_timeout=60)
     index = json.loads((bdir / "index.json").read_text())
     return sum(s["samples"] for s in index["shards"])
 

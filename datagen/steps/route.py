@@ -1,0 +1,119 @@
+"""Routing by safety score, harmfulness-tag injection, and the hand-over to the LLM stage."""
+
+from __future__ import annotations
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+from datagen.tagging import count_words, inject_tags, neutralize_literal_tags
+
+PENDING_ROUTES = ("rephrase", "refusal")
+
+
+class Router(PipelineStep):
+    """Set ``metadata["route"]`` from ``safety_score``: raw (< rephrase_min), rephrase, refusal (>= refusal_min).
+
+    Raw documents get ``metadata["bucket"] = "raw"``. Counts documents per route; every document
+    reaching this step is a *kept* document for the balance check.
+
+    Args:
+        rephrase_min: lowest score routed to rephrasing.
+        refusal_min: lowest score routed to refusal dialogues / moral education.
+    """
+
+    name = "🔀 Route"
+    type = "🔀 - ROUTER"
+
+    def __init__(self, rephrase_min: int = 1, refusal_min: int = 4):
+        super().__init__()
+        self.rephrase_min = rephrase_min
+        self.refusal_min = refusal_min
+
+    def route(self, score: int) -> str:
+        if score >= self.refusal_min:
+            return "refusal"
+        if score >= self.rephrase_min:
+            return "rephrase"
+        return "raw"
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            route = self.route(int(doc.metadata["safety_score"]))
+            doc.metadata["route"] = route
+            doc.metadata["bucket"] = "raw" if route == "raw" else None
+            self.stat_update("kept")
+            self.stat_update(f"route_{route}")
+            yield doc
+
+
+class PendingWriter(PipelineStep):
+    """Write documents of the LLM routes (untagged text) to ``<folder>/<route>/<rank>.jsonl``.
+
+    Each line is a datatrove document: text, id, metadata (safety_score, route, source, ...). The
+    documents flow on unchanged.
+
+    Args:
+        output_folder: the corpus ``pending`` folder.
+        routes: routes written here.
+    """
+
+    name = "📨 Pending for LLM stage"
+    type = "💽 - WRITER"
+
+    def __init__(self, output_folder, routes: tuple[str, ...] = PENDING_ROUTES):
+        super().__init__()
+        self.output_folder = output_folder
+        self.routes = tuple(routes)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        # mode "wt": a re-run task rewrites its own file, so pending documents are never duplicated
+        with JsonlWriter(self.output_folder, output_filename="${route}/${rank}.jsonl", compression=None) as w:
+            for doc in data:
+                if doc.metadata.get("route") in self.routes:
+                    w.write(doc, rank)
+                    self.stat_update(f"pending_{doc.metadata['route']}")
+                yield doc
+
+
+class TagInjector(PipelineStep):
+    """Algorithm 1: in documents with ``safety_score >= min_score``, insert the tag before each word
+    with probability ``p`` and send them to the ``tagged`` bucket (other documents pass unchanged).
+
+    Literal tag strings in any document's text are broken up first (counted as ``literal_tags``)
+    so that only injected tags become the special token.
+
+    Args:
+        p: per-word probability (paper: 0.05).
+        min_score: lowest safety score that is tagged (>= 1).
+        seed: run seed; draws depend only on (seed, document id).
+        bucket: bucket of tagged documents.
+    """
+
+    name = "🏷 Harmfulness tags"
+    type = "✂️ - FORMATTER"
+
+    def __init__(self, p: float = 0.05, min_score: int = 1, seed: int = 1234, bucket: str = "tagged"):
+        super().__init__()
+        if min_score < 1:
+            raise ValueError("min_score must be >= 1: score-0 text is never tagged")
+        self.p = p
+        self.min_score = min_score
+        self.seed = seed
+        self.bucket = bucket
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            doc.text, n_lit = neutralize_literal_tags(doc.text)
+            if n_lit:
+                self.stat_update("literal_tags", value=n_lit)
+            if int(doc.metadata["safety_score"]) >= self.min_score:
+                words = count_words(doc.text)
+                with self.track_time():
+                    doc.text, n = inject_tags(doc.text, self.p, self.seed, doc.id)
+                doc.metadata["tags"] = n
+                doc.metadata["bucket"] = self.bucket
+                self.stat_update("tagged_documents")
+                self.stat_update("tags", value=n)
+                self.stat_update("tag_words", value=words)
+            yield doc

@@ -1,0 +1,148 @@
+"""Typed configuration of ``python -m evalkit run`` (YAML under ``configs/evalkit/`` + ``key=value``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from infra.config import ConfigError
+
+SUITES = ("asr", "overrefusal", "capability", "probes", "safebeam", "steering", "abliteration",
+          "finetune-robustness", "self-refusal")
+
+
+@dataclass
+class DecodingConfig:
+    """How answers are generated; recorded in results.json.
+
+    mode: greedy | sample | safebeam (Algorithm 2, needs the harmfulness tag in the tokenizer).
+    max_new_tokens: answer length cap. temperature/top_p/top_k/seed: sampling only.
+    beams/top_n/drop_fraction: SafeBeam's k beams, N proposals per beam, share of candidates dropped.
+    batch_size: prompts per forward batch (transformers) or concurrent requests (server).
+    """
+
+    mode: Literal["greedy", "sample", "safebeam"] = "greedy"
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    beams: int = 4
+    top_n: int = 8
+    drop_fraction: float = 0.5
+    batch_size: int = 8
+
+    def validate(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError("key 'decoding.max_new_tokens' must be >= 1")
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise ConfigError("key 'decoding.drop_fraction' must be in [0, 1)")
+        if self.beams < 1 or self.top_n < 1:
+            raise ConfigError("keys 'decoding.beams' and 'decoding.top_n' must be >= 1")
+
+
+@dataclass
+class BackendConfig:
+    """Where generations come from.
+
+    kind: transformers (in process) | vllm (a server this command starts from the model folder) |
+    openai (a running OpenAI-compatible server at ``url``).
+    prompt_style: chat (chat template) | completion (raw text) | auto (chat when the tokenizer has a template).
+    device/dtype: transformers placement; vllm_port/vllm_args: server start.
+    """
+
+    kind: Literal["transformers", "vllm", "openai"] = "transformers"
+    url: str = ""
+    served_model: str = ""
+    prompt_style: Literal["auto", "chat", "completion"] = "auto"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    vllm_port: int = 0
+    vllm_args: list[str] = field(default_factory=list)
+    request_timeout_s: float = 300.0
+
+    def validate(self):
+        if self.kind == "openai" and not self.url:
+            raise ConfigError("key 'backend.url' is required when backend.kind=openai")
+
+
+@dataclass
+class JudgeConfig:
+    """Refusal/harm judges. keyword: regex refusal judge (always on). llm: a yes/no judge model
+    (``llm_model`` folder run with transformers, or ``llm_url`` OpenAI-compatible; empty = off;
+    ``self`` = the evaluated model). human_labels: JSONL {id,prompt,output,label} scoring each judge."""
+
+    keyword: bool = True
+    llm_model: str = ""
+    llm_url: str = ""
+    llm_served_model: str = ""
+    llm_max_new_tokens: int = 4
+    human_labels: str = ""
+
+
+@dataclass
+class DataConfig:
+    """Prompt sets. Each entry is a JSONL path or ``hub:NAME`` (advbench, harmbench, jailbreakbench, tdc,
+    xstest, phtest: fetched when online, or read from a local copy given as ``NAME:PATH``)."""
+
+    harmful: str = "evalkit/data/prompts/harmful.jsonl"
+    harmless: str = "evalkit/data/prompts/harmless.jsonl"
+    overrefusal: str = "evalkit/data/prompts/overrefusal.jsonl"
+    completion_harmful: str = "evalkit/data/prompts/completion_harmful.jsonl"
+    limit: int = 0
+    split: Literal["all", "train", "test"] = "test"
+
+
+@dataclass
+class DirectionConfig:
+    """Refusal direction (probes/steering/abliteration): layer index (-1 = 70% depth), train split."""
+
+    layer: int = -1
+    source: Literal["refusal", "tag"] = "refusal"
+    scale: float = 2.0
+    train_limit: int = 0
+
+
+@dataclass
+class CapabilityConfig:
+    """lm-eval-harness tasks; ``include_path`` adds local task YAMLs (default: evalkit's offline tasks)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["evalkit_tiny_mc"])
+    include_path: str = ""
+    limit: int = 0
+    num_fewshot: int = 0
+    batch_size: int = 8
+
+
+@dataclass
+class FinetuneConfig:
+    """Benign finetuning through ``python -m trainer sft`` before re-running ``asr``."""
+
+    data: str = "evalkit/data/sft/benign_math.jsonl"
+    trainer_config: str = "configs/trainer/sft.yaml"
+    overrides: list[str] = field(default_factory=lambda: ["train.train_steps=20"])
+    timeout_s: float = 3600.0
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``evalkit run`` needs. ``model``: HF folder or trainer checkpoint; ``suites``: names."""
+
+    model: str = ""
+    suites: list[str] = field(default_factory=lambda: ["asr"])
+    out: str = ""
+    report: Literal["md", "html"] = "md"
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    judges: JudgeConfig = field(default_factory=JudgeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    capability: CapabilityConfig = field(default_factory=CapabilityConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def validate(self):
+        unknown = [s for s in self.suites if s not in SUITES]
+        if unknown:
+            raise ConfigError(f"unknown suite(s) {unknown}; known suites: {', '.join(SUITES)}")
+        if not self.suites:
+            raise ConfigError("key 'suites' is empty; name at least one of: " + ", ".join(SUITES))

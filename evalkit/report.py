@@ -1,0 +1,239 @@
+"""Results folder writing (results.json, samples/, plots/, report.md|html) and ``compare``."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from infra.log import get_logger
+
+log = get_logger(__name__)
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf become null (json.dumps would write invalid NaN tokens)."""
+    if isinstance(x, float):
+        return None if (math.isnan(x) or math.isinf(x)) else x
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(obj), indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def write_samples(out: Path, suite: str, samples: list[dict]) -> Path:
+    p = out / "samples" / f"{suite}.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(_clean(s), ensure_ascii=False) + "\n")
+    return p
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _bar(plt, path: Path, labels, values, title, ylabel, ylim=(0, 1)):
+    fig, ax = plt.subplots(figsize=(4.2, 3))
+    vals = [v if v is not None and not (isinstance(v, float) and math.isnan(v)) else 0 for v in values]
+    bars = ax.bar(range(len(vals)), vals, color=plt.cm.tab10.colors[: len(vals)])
+    for b, v in zip(bars, values):
+        ax.annotate("n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}",
+                    (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(vals)), labels, rotation=15)
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
+    """PNG plots from the suites' plot data; returns the files written."""
+    plt = _plt()
+    pdir = out / "plots"
+    pdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suite, data in plots.items():
+        for kind, d in data.items():
+            path = pdir / f"{suite}_{kind}.png"
+            if kind in ("asr_by_judge", "asr_by_decoding"):
+                _bar(plt, path, list(d), list(d.values()), f"{suite}: attack success rate", "ASR")
+            elif kind == "overrefusal_classes":
+                _bar(plt, path, [k.replace("_", "\n") for k in d], list(d.values()),
+                     "over-refusal: answer classes", "share of prompts")
+            elif kind == "capability":
+                _bar(plt, path, list(d), list(d.values()), "capability (lm-eval)", "accuracy")
+            elif kind == "probe_auroc":
+                fig, ax = plt.subplots(figsize=(4.8, 3))
+                ax.plot([x for x, _ in d], [y for _, y in d], marker="o", ms=3)
+                ax.axhline(0.5, color="grey", ls="--", lw=0.8)
+                ax.set_ylim(0.4, 1.02)
+                ax.set_xlabel("layer (-1 = embeddings)")
+                ax.set_ylabel("held-out AUROC")
+                ax.set_title("linear probe: harmful vs harmless")
+                fig.tight_layout()
+                fig.savefig(path)
+                plt.close(fig)
+            elif kind == "steering":
+                fig, ax = plt.subplots(figsize=(4.2, 3))
+                names = list(d)
+                x = range(len(names))
+                ax.bar([i - 0.2 for i in x], [d[n][0] for n in names], 0.4, label="unsteered")
+                ax.bar([i + 0.2 for i in x], [d[n][1] for n in names], 0.4, label="steered")
+                ax.set_xticks(list(x), [n.replace("_", " ") for n in names])
+                ax.set_ylabel("refusal score (log-prob diff)")
+                ax.set_title("activation steering")
+                ax.legend()
+                fig.tight_layout()
+                fig.savefig(path)
+                plt.close(fig)
+            elif kind == "residual_projection":
+                before, after = d
+                fig, ax = plt.subplots(figsize=(4.8, 3))
+                ax.plot(range(len(before)), before, label="before", marker="o", ms=3)
+                ax.plot(range(len(after)), after, label="after", marker="o", ms=3)
+                ax.set_xlabel("hidden-state index (0 = embeddings)")
+                ax.set_ylabel("mean |h . r|")
+                ax.set_title("abliteration: residual projection on r")
+                ax.legend()
+                fig.tight_layout()
+                fig.savefig(path)
+                plt.close(fig)
+            else:
+                continue
+            written.append(path)
+    return written
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def headline(results: dict) -> dict[str, float]:
+    """The one-number-per-suite view used by the report and ``compare``."""
+    s = results.get("suites", {})
+    h = {}
+    pick = {"asr": ["asr", "refusal_score_mean"], "overrefusal": ["overrefusal_rate"],
+            "capability": ["mean_acc"], "probes": ["best_auroc", "best_layer", "bow_auroc"],
+            "safebeam": ["asr_baseline", "asr_safebeam"], "abliteration": ["refusal_rate_drop", "max_proj_after"],
+            "finetune-robustness": ["asr_before", "asr_after", "asr_delta"]}
+    for suite, keys in pick.items():
+        for k in keys:
+            if suite in s and k in s[suite]:
+                h[f"{suite}.{k}"] = s[suite][k]
+    if "asr" in s:
+        for j, m in s["asr"].get("judges", {}).items():
+            h[f"asr.{j}"] = m["asr"]
+    if "steering" in s:
+        h["steering.harmless_plus.delta"] = s["steering"]["harmless_plus"]["refusal_score_delta"]
+    if "self-refusal" in s:
+        h["self-refusal.self_refusal_rate"] = s["self-refusal"]["self_report"]["refusal_rate"]
+    return h
+
+
+def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -> Path:
+    """A human-readable summary: settings, headline numbers, per-suite metrics, plots, skipped rows."""
+    h = headline(results)
+    lines = [f"# Safety evaluation: {results['model']['name']}", "",
+             f"Decoding: `{json.dumps(results['decoding'])}`", "",
+             f"Judges: `{json.dumps(results['judges'])}`", "", "## Headline", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in h.items()]
+    for suite, m in results["suites"].items():
+        lines += ["", f"## {suite}", "", "```json", json.dumps(_clean(m), indent=1)[:4000], "```"]
+    if results.get("errors"):
+        lines += ["", "## Suites that failed", ""] + [f"- **{k}**: {v}" for k, v in results["errors"].items()]
+    if results.get("skipped_rows"):
+        lines += ["", f"## Skipped input rows ({results['skipped_rows']}), see skipped.jsonl"]
+    lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+    if fmt == "md":
+        path = out / "report.md"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+    body = [f"<h1>Safety evaluation: {html.escape(results['model']['name'])}</h1>",
+            f"<p>Decoding: <code>{html.escape(json.dumps(results['decoding']))}</code></p>",
+            "<h2>Headline</h2><table border=1 cellpadding=4><tr><th>metric</th><th>value</th></tr>"]
+    body += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in h.items()]
+    body.append("</table>")
+    for suite, m in results["suites"].items():
+        body.append(f"<h2>{html.escape(suite)}</h2><pre>{html.escape(json.dumps(_clean(m), indent=1)[:4000])}</pre>")
+    body += [f'<figure><img src="plots/{p.name}" width="480"><figcaption>{p.stem}</figcaption></figure>'
+             for p in plots]
+    path = out / "report.html"
+    path.write_text("<!doctype html><html><meta charset=utf-8><body>" + "\n".join(body) + "</body></html>",
+                    encoding="utf-8")
+    return path
+
+
+def compare(dirs: list[Path], out: Path) -> Path:
+    """Table (Markdown) and plots across results folders, e.g. the 0/20/60% intervention runs."""
+    rows = []
+    for d in dirs:
+        p = Path(d) / "results.json"
+        if not p.is_file():
+            raise FileNotFoundError(f"no results.json in {d}")
+        r = json.loads(p.read_text(encoding="utf-8"))
+        rows.append((Path(d).name, r, headline(r)))
+    keys = sorted({k for _, _, h in rows for k in h})
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Comparison", "", "| metric | " + " | ".join(n for n, _, _ in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(_fmt(h.get(k, float('nan'))) if h.get(k) is not None else "n/a"
+                                               for _, _, h in rows) + " |")
+    plt = _plt()
+    pdir = out / "plots"
+    pdir.mkdir(exist_ok=True)
+    written = []
+    bar_keys = [k for k in keys if k.split(".")[-1] in ("asr", "overrefusal_rate", "mean_acc", "best_auroc",
+                                                      "asr_safebeam", "asr_after")]
+    if bar_keys:
+        fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(bar_keys) * len(rows) / 2), 3.2))
+        w = 0.8 / len(rows)
+        for i, (name, _, h) in enumerate(rows):
+            vals = [h.get(k) if isinstance(h.get(k), (int, float)) else 0 for k in bar_keys]
+            ax.bar([j + i * w for j in range(len(bar_keys))], vals, w, label=name)
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(bar_keys))], bar_keys, rotation=20, fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title("models compared")
+        fig.tight_layout()
+        written.append(pdir / "compare_metrics.png")
+        fig.savefig(written[-1])
+        plt.close(fig)
+    probe_rows = [(n, r["suites"]["probes"]["layers"]) for n, r, _ in rows if "probes" in r.get("suites", {})]
+    if probe_rows:
+        fig, ax = plt.subplots(figsize=(4.8, 3))
+        for n, layers in probe_rows:
+            ax.plot([x["layer"] for x in layers], [x["auroc"] for x in layers], marker="o", ms=3, label=n)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("held-out AUROC")
+        ax.set_title("probe separation by layer")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(pdir / "compare_probes.png")
+        fig.savefig(written[-1])
+        plt.close(fig)
+    lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in written]
+    path = out / "compare.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_json(out / "compare.json", {n: h for n, _, h in rows})
+    return path

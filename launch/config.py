@@ -1,0 +1,295 @@
+"""Typed configuration of ``python -m launch`` (YAML under ``configs/launch/``, see docs/launch.md).
+
+One file describes the cluster (partitions, account), how a job gets its software (repository folder,
+virtualenv or pyxis container, set-up lines, environment) and one section per kind of job: ``corpus``,
+``train``, ``eval`` and ``sweep``. Every section names the other package's config file and overrides
+the way its CLI takes them; ``launch`` never imports those packages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from infra.config import ConfigError
+
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+
+
+def parse_time_minutes(value: str) -> float:
+    """Minutes in a Slurm time string: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM[:SS]``.
+
+    ``UNLIMITED``/``INFINITE`` give ``inf``. Raises ``ValueError`` for anything else.
+    """
+    v = value.strip()
+    if v.upper() in ("UNLIMITED", "INFINITE"):
+        return float("inf")
+    m = _TIME_RE.match(v)
+    if not m:
+        raise ValueError(f"not a Slurm time: {value!r}")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        return int(days) * 1440 + int(a) * 60 + int(b or 0) + int(c or 0) / 60
+    if c is not None:  # HH:MM:SS
+        return int(a) * 60 + int(b) + int(c) / 60
+    if b is not None:  # MM:SS
+        return int(a) + int(b) / 60
+    return float(a)  # MM
+
+
+@dataclass
+class PartitionSpec:
+    """What a partition offers, used to check requests when Slurm cannot be asked (e.g. a dry run on a
+    laptop). ``null`` means unknown (not checked)."""
+
+    nodes: int | None = None
+    cpus_per_node: int | None = None
+    gpus_per_node: int | None = None
+    max_time: str = "UNLIMITED"
+
+
+@dataclass
+class ClusterConfig:
+    """The cluster the jobs go to.
+
+    ``query``: ``auto`` asks ``scontrol``/``sinfo`` when they answer, else uses ``partitions``;
+    ``slurm`` requires them; ``config`` only uses ``partitions``.
+    """
+
+    query: Literal["auto", "slurm", "config"] = "auto"
+    partitions: dict[str, PartitionSpec] = field(default_factory=dict)
+    default_partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+
+
+@dataclass
+class Resources:
+    """sbatch resources of one job. ``mem``: e.g. ``64G`` (None: the partition's default);
+    ``time``: a Slurm time string; ``extra_sbatch``: more ``--flag=value`` options verbatim."""
+
+    partition: str | None = None
+    nodes: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem: str | None = None
+    time: str = "01:00:00"
+    exclusive: bool = False
+    constraint: str | None = None
+    reservation: str | None = None
+    extra_sbatch: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"resources.nodes must be >= 1, got {self.nodes}")
+        if self.cpus_per_task < 1:
+            raise ConfigError(f"resources.cpus_per_task must be >= 1, got {self.cpus_per_task}")
+        if self.gpus_per_node < 0:
+            raise ConfigError(f"resources.gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        if self.mem is not None and not _MEM_RE.match(self.mem):
+            raise ConfigError(f"resources.mem {self.mem!r} is not a Slurm memory size such as 64G or 500M")
+        try:
+            parse_time_minutes(self.time)
+        except ValueError as e:
+            raise ConfigError(f"resources.time: {e} (use e.g. 04:00:00 or 2-00:00:00)") from None
+        for flag in self.extra_sbatch:
+            if not flag.startswith("--"):
+                raise ConfigError(f"resources.extra_sbatch entry {flag!r} must start with '--'")
+
+
+@dataclass
+class EnvironmentConfig:
+    """How every job step gets the project's software.
+
+    Args:
+        workdir: the repository checkout as seen from the compute nodes (relative paths are taken
+            from the folder ``python -m launch`` runs in and made absolute).
+        venv: virtualenv to activate (relative to ``workdir`` unless absolute); ``null`` for none.
+        python: the Python command after activation.
+        container_image: pyxis/enroot image (``/path/image.sqsh`` or ``registry#image:tag``); the job
+            steps then run in it with ``srun --container-image``.
+        container_mounts: ``src:dst`` mounts for the container (the workdir is always mounted).
+        setup: shell lines run before each step (``module load ...``).
+        env: environment variables exported in each step.
+    """
+
+    workdir: str = "."
+    venv: str | None = ".venv"
+    python: str = "python"
+    container_image: str | None = None
+    container_mounts: list[str] = field(default_factory=list)
+    setup: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CorpusJob:
+    """``datagen run`` as a Slurm job.
+
+    ``executor: local``: one job (one node, ``cpus_per_task`` CPUs) runs every datatrove task itself.
+    ``executor: slurm``: the job is a small driver; datatrove's ``SlurmPipelineExecutor`` submits one job
+    array per stage (LLM stage after scoring) with the settings in ``executor_overrides``; the driver
+    waits for the corpus manifest so that later jobs can depend on it.
+    ``overrides`` and ``executor_overrides`` are passed to ``datagen run`` as ``key=value``.
+    """
+
+    config: str = "configs/datagen/demo.yaml"
+    overrides: list[str] = field(default_factory=list)
+    output_dir: str | None = None
+    output_key: str = "output_dir"
+    executor: Literal["local", "slurm"] = "local"
+    executor_overrides: dict[str, str] = field(default_factory=dict)
+    wait_poll_s: int = 30
+    resources: Resources = field(default_factory=lambda: Resources(cpus_per_task=8, time="12:00:00"))
+
+
+@dataclass
+class PreemptionConfig:
+    """Warning signal, checkpoint-and-requeue.
+
+    Args:
+        enabled: ask Slurm for ``--signal=B:<signal>@<warn_seconds>`` and requeue on it.
+        signal: signal name without ``SIG``.
+        warn_seconds: how long before the time limit the signal comes (Slurm may send it up to 60 s early).
+        max_requeues: stop requeueing after this many restarts (``SLURM_RESTART_COUNT``).
+        shutdown_timeout: seconds torchrun gives the trainer to save before it kills it.
+    """
+
+    enabled: bool = True
+    signal: str = "USR1"
+    warn_seconds: int = 300
+    max_requeues: int = 20
+    shutdown_timeout: int = 600
+
+    def validate(self) -> None:
+        if self.signal.upper().startswith("SIG"):
+            raise ConfigError(f"preemption.signal: write {self.signal[3:]!r} without 'SIG'")
+        if self.signal.upper() not in ("USR1", "USR2", "TERM", "INT", "HUP", "URG"):
+            raise ConfigError(f"preemption.signal {self.signal!r}: use USR1 or USR2")
+
+
+# Defaults usual on H100 InfiniBand clusters; any value can be overridden, "" removes a variable.
+DEFAULT_DIST_ENV = {
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",          # megatron: keeps TP/SP communication kernels in order
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",      # abort a hung collective instead of waiting forever
+    "NCCL_DEBUG": "WARN",
+    "NCCL_IB_TIMEOUT": "22",                     # long IB timeouts ride out transient fabric congestion
+    "NCCL_IB_RETRY_CNT": "10",
+    "NCCL_NVLS_ENABLE": "1",                     # NVLink SHARP on H100 NVSwitch systems
+    "NCCL_SOCKET_IFNAME": "^lo,docker0",          # bootstrap over the first real interface
+    "OMP_NUM_THREADS": "1",
+}
+
+
+@dataclass
+class TrainJob:
+    """``trainer train`` on ``resources.nodes`` nodes: one ``torchrun`` per node, started by ``srun``.
+
+    Args:
+        config: trainer config file; ``overrides`` are appended as ``key=value``.
+        run_dir: the run folder (``run_dir=`` override); a relative path is under the launch folder.
+        corpus: optional corpus folder (``data.corpus=``).
+        curriculum: optional curriculum file (``data.curriculum=``).
+        program: what torchrun starts (``-m trainer train`` by default).
+        nproc_per_node: processes per node; default: ``resources.gpus_per_node`` or 1 without GPUs.
+        rdzv_backend: ``c10d`` (torchrun's rendezvous on the head node) or ``static`` (node rank
+            from ``SLURM_NODEID``).
+        rdzv_port: rendezvous port on the head node; 0 derives one from the job id.
+        dist_env: NCCL/torch environment (defaults in ``DEFAULT_DIST_ENV``; "" removes one).
+    """
+
+    config: str = "configs/trainer/tiny.yaml"
+    overrides: list[str] = field(default_factory=list)
+    run_dir: str = "run"
+    corpus: str | None = None
+    curriculum: str | None = None
+    program: list[str] = field(default_factory=lambda: ["-m", "trainer", "train"])
+    nproc_per_node: int | None = None
+    rdzv_backend: Literal["c10d", "static"] = "c10d"
+    rdzv_port: int = 29500
+    dist_env: dict[str, str] = field(default_factory=dict)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=8, cpus_per_task=64,
+                                                                   time="48:00:00", exclusive=True))
+
+
+@dataclass
+class EvalJob:
+    """``evalkit run`` as a job array over checkpoints, then one ``evalkit compare`` job after all of them.
+
+    Args:
+        checkpoints: model folders or run folders (a run folder is resolved to its latest checkpoint).
+        suite: the ``--suite`` argument.
+        out_dir: results root (one sub-folder per checkpoint); relative paths are under the launch folder.
+        compare_out: where ``evalkit compare`` writes (default ``<out_dir>/compare``).
+        extra_args: more arguments for ``evalkit run``.
+        max_parallel: at most this many array elements at once (0: no limit).
+    """
+
+    checkpoints: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    suite: str = "asr,overrefusal"
+    out_dir: str = "eval"
+    compare_out: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    compare_args: list[str] = field(default_factory=list)
+    max_parallel: int = 0
+    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=1, cpus_per_task=8,
+                                                                   time="04:00:00"))
+    compare_resources: Resources = field(default_factory=lambda: Resources(cpus_per_task=1, time="00:30:00"))
+
+
+@dataclass
+class SweepConfig:
+    """Curriculum sweep: one training run per intervention start, each evaluated, then compared.
+
+    Args:
+        interventions: fractions of the run (0.0-1.0) at which the safety mix starts.
+        curriculum_template: a curriculum YAML with at least two phases: the first phase's weights are
+            the base mix, the last phase's the intervention mix. For each fraction a curriculum file is
+            written into the launch folder with those two phases (one phase for 0.0).
+        curriculum_files: explicit files per percentage (e.g. ``{20: configs/.../intervention_20.yaml}``);
+            used instead of the template where given.
+        evaluate: submit an evaluation for each run and the comparison.
+    """
+
+    interventions: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.6])
+    curriculum_template: str = "configs/trainer/curricula/intervention_20.yaml"
+    curriculum_files: dict[int, str] = field(default_factory=dict)
+    evaluate: bool = True
+
+    def validate(self) -> None:
+        if not self.interventions:
+            raise ConfigError("sweep.interventions is empty")
+        for x in self.interventions:
+            if not 0.0 <= x < 1.0:
+                raise ConfigError(f"sweep.interventions: {x} is not a fraction in [0, 1) (20% is 0.2)")
+        pcts = [round(x * 100) for x in self.interventions]
+        if len(set(pcts)) != len(pcts):
+            raise ConfigError(f"sweep.interventions has duplicates: {self.interventions}")
+
+
+@dataclass
+class LaunchConfig:
+    """Everything ``python -m launch`` needs.
+
+    Args:
+        name: the launch's name; job names are ``<name>-<job>``.
+        output_dir: parent folder of launch folders; the launch folder is ``<output_dir>/<name>`` and
+            holds the scripts, ``logs/<job>/``, ``jobs.json`` and the resolved ``config.yaml``.
+    """
+
+    name: str = "launch"
+    output_dir: str = "launches"
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
+    corpus: CorpusJob = field(default_factory=CorpusJob)
+    train: TrainJob = field(default_factory=TrainJob)
+    eval: EvalJob = field(default_factory=EvalJob)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def validate(self) -> None:
+        if not re.match(r"^[A-Za-z0-9._-]+$", self.name):
+            raise ConfigError(f"name {self.name!r}: use letters, digits, '.', '_' and '-' only")

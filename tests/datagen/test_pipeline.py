@@ -1,0 +1,151 @@
+"""End-to-end `datagen run` on a messy input: quarantine, drops, routing, tags, MDS read-back, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datagen.config import DatagenConfig
+from datagen.pipeline import run
+from infra.config import ConfigError, load_config
+from infra.corpus import Manifest, TAG_TOKEN, open_bucket
+
+
+def _cfg(tmp: Path, messy_input, tokenizer_dir, *extra: str) -> DatagenConfig:
+    return load_config(DatagenConfig, None, [
+        f"output={tmp / 'corpus'}", f"input.path={messy_input['dir']}", "input.max_chars=10000",
+        f"tokenizer.path={tokenizer_dir}", "score.classifier=null", "score.combine=label",
+        "executor.tasks=2", "executor.workers=1", *extra])
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory, messy_input, tokenizer_dir):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = _cfg(tmp, messy_input, tokenizer_dir)
+    stats = run(cfg)
+    return cfg, Path(cfg.output), stats
+
+
+def _read_bucket(corpus: Path, bucket: str) -> list[dict]:
+    ds = open_bucket(corpus, bucket)
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_balance_and_counts(corpus_run, messy_input):
+    _, corpus, stats = corpus_run
+    assert stats["balance"]["ok"], stats["balance"]
+    assert stats["read"] == messy_input["read"]
+    assert stats["quarantined"]["reasons"] == messy_input["quarantine"]
+    assert {k: v["total"] for k, v in stats["dropped"]["by_filter"].items()} == messy_input["dropped"]
+    assert stats["dropped"]["by_filter"]["exact_dedup"]["reasons"] == {"duplicate": 1}
+    assert set(stats["dropped"]["by_filter"]["language"]["reasons"]) == {"lang_fr", "lang_de"}
+    assert stats["kept"] == len(messy_input["good"])
+    assert json.loads((corpus / "stats.json").read_text()) == stats
+
+
+def test_quarantine_lines_name_source_line_reason(corpus_run, messy_input):
+    _, corpus, _ = corpus_run
+    recs = [json.loads(x) for f in sorted((corpus / "quarantine").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert len(recs) == sum(messy_input["quarantine"].values())
+    by_reason = {r["reason"]: r for r in recs}
+    assert by_reason["malformed_json"]["source"].endswith("part-a.jsonl")
+    assert by_reason["malformed_json"]["line"] == 31
+    assert by_reason["invalid_utf8"]["line"] == 32
+    assert "unterminated" in by_reason["malformed_json"]["raw"]
+    assert by_reason["unreadable_file"]["source"].endswith("part-c.jsonl.gz")
+    assert len(by_reason["too_long"]["raw"]) <= 500
+    dropped = [json.loads(x) for f in (corpus / "dropped" / "language").glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert sorted(d["id"] for d in dropped) == ["french", "german"]
+
+
+def test_routing_buckets_and_pending(corpus_run, messy_input):
+    _, corpus, stats = corpus_run
+    labels = {d["id"]: d["score"] for d in messy_input["good"]}
+    raw = _read_bucket(corpus, "raw")
+    tagged = _read_bucket(corpus, "tagged")
+    assert {r["id"] for r in raw} == {i for i, s in labels.items() if s == 0}
+    assert {r["id"] for r in tagged} == {i for i, s in labels.items() if s >= 1}
+    assert all(int(r["score"]) == labels[r["id"]] for r in raw + tagged)
+    pending = {}
+    for route in ("rephrase", "refusal"):
+        docs = [json.loads(x) for f in (corpus / "pending" / route).glob("*.jsonl") for x in f.read_text().splitlines()]
+        pending[route] = {d["id"]: d for d in docs}
+    assert set(pending["rephrase"]) == {i for i, s in labels.items() if 1 <= s <= 3}
+    assert set(pending["refusal"]) == {i for i, s in labels.items() if s >= 4}
+    sample = next(iter(pending["refusal"].values()))
+    assert TAG_TOKEN not in sample["text"]  # the LLM stage gets the untagged text
+    assert sample["metadata"]["safety_score"] >= 4
+    assert stats["routes"] == {"raw": len(raw), "rephrase": len(pending["rephrase"]),
+                               "refusal": len(pending["refusal"])}
+
+
+def test_mds_read_back_equals_tokenized_input(corpus_run, messy_input):
+    from infra.tokenizer import load_tokenizer, tag_id
+
+    _, corpus, stats = corpus_run
+    tok = load_tokenizer(corpus / "tokenizer")
+    tid, eos = tag_id(tok), tok.eos_token_id
+    texts = {d["id"]: d["text"] for d in messy_input["good"]}
+    n_tags = 0
+    for bucket in ("raw", "tagged"):
+        for rec in _read_bucket(corpus, bucket):
+            expect = tok(texts[rec["id"]], add_special_tokens=False)["input_ids"] + [eos]
+            got = np.asarray(rec["tokens"])
+            assert got.dtype == np.uint32
+            if bucket == "raw":
+                assert got.tolist() == expect
+                assert tid not in got
+            else:
+                n_tags += int((got == tid).sum())
+                assert got[got != tid].tolist() == expect  # tags never split a word
+    assert n_tags == stats["tags"]["inserted"] > 0
+    m = Manifest.load(corpus)
+    assert m.tokenizer.tag_id == tid and m.tokenizer.eos_id == eos
+    assert m.buckets["raw"].documents == stats["buckets"]["raw"]["documents"]
+    assert sum(b.tokens for b in m.buckets.values()) == sum(b["tokens"] for b in stats["buckets"].values())
+
+
+def test_plain_streaming_dataset_reads_bucket(corpus_run):
+    from streaming import StreamingDataset
+
+    _, corpus, stats = corpus_run
+    ds = StreamingDataset(local=str(corpus / "shards" / "tagged"), shuffle=False, batch_size=1)
+    assert len(ds) == stats["buckets"]["tagged"]["documents"]
+
+
+def test_resume_rewrites_failed_rank_without_duplicates(tmp_path, messy_input, tokenizer_dir):
+    cfg = _cfg(tmp_path, messy_input, tokenizer_dir)
+    first = run(cfg)
+    corpus = Path(cfg.output)
+    ids_before = sorted(r["id"] for b in ("raw", "tagged") for r in _read_bucket(corpus, b))
+    # simulate a task that crashed after writing part of its shards: no completion marker, extra samples
+    (corpus / "logs" / "stage1" / "completions" / "00001").unlink()
+    rank1 = corpus / "shards" / "raw" / "rank_00001"
+    assert rank1.is_dir()
+    shutil.rmtree(rank1)
+    shutil.copytree(corpus / "shards" / "raw" / "rank_00000", rank1)
+    second = run(cfg)
+    ids_after = sorted(r["id"] for b in ("raw", "tagged") for r in _read_bucket(corpus, b))
+    assert ids_after == ids_before and len(set(ids_after)) == len(ids_after)
+    assert second["buckets"] == first["buckets"] and second["balance"]["ok"]
+    # a re-run of a finished run changes nothing either
+    assert run(cfg)["buckets"] == first["buckets"]
+
+
+def test_resume_refuses_other_config(tmp_path, messy_input, tokenizer_dir):
+    run(_cfg(tmp_path, messy_input, tokenizer_dir, "tag.enabled=false", "filters.language.enabled=false"))
+    with pytest.raises(ConfigError, match="tag"):
+        run(_cfg(tmp_path, messy_input, tokenizer_dir, "filters.language.enabled=false"))
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="min_score"):
+        load_config(DatagenConfig, None, ["tag.min_score=0"])
+    with pytest.raises(ConfigError, match="unknown key 'route.foo'"):
+        load_config(DatagenConfig, None, ["route.foo=1"])
+    with pytest.raises(ConfigError, match="partition"):
+        load_config(DatagenConfig, None, ["executor.kind=slurm"])

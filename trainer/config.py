@@ -1,0 +1,208 @@
+"""Typed configuration of ``python -m trainer train|sft`` (YAML under ``configs/trainer/``).
+
+Every field is documented; unknown keys and wrong types are rejected by ``infra.config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from infra.config import ConfigError
+from infra.paths import REPO_ROOT
+
+
+@dataclass
+class ModelConfig:
+    """Model architecture and implementation.
+
+    preset: ``tiny`` | ``smollm2-135m`` | ``smollm2-360m`` | ``smollm2-1.7b`` (ignored with ``init.hf``,
+        whose config.json defines the architecture).
+    spec: layer implementation, ``auto`` (best available) | ``te`` | ``torch`` (SDPA) | ``local``.
+    num_layers ... rope_theta: override single preset numbers (null keeps the preset's).
+    vocab_size: tokenizer vocabulary; null takes it from the corpus manifest / HF tokenizer.
+    make_vocab_size_divisible_by: the embedding is padded to a multiple of this times TP.
+    fp8: null (off) | ``e4m3`` | ``hybrid``; needs the ``te`` spec. fp8_recipe: TE recipe name.
+    compile: wrap the model in ``torch.compile`` (GPU; the torch spec benefits most).
+    init_std: std of the normal weight initialisation.
+    """
+
+    preset: str = "tiny"
+    spec: Literal["auto", "te", "torch", "local"] = "auto"
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    num_query_groups: int | None = None
+    ffn_hidden_size: int | None = None
+    rope_theta: float | None = None
+    vocab_size: int | None = None
+    make_vocab_size_divisible_by: int = 128
+    fp8: Literal["e4m3", "hybrid"] | None = None
+    fp8_recipe: Literal["delayed", "tensorwise", "mxfp8", "blockwise"] = "delayed"
+    compile: bool = False
+    init_std: float = 0.02
+
+
+@dataclass
+class DataConfig:
+    """Pretraining data.
+
+    corpus: corpus folder written by ``datagen run`` (manifest.json, shards/<bucket>/).
+    curriculum: path to a curriculum YAML (``configs/trainer/curricula/*.yaml``) or the phases inline
+        (``{phases: [{start: 0.0, weights: {raw: 1.0}}, ...]}``).
+    seed: seed of the per-bucket permutations (independent of the model seed).
+    """
+
+    corpus: str = ""
+    curriculum: Any = None
+    seed: int = 1234
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule. Steps count optimizer steps (global batches).
+
+    train_steps, seq_length, global_batch_size (samples per step, all DP ranks), micro_batch_size
+        (samples per forward pass per rank; global = micro * DP * accumulation steps).
+    lr, min_lr, warmup_steps; schedule: ``cosine`` | ``wsd`` (warmup-stable-decay) | ``linear`` |
+        ``constant``; wsd_decay_fraction: share of the steps spent decaying in WSD.
+    weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad (0 disables clipping).
+    precision: ``auto`` (bf16 on GPU, fp32 on CPU) | ``bf16`` | ``fp32``.
+    distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
+    seed: model initialisation seed.
+    save_interval: checkpoint every N steps (0: only at the end); keep_last: checkpoints kept.
+    log_interval: print a log line every N steps (metrics.jsonl gets every step).
+    """
+
+    train_steps: int = 100
+    seq_length: int = 128
+    global_batch_size: int = 8
+    micro_batch_size: int = 4
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "wsd", "linear", "constant"] = "cosine"
+    wsd_decay_fraction: float = 0.2
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    distributed_optimizer: bool = True
+    seed: int = 1234
+    save_interval: int = 0
+    keep_last: int = 2
+    log_interval: int = 10
+
+    def validate(self) -> None:
+        for name in ("train_steps", "seq_length", "global_batch_size", "micro_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"key 'train.{name}': must be > 0, got {getattr(self, name)}")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(f"key 'train.global_batch_size' ({self.global_batch_size}) must be a multiple "
+                              f"of train.micro_batch_size ({self.micro_batch_size})")
+        if self.warmup_steps < 0 or self.warmup_steps > self.train_steps:
+            raise ConfigError(f"key 'train.warmup_steps': must be in [0, train.train_steps], got {self.warmup_steps}")
+        if not 0.0 <= self.wsd_decay_fraction <= 1.0:
+            raise ConfigError(f"key 'train.wsd_decay_fraction': must be in [0, 1], got {self.wsd_decay_fraction}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"key 'train.min_lr' ({self.min_lr}) is larger than train.lr ({self.lr})")
+        if self.keep_last < 1:
+            raise ConfigError(f"key 'train.keep_last': must be >= 1, got {self.keep_last}")
+
+
+@dataclass
+class ParallelConfig:
+    """tp: tensor-parallel size; pp: pipeline-parallel size. DP = WORLD_SIZE / (tp * pp)."""
+
+    tp: int = 1
+    pp: int = 1
+
+
+@dataclass
+class InitConfig:
+    """hf: an HF Llama folder (config.json + safetensors + tokenizer) to start from; its weights are
+    imported into the megatron model, the tag token is added to its vocabulary if missing."""
+
+    hf: str | None = None
+
+
+@dataclass
+class SFTConfig:
+    """path: chat JSONL (``{"messages": [{"role", "content"}, ...]}`` per line); SFT mode when set.
+    Loss is computed on assistant tokens only (``trainer.data.loader.SFTLoader``)."""
+
+    path: str | None = None
+
+
+@dataclass
+class ExportConfig:
+    """hf_at_end: write an HF Llama folder (+ tokenizer) to ``run_dir/hf`` when training ends."""
+
+    hf_at_end: bool = False
+
+
+@dataclass
+class LoggingConfig:
+    """tensorboard: write ``run_dir/tensorboard``; wandb: also log to Weights & Biases (needs the
+    ``wandb`` package); wandb_project / wandb_name: W&B run identity; progress: show a progress bar."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "safety-pretraining"
+    wandb_name: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    """Everything ``python -m trainer train`` needs. run_dir: the run folder (config, metrics,
+    checkpoints, tensorboard); an existing run folder with checkpoints is resumed."""
+
+    run_dir: str = "runs/tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> None:
+        if self.sft.path is None and not self.data.corpus:
+            raise ConfigError("key 'data.corpus': a corpus folder is required for pretraining "
+                              "(or set sft.path for SFT mode)")
+        if self.sft.path is None and self.data.curriculum is None:
+            raise ConfigError("key 'data.curriculum': a curriculum (YAML path or inline phases) is required "
+                              "for pretraining")
+        if self.data.curriculum is not None and not isinstance(self.data.curriculum, (str, dict)):
+            raise ConfigError("key 'data.curriculum': expected a YAML path or a mapping with 'phases', "
+                              f"got {type(self.data.curriculum).__name__}")
+        if self.parallel.tp < 1 or self.parallel.pp < 1:
+            raise ConfigError("keys 'parallel.tp'/'parallel.pp' must be >= 1")
+
+    @property
+    def sft_mode(self) -> bool:
+        return self.sft.path is not None
+
+
+def resolve_curriculum(value: Any, source: str = "data.curriculum"):
+    """A ``CurriculumConfig`` from a YAML path (absolute, relative to the working directory or to the
+    repository) or an inline mapping (``{phases: ...}`` or ``{curriculum: {phases: ...}}``)."""
+    from infra.config import build
+    from trainer.data.curriculum import CurriculumConfig, load_curriculum
+
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_file() and (REPO_ROOT / value).is_file():
+            path = REPO_ROOT / value
+        if not path.is_file():
+            raise ConfigError(f"key '{source}': curriculum file not found: {value}")
+        return load_curriculum(path)
+    if isinstance(value, dict):
+        inner = value.get("curriculum", value)
+        return build(CurriculumConfig, inner, source=source)
+    raise ConfigError(f"key '{source}': expected a path or a mapping, got {value!r}")

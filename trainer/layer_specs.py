@@ -1,0 +1,120 @@
+"""Every layer-spec choice of the trainer, in one module.
+
+Three specs build the same Llama-shaped GPT block (RMSNorm, SwiGLU, RoPE, no biases):
+
+``te``     Transformer-Engine modules (fused LayerNorm+Linear, TE attention, FP8 capable). Needs TE and
+           CUDA. TE is imported only here and only when asked for: a TE without CUDA libraries makes
+           ``import megatron.core`` crash, so CPU machines must never have it installed.
+``torch``  megatron-core's local modules with the core attention replaced by
+           ``torch.nn.functional.scaled_dot_product_attention`` (flash / cuDNN / memory-efficient
+           kernels on Hopper). For GPUs without TE.
+``local``  megatron-core's local spec unchanged (unfused softmax attention). The CPU path.
+
+``auto`` picks the best available: te (CUDA + TE), else torch (CUDA), else local. There is no
+control flow inside the specs themselves; ``select_spec`` is the only place that decides.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+SPECS = ("auto", "te", "torch", "local")
+
+
+def te_available() -> bool:
+    """True when Transformer-Engine is installed and CUDA exists (without CUDA, TE must not load)."""
+    return torch.cuda.is_available() and importlib.util.find_spec("transformer_engine") is not None
+
+
+def resolve_spec_name(name: str) -> str:
+    """Turn ``auto`` into the best available spec and check that an explicit choice can run."""
+    if name not in SPECS:
+        raise ValueError(f"model.spec must be one of {list(SPECS)}, got {name!r}")
+    if name == "auto":
+        if te_available():
+            return "te"
+        return "torch" if torch.cuda.is_available() else "local"
+    if name == "te" and not te_available():
+        raise RuntimeError("model.spec=te needs Transformer-Engine and CUDA "
+                           "(pip install 'transformer-engine[pytorch]' on a CUDA machine); "
+                           "use model.spec=torch or auto")
+    return name
+
+
+class SDPACoreAttention(torch.nn.Module):
+    """Core attention computed by PyTorch SDPA, with megatron's ``DotProductAttention`` interface.
+
+    Args:
+        config: the model's ``TransformerConfig`` (heads, kv groups, TP size are read from it).
+        layer_number: 1-based layer index (unused; part of megatron's interface).
+        attn_mask_type: must be causal; padding masks are not needed by a packed-sequence trainer.
+        attention_type: ``"self"``.
+        attention_dropout: dropout probability (defaults to ``config.attention_dropout``).
+        softmax_scale: defaults to 1/sqrt(head_dim), as SDPA does.
+        cp_comm_type, pg_collection: accepted for interface compatibility; context parallelism is
+            not supported by this module.
+
+    Inputs are megatron's ``[seq, batch, heads, head_dim]`` query and ``[seq, batch, groups, head_dim]``
+    key/value; the output is ``[seq, batch, heads * head_dim]`` as the following projection expects.
+    """
+
+    def __init__(self, config, layer_number: int, attn_mask_type, attention_type: str,
+                 attention_dropout: Optional[float] = None, softmax_scale: Optional[float] = None,
+                 cp_comm_type: Optional[str] = None, pg_collection=None):
+        super().__init__()
+        from megatron.core.transformer.enums import AttnMaskType
+
+        if attn_mask_type != AttnMaskType.causal:
+            raise ValueError(f"SDPACoreAttention supports causal masks only, got {attn_mask_type}")
+        if getattr(config, "context_parallel_size", 1) > 1:
+            raise ValueError("SDPACoreAttention does not support context parallelism")
+        self.config = config
+        self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
+        self.softmax_scale = softmax_scale
+
+    def forward(self, query, key, value, attention_mask=None, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if packed_seq_params is not None or attention_bias is not None:
+            raise ValueError("SDPACoreAttention does not support packed sequences or attention bias")
+        # [s, b, h, d] -> [b, h, s, d]
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            scale=self.softmax_scale, enable_gqa=q.shape[1] != k.shape[1])
+        s, b = query.shape[0], query.shape[1]
+        return out.permute(2, 0, 1, 3).reshape(s, b, -1)
+
+
+def build_layer_spec(name: str):
+    """The megatron ``ModuleSpec`` of one transformer layer for a resolved spec name."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    if name == "te":
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec()
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    if name == "torch":
+        spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
+    elif name != "local":
+        raise ValueError(f"unknown resolved spec {name!r}")
+    return spec
+
+
+def fp8_config_kwargs(fp8: str | None, recipe: str, spec: str) -> dict:
+    """``TransformerConfig`` FP8 fields; FP8 needs the TE spec.
+
+    Args:
+        fp8: None (off), ``"e4m3"`` or ``"hybrid"`` (e4m3 forward, e5m2 backward).
+        recipe: ``delayed``, ``tensorwise``, ``mxfp8`` or ``blockwise`` (TE recipes).
+        spec: the resolved spec name.
+    """
+    if not fp8:
+        return {}
+    if spec != "te":
+        raise ValueError(f"model.fp8={fp8!r} needs model.spec=te (resolved spec is {spec!r})")
+    return {"fp8": fp8, "fp8_recipe": recipe}

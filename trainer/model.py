@@ -1,0 +1,139 @@
+"""The trainer's model: a megatron-core ``GPTModel`` in the Llama / SmolLM2 shape.
+
+RMSNorm, SwiGLU MLP, rotary position embeddings, no biases, tied input/output embeddings. The
+architecture lives in ``PRESETS`` (plain numbers, no parallelism); ``build_model`` turns a preset plus
+the parallel and precision settings into megatron objects. Layer-spec choice is in
+``trainer.layer_specs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from infra.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Architecture numbers of a Llama-shaped decoder (HF names in comments)."""
+
+    num_layers: int               # num_hidden_layers
+    hidden_size: int              # hidden_size
+    num_attention_heads: int      # num_attention_heads
+    num_query_groups: int         # num_key_value_heads
+    ffn_hidden_size: int          # intermediate_size
+    rope_theta: float = 10000.0   # rope_theta
+    norm_eps: float = 1e-5        # rms_norm_eps
+    max_position_embeddings: int = 2048
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+PRESETS: dict[str, Arch] = {
+    # 2 layers, hidden 64: a CPU training step takes tens of milliseconds; for tests and CI.
+    "tiny": Arch(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                 ffn_hidden_size=176, rope_theta=10000.0, max_position_embeddings=4096),
+    # The SmolLM2 family (HuggingFaceTB/SmolLM2-*/config.json).
+    "smollm2-135m": Arch(30, 576, 9, 3, 1536, rope_theta=100000.0, max_position_embeddings=8192),
+    "smollm2-360m": Arch(32, 960, 15, 5, 2560, rope_theta=100000.0, max_position_embeddings=8192),
+    "smollm2-1.7b": Arch(24, 2048, 32, 32, 8192, rope_theta=130000.0, max_position_embeddings=8192),
+}
+
+
+def resolve_arch(preset: str, **overrides) -> Arch:
+    """A preset with optional field overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset {preset!r} is unknown; presets: {', '.join(PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(PRESETS[preset], **changes)
+
+
+def arch_from_hf_config(cfg: dict) -> Arch:
+    """Architecture of an HF ``LlamaForCausalLM`` config (dict from config.json)."""
+    theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    return Arch(num_layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"],
+                num_attention_heads=cfg["num_attention_heads"],
+                num_query_groups=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+                ffn_hidden_size=cfg["intermediate_size"], rope_theta=float(theta),
+                norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)))
+
+
+def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
+    """Round the vocabulary up as megatron does, so every TP shard of the embedding is equal."""
+    multiple = divisible_by * tp
+    return ((vocab_size + multiple - 1) // multiple) * multiple
+
+
+def transformer_config(arch: Arch, *, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32,
+                       init_std: float = 0.02, spec: str = "local", fp8: dict | None = None,
+                       calculate_per_token_loss: bool = True):
+    """The megatron ``TransformerConfig`` for an architecture and parallel layout.
+
+    On CPU (no CUDA) the settings megatron needs there are applied: CPU initialisation, no fused
+    kernels, no gradient-accumulation fusion.
+    """
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    on_gpu = torch.cuda.is_available()
+    kw = dict(
+        num_layers=arch.num_layers, hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
+        ffn_hidden_size=arch.ffn_hidden_size, kv_channels=arch.head_dim,
+        normalization="RMSNorm", layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=False,
+        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=init_std,
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        sequence_parallel=on_gpu and tp > 1,
+        params_dtype=dtype, bf16=dtype == torch.bfloat16, pipeline_dtype=dtype,
+        calculate_per_token_loss=calculate_per_token_loss,
+        # the fused kernels need CUDA (and apex/TE); the plain paths are exact on CPU
+        use_cpu_initialization=not on_gpu, gradient_accumulation_fusion=False,
+        bias_activation_fusion=on_gpu and spec == "te", masked_softmax_fusion=False,
+        persist_layer_norm=False, bias_dropout_fusion=False, apply_rope_fusion=False,
+        cross_entropy_loss_fusion=False,
+    )
+    kw.update(fp8 or {})
+    return TransformerConfig(**kw)
+
+
+def build_gpt(config, arch: Arch, spec_name: str, vocab_size: int, max_seq_length: int,
+              pre_process: bool = True, post_process: bool = True):
+    """Instantiate the megatron ``GPTModel`` (one pipeline stage) for a resolved spec name."""
+    from megatron.core.models.gpt import GPTModel
+
+    from trainer.layer_specs import build_layer_spec
+
+    return GPTModel(
+        config=config, transformer_layer_spec=build_layer_spec(spec_name), vocab_size=vocab_size,
+        max_sequence_length=max(max_seq_length, arch.max_position_embeddings),
+        pre_process=pre_process, post_process=post_process, parallel_output=True,
+        share_embeddings_and_output_weights=True, position_embedding_type="rope",
+        rotary_base=int(arch.rope_theta) if float(arch.rope_theta).is_integer() else arch.rope_theta,
+    )
+
+
+def count_parameters(arch: Arch, vocab_size: int) -> int:
+    """Parameters of the tied model (embeddings counted once)."""
+    h, f, L = arch.hidden_size, arch.ffn_hidden_size, arch.num_layers
+    kv = arch.num_query_groups * arch.head_dim
+    per_layer = h * (h + 2 * kv) + h * h + 3 * h * f + 2 * h
+    return L * per_layer + vocab_size * h + h
+
+
+def flops_per_token(arch: Arch, vocab_size: int, seq_length: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), causal attention counted in full
+    as in the PaLM / Megatron MFU convention: 6 * non-embedding matmul params + 6 * logits + attention."""
+    h, f, L = arch.hidden_size, arch.ffn_hidden_size, arch.num_layers
+    kv = arch.num_query_groups * arch.head_dim
+    matmul_params = L * (h * (h + 2 * kv) + h * h + 3 * h * f)
+    attn = L * 2 * 2 * seq_length * h  # QK^T and AV, 2 FLOPs per MAC
+    return 6.0 * matmul_params + 6.0 * vocab_size * h + 3.0 * attn
