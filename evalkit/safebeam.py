@@ -20,6 +20,16 @@ import math
 from evalkit.model import Generation, ModelError
 
 
+def _cached_forward(lm, ids, cache=None):
+    """One forward with a KV cache; transformers renamed ``past_key_values`` to ``cache`` during 5.x."""
+    import inspect
+
+    kw = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    out = lm(input_ids=ids, use_cache=True, **({kw: cache} if cache is not None else {}))
+    new = getattr(out, "cache", None)
+    return out, (new if new is not None else out.past_key_values)
+
+
 def _tag(model) -> int:
     from infra.tokenizer import TokenizerError, tag_id
 
@@ -51,8 +61,7 @@ def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
     k, n = decoding.beams, decoding.top_n
     ids = torch.tensor([_prompt_ids(model, prompt)], device=model.device)
     with torch.no_grad():
-        out = model.model(input_ids=ids, use_cache=True)
-    cache = out.past_key_values
+        out, cache = _cached_forward(model.model, ids)
     last_logp = torch.log_softmax(out.logits[:, -1].double(), dim=-1)  # [beams, V]
     beams: list[list[int]] = [[]]
     scores = torch.zeros(1, dtype=torch.float64, device=model.device)
@@ -68,8 +77,7 @@ def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
         cand_score = scores[cand_beam] + top_v.reshape(-1)
         cache.reorder_cache(cand_beam)
         with torch.no_grad():
-            out = model.model(input_ids=cand_tok[:, None], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+            out, cache = _cached_forward(model.model, cand_tok[:, None], cache)
         next_logp = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
         tag_p = next_logp[:, tag].exp()
         c = cand_tok.shape[0]
@@ -120,7 +128,8 @@ def safebeam_reference(model, prompt: str, decoding) -> list[int]:
         cands = []  # (beam tokens + token, score, tag prob), in beam order then proposal rank
         for seq, score in beams:
             lp = logp_next(seq)
-            ranked = sorted((t for t in range(lp.shape[0]) if t != tag), key=lambda t: -float(lp[t]))[:n]
+            vals = lp.tolist()
+            ranked = sorted((t for t in range(len(vals)) if t != tag), key=lambda t: -vals[t])[:n]
             for t in ranked:
                 new = seq + [t]
                 cands.append((new, score + float(lp[t]), float(logp_next(new)[tag].exp())))

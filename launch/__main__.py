@@ -20,7 +20,7 @@ from pathlib import Path
 from infra.config import ConfigError, add_config_arguments, config_from_args, save_config
 from infra.log import setup_logging
 
-DEFAULT_CONFIG = "configs/launch/local.yaml"
+DEFAULT_CONFIG = "configs/launch/h100.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +66,14 @@ def _status(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come after options such as --after (plain argparse stops at those)
+    args, rest = parser.parse_known_args(argv)
+    stray = [a for a in rest if a.startswith("-") or "=" not in a]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = list(args.overrides) + rest
     setup_logging()
     from launch.cluster import LaunchError
 

@@ -81,22 +81,23 @@ class Resources:
     reservation: str | None = None
     extra_sbatch: list[str] = field(default_factory=list)
 
-    def validate(self) -> None:
+    def check(self, key: str) -> None:
+        """Raise ``ConfigError`` naming ``key`` (the dotted path of this section) for impossible values."""
         if self.nodes < 1:
-            raise ConfigError(f"resources.nodes must be >= 1, got {self.nodes}")
+            raise ConfigError(f"{key}.nodes must be >= 1, got {self.nodes}")
         if self.cpus_per_task < 1:
-            raise ConfigError(f"resources.cpus_per_task must be >= 1, got {self.cpus_per_task}")
+            raise ConfigError(f"{key}.cpus_per_task must be >= 1, got {self.cpus_per_task}")
         if self.gpus_per_node < 0:
-            raise ConfigError(f"resources.gpus_per_node must be >= 0, got {self.gpus_per_node}")
+            raise ConfigError(f"{key}.gpus_per_node must be >= 0, got {self.gpus_per_node}")
         if self.mem is not None and not _MEM_RE.match(self.mem):
-            raise ConfigError(f"resources.mem {self.mem!r} is not a Slurm memory size such as 64G or 500M")
+            raise ConfigError(f"{key}.mem {self.mem!r} is not a Slurm memory size such as 64G or 500M")
         try:
             parse_time_minutes(self.time)
         except ValueError as e:
-            raise ConfigError(f"resources.time: {e} (use e.g. 04:00:00 or 2-00:00:00)") from None
+            raise ConfigError(f"{key}.time: {e} (use e.g. 04:00:00 or 2-00:00:00)") from None
         for flag in self.extra_sbatch:
             if not flag.startswith("--"):
-                raise ConfigError(f"resources.extra_sbatch entry {flag!r} must start with '--'")
+                raise ConfigError(f"{key}.extra_sbatch entry {flag!r} must start with '--'")
 
 
 @dataclass
@@ -132,13 +133,15 @@ class CorpusJob:
     ``executor: slurm``: the job is a small driver; datatrove's ``SlurmPipelineExecutor`` submits one job
     array per stage (LLM stage after scoring) with the settings in ``executor_overrides``; the driver
     waits for the corpus manifest so that later jobs can depend on it.
-    ``overrides`` and ``executor_overrides`` are passed to ``datagen run`` as ``key=value``.
+    ``overrides`` and ``executor_overrides`` are passed to ``datagen run`` as ``key=value`` after
+    ``executor.kind=<executor>`` (and ``executor.venv_path`` from ``environment.venv``); ``output_dir``
+    (relative: under the launch folder) is passed as ``<output_key>=...``.
     """
 
     config: str = "configs/datagen/demo.yaml"
     overrides: list[str] = field(default_factory=list)
     output_dir: str | None = None
-    output_key: str = "output_dir"
+    output_key: str = "output"
     executor: Literal["local", "slurm"] = "local"
     executor_overrides: dict[str, str] = field(default_factory=dict)
     wait_poll_s: int = 30
@@ -165,9 +168,10 @@ class PreemptionConfig:
 
     def validate(self) -> None:
         if self.signal.upper().startswith("SIG"):
-            raise ConfigError(f"preemption.signal: write {self.signal[3:]!r} without 'SIG'")
-        if self.signal.upper() not in ("USR1", "USR2", "TERM", "INT", "HUP", "URG"):
-            raise ConfigError(f"preemption.signal {self.signal!r}: use USR1 or USR2")
+            raise ConfigError(f"train.preemption.signal: write {self.signal[3:]!r} without 'SIG'")
+        if self.signal.upper() not in ("USR1", "USR2"):
+            raise ConfigError(f"train.preemption.signal {self.signal!r}: use USR1 or USR2 (TERM and INT also "
+                              "end the job step)")
 
 
 # Defaults usual on H100 InfiniBand clusters; any value can be overridden, "" removes a variable.
@@ -293,3 +297,7 @@ class LaunchConfig:
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z0-9._-]+$", self.name):
             raise ConfigError(f"name {self.name!r}: use letters, digits, '.', '_' and '-' only")
+        for key, res in (("corpus.resources", self.corpus.resources), ("train.resources", self.train.resources),
+                         ("eval.resources", self.eval.resources),
+                         ("eval.compare_resources", self.eval.compare_resources)):
+            res.check(key)

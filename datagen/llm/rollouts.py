@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from datagen.llm import prompts as P
 
 
+# vLLM chat parameters that continue a final assistant message instead of opening a new one
+PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
+
+
 @dataclass
 class RolloutSettings:
     """What the rollouts need from ``LLMConfig`` (a plain, picklable copy)."""
@@ -35,6 +39,8 @@ class RolloutSettings:
     accept_truncated: bool = False
     max_score: dict = field(default_factory=dict)      # bucket -> highest acceptable rescored score
     raw_cut: int = 2000
+    seed_requests: bool = True  # send a per-request sampling seed (reproducible sampling)
+    prefill: bool = True   # start answers with a fixed prefix (annotate: '{"score": ', dialogue: 'User:')
 
 
 def stable_int(*parts) -> int:
@@ -70,11 +76,21 @@ def _is_bad_request(e: Exception) -> bool:
 
 
 async def _generate(generate, messages: list[dict], sampling: dict, exchanges: list, step: str, s: RolloutSettings,
-                    attempt: int, doc_id: str) -> tuple[str | None, str | None, str]:
-    """One request. Returns (usable text or None, problem or None, raw answer)."""
+                    attempt: int, doc_id: str, prefix: str = "") -> tuple[str | None, str | None, str]:
+    """One request. Returns (usable text or None, problem or None, raw answer).
+
+    ``prefix`` (with ``s.prefill``) is sent as the start of the assistant's answer and kept in the text.
+    """
     from datatrove.pipeline.inference.types import InferenceError
 
-    payload = {"messages": messages, **sampling, "seed": stable_int(s.seed, step, doc_id, attempt) % (2 ** 31)}
+    if prefix and s.prefill:
+        messages = messages + [{"role": "assistant", "content": prefix}]
+        sampling = {**sampling, **PREFILL_PARAMS}
+    else:
+        prefix = ""
+    payload = {"messages": messages, **sampling}
+    if s.seed_requests:
+        payload["seed"] = stable_int(s.seed, step, doc_id, attempt) % (2 ** 31)
     try:
         res = await generate(payload)
     except InferenceError as e:
@@ -82,7 +98,7 @@ async def _generate(generate, messages: list[dict], sampling: dict, exchanges: l
             raise
         exchanges.append({"step": step, "attempt": attempt, "messages": messages, "error": str(e)[:1000]})
         return None, "rejected", str(e)[:s.raw_cut]
-    raw = res.text or ""
+    raw = prefix + (res.text or "")
     exchanges.append({"step": step, "attempt": attempt, "messages": messages,
                       "sampling": {k: v for k, v in payload.items() if k != "messages"},
                       "text": raw, "finish_reason": res.finish_reason, "usage": res.usage})
@@ -136,7 +152,7 @@ async def rephrase_rollout(doc, generate, settings: RolloutSettings, classifier=
             "exchanges": exchanges}
 
 
-_TURN = re.compile(r"^\W*(the\s+)?(user|assistant|ai|human)\s*:", re.I | re.M)
+_TURN = re.compile(r"^\W*(the\s+)?(user|assistant|ai|human)\W*:", re.I | re.M)
 
 
 def dialogue_problem(text: str) -> str | None:
@@ -153,7 +169,7 @@ async def refusal_rollout(doc, generate, settings: RolloutSettings, classifier=N
     dialogue = None
     for a in range(s.attempts):
         out, problem, raw = await _generate(generate, P.refusal_messages(text), s.sampling.get("refusal", {}),
-                                            exchanges, "refusal", s, a, str(doc.id))
+                                            exchanges, "refusal", s, a, str(doc.id), prefix=P.DIALOGUE_PREFILL)
         if out is not None:
             problem = dialogue_problem(out)
             if problem is None:
@@ -250,15 +266,19 @@ def parse_label(answer: str) -> tuple[int | None, str, str | None]:
 
 async def annotate_rollout(doc, generate, settings: RolloutSettings) -> dict:
     """Rubric label 0-5 with reason; invalid answers are retried (with a correction turn), then quarantined."""
+    from datatrove.pipeline.inference.types import InferenceError
+
     s = settings
     text, cut = _doc_text(doc, s)
-    messages = P.annotate_messages(text)
+    prefix = P.ANNOTATE_PREFILL if s.prefill else ""
+    messages = P.annotate_messages(text, prefill=s.prefill)
+    base = messages[:2]
     exchanges, problems, raw = [], [], ""
-    sampling = dict(s.sampling.get("annotate", {}))
+    sampling = {**s.sampling.get("annotate", {}), **(PREFILL_PARAMS if s.prefill else {})}
     for a in range(s.attempts):
-        from datatrove.pipeline.inference.types import InferenceError
-
-        payload = {"messages": messages, **sampling, "seed": stable_int(s.seed, "annotate", doc.id, a) % (2 ** 31)}
+        payload = {"messages": messages, **sampling}
+        if s.seed_requests:
+            payload["seed"] = stable_int(s.seed, "annotate", doc.id, a) % (2 ** 31)
         try:
             res = await generate(payload)
         except InferenceError as e:
@@ -268,8 +288,8 @@ async def annotate_rollout(doc, generate, settings: RolloutSettings) -> dict:
             problems.append("rejected")
             raw = str(e)
             break
-        raw = res.text or ""
-        exchanges.append({"step": "annotate", "attempt": a, "messages": messages, "text": raw,
+        raw = prefix + (res.text or "")
+        exchanges.append({"step": "annotate", "attempt": a, "messages": messages, "text": res.text or "",
                           "finish_reason": res.finish_reason, "usage": res.usage})
         score, reason, problem = parse_label(raw)
         if problem is None:
@@ -277,6 +297,8 @@ async def annotate_rollout(doc, generate, settings: RolloutSettings) -> dict:
                                  "attempt": a, "input_cut": cut}], "exchanges": exchanges}
         problems.append(problem)
         # the correction turn changes the prompt, so even greedy decoding gives a new answer
-        messages = messages[:2] + [{"role": "assistant", "content": raw[:1000]},
-                                   {"role": "user", "content": P.ANNOTATE_RETRY.format(problem=problem)}]
+        messages = base + [{"role": "assistant", "content": raw[:1000]},
+                           {"role": "user", "content": P.ANNOTATE_RETRY.format(problem=problem)}]
+        if s.prefill:
+            messages.append({"role": "assistant", "content": P.ANNOTATE_PREFILL})
     return {"outputs": [_quarantined("labels", problems, raw, s)], "exchanges": exchanges}

@@ -87,15 +87,16 @@ def settings_from(llm: LLMConfig, raw_cut: int = 2000) -> RolloutSettings:
         sampling={"annotate": g.annotate, "rephrase": g.rephrase, "refusal": g.refusal, "moral": g.moral,
                   "aligned": g.aligned},
         max_input_chars=llm.max_input_chars, min_output_chars=llm.min_output_chars,
-        accept_truncated=llm.accept_truncated,
+        accept_truncated=llm.accept_truncated, prefill=llm.prefill,
+        seed_requests=llm.seed_requests,
         max_score={b: llm.max_score_for(b) for b in ("rephrased", "refusal", "moral", "aligned")},
         raw_cut=raw_cut)
 
 
-def _classifier_context(settings: RolloutSettings, classifier_path: str | None) -> dict:
+def _classifier_context(settings: RolloutSettings, classifier_path: str | None, classifier=None) -> dict:
     """datatrove shared context, built inside the task (the executor deep-copies the pipeline)."""
-    clf = None
-    if classifier_path:
+    clf = classifier
+    if clf is None and classifier_path:
         from datagen.classifier import load_classifier
 
         clf = load_classifier(classifier_path)
@@ -129,7 +130,7 @@ def aligned_documents(llm: LLMConfig) -> list:
             for i, topic in enumerate(llm.aligned_topics) for k in range(llm.aligned_per_topic)]
 
 
-def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer) -> dict:
+def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> dict:
     """Run the LLM transformations and write their buckets; return stats.
 
     Args:
@@ -137,6 +138,8 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer) -> dict:
             the default rescoring classifier).
         corpus_dir: the corpus folder (reads ``pending/``, writes ``shards/``, ``quarantine/``, ``llm/``).
         tokenizer: HF tokenizer with the tag token (``infra.tokenizer.load_tokenizer``).
+        classifier: optional object with ``predict(texts) -> list[int]`` used for rescoring instead of
+            loading the configured classifier folder.
     Returns:
         ``{"transformations": {name: {"in", "out"}}, "buckets": {bucket: {"documents", "tokens"}},
         "quarantined": {bucket: {reason: n}}, "styles": {style: n}, "requests", "seconds"}``.
@@ -153,12 +156,12 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     settings = settings_from(llm, raw_cut=getattr(getattr(cfg, "input", None), "raw_cut", 2000))
     clf_path = None
-    if llm.rescore:
+    if llm.rescore and classifier is None:
         clf_path = llm.classifier or getattr(getattr(cfg, "score", None), "classifier", None)
         if not clf_path:
             raise LLMStageError("llm.rescore is true but no classifier is configured: set llm.classifier or "
                                 "score.classifier, or llm.rescore=false")
-    context = partial(_classifier_context, settings, clf_path)
+    context = partial(_classifier_context, settings, clf_path, classifier if llm.rescore else None)
 
     plan = []  # (name, source, n_in, rollout)
     rephrase_files = _pending_files(corpus_dir, "rephrase")

@@ -3,6 +3,7 @@
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,7 +79,8 @@ def test_reader_matches_streaming_dataset(corpus):
     for i in range(len(reader)):
         np.testing.assert_array_equal(reader.tokens(i), ds[i]["tokens"])
         np.testing.assert_array_equal(reader.tokens(i), docs["rephrased"][i])
-    assert len({s["raw_data"]["basename"] for s in json.loads((root / "shards/rephrased/index.json").read_text())["shards"]}) > 2
+    shards = json.loads((root / "shards/rephrased/index.json").read_text())["shards"]
+    assert len({s["raw_data"]["basename"] for s in shards}) > 2  # several shards from several writer ranks
 
 
 def test_packing_reads_back_the_documents(corpus):
@@ -263,3 +265,34 @@ def test_error_bad_dp_and_bad_state(small_corpus):
     bad["buckets"]["raw"]["received"] += 1
     with pytest.raises(ValueError, match="inconsistent"):
         loader(small_corpus, curriculum=TWO).load_state_dict(bad)
+
+
+def test_plan_command_reports_epochs(corpus, capsys):
+    from trainer.data.__main__ import main
+
+    root, docs = corpus
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "trainer" / "curricula" / "intervention_20.yaml"
+    assert main(["plan", "--config", str(cfg), "train_steps=50", "global_batch_size=8", f"seq_length={SEQ}",
+                 f"corpus={root}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget_tokens"] == 50 * 8 * SEQ and out["phases"][1]["first_step"] == 10
+    refusal = out["buckets"]["refusal"]
+    assert refusal["samples"] == 16
+    assert refusal["samples_per_epoch"] == (sum(d.size for d in docs["refusal"]) - 1) // SEQ
+    assert refusal["epochs"] == pytest.approx(16 / refusal["samples_per_epoch"], abs=1e-3)
+    assert main(["plan", "--config", str(cfg), f"corpus={root / 'nothing'}"]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_reader_decompresses_zstd_shards(tmp_path):
+    docs = _docs("moral", 20, 7)
+    w = BucketShardWriter(tmp_path, "moral", 0, compression="zstd", size_limit=1 << 9)
+    for i, d in enumerate(docs):
+        w.write(d, f"m{i}", 0)
+    w.close()
+    merge_bucket_index(tmp_path, "moral")
+    assert not list((tmp_path / "shards/moral/rank_00000").glob("*.mds"))  # only .mds.zstd files
+    reader = MDSBucketReader(tmp_path, "moral", max_open=2)
+    np.testing.assert_array_equal(reader.doc_lengths, [d.size for d in docs])
+    for i in (5, 0, 19, 5):
+        np.testing.assert_array_equal(reader.tokens(i), docs[i])

@@ -9,7 +9,7 @@ thinned).
 Rendering: the tokenizer's chat template when it has one. The template is rendered for the whole
 conversation, and for each assistant turn the text before it (with the generation prompt) and up to
 its end is rendered too; the characters in between (the reply and the template's end-of-turn marker)
-are the assistant's, and tokens whose first character lies there get loss. Tokenizers without a
+are the assistant's, and tokens that overlap them get loss. Tokenizers without a
 template use ``"<role>: <content>\\n"`` per message, with the EOS token after each assistant reply
 (reply and EOS get loss).
 
@@ -118,10 +118,11 @@ class SFTDataset:
         text, spans = self._render(messages, where)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        starts = np.asarray([o[0] for o in enc["offset_mapping"]], dtype=np.int64)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
         mask = np.zeros(ids.size, dtype=np.bool_)
         for a, b in spans:
-            mask |= (starts >= a) & (starts < b)
+            # overlap, not containment: a token may merge the template's space with the reply's first word
+            mask |= (offsets[:, 1] > a) & (offsets[:, 0] < b)
         return ids, mask
 
     def _render(self, messages: list[dict], where: str) -> tuple[str, list[tuple[int, int]]]:

@@ -1,0 +1,60 @@
+"""``python -m trainer {train,sft,export-hf}``: thin command-line entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from infra.config import add_config_arguments, config_from_args
+
+EXIT_NOTE = ("Exit status 0 also after SIGTERM/SIGUSR1: the trainer then saved a checkpoint at the current "
+             "step boundary and stopped; running the same command again resumes from run_dir.")
+
+
+def _train(args, sft: bool) -> int:
+    from trainer.config import TrainerConfig
+    from trainer.train import train
+
+    cfg = config_from_args(TrainerConfig, args)
+    if sft and not cfg.sft_mode:
+        raise SystemExit("trainer sft: set sft.path=CHAT.jsonl (and init.hf=HF_DIR)")
+    summary = train(cfg)
+    print(f"trainer: {'stopped by signal' if summary['stopped_by_signal'] else 'finished'} at step "
+          f"{summary['step']}, loss {summary['loss']:.4f}, run folder {summary['run_dir']}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__, epilog=EXIT_NOTE)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="pretrain with a curriculum over a corpus folder (resumes run_dir)",
+                       description="Train a megatron-core GPT on a corpus folder with a curriculum. Keys: "
+                       "run_dir, model.*, data.*, train.*, parallel.*, init.hf, sft.path, export.hf_at_end, "
+                       "logging.* (see docs/trainer.md). " + EXIT_NOTE)
+    add_config_arguments(p, default_config="configs/trainer/tiny.yaml")
+    p = sub.add_parser("sft", help="supervised finetuning on chat JSONL (init.hf=HF_DIR sft.path=JSONL)",
+                       description="Train in SFT mode: loss on assistant tokens only. " + EXIT_NOTE)
+    add_config_arguments(p, default_config="configs/trainer/sft.yaml")
+    p = sub.add_parser("export-hf", help="write a checkpoint as an HF Llama folder + tokenizer",
+                       description="CKPT: a run folder, its checkpoints/ folder or a checkpoints/iter_XXXXXXX "
+                       "folder. OUT: the HF folder to write.")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    args = parser.parse_args(argv)
+
+    from infra.log import setup_logging
+
+    setup_logging()
+    if args.command == "train":
+        return _train(args, sft=False)
+    if args.command == "sft":
+        return _train(args, sft=True)
+    from trainer.export import export_hf
+
+    export_hf(args.checkpoint, args.out, dtype=args.dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
