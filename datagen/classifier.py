@@ -70,6 +70,16 @@ class TrainClassifierConfig:
 def read_labels(path: str | Path, text_field: str = "text", score_field: str = "score") -> tuple[list[str], list[int]]:
     """Read a labels JSONL; any unusable line is an error naming file, line and field."""
     texts, scores = [], []
+    p = Path(path)
+    files = sorted(x for x in p.rglob("*.jsonl") if x.is_file()) if p.is_dir() else [p]
+    for file in files:
+        _read_labels_file(file, text_field, score_field, texts, scores)
+    if len(texts) < 10:
+        raise ClassifierError(f"{path}: {len(texts)} labelled documents; need at least 10")
+    return texts, scores
+
+
+def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list, scores: list) -> None:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -87,9 +97,6 @@ def read_labels(path: str | Path, text_field: str = "text", score_field: str = "
                 raise ClassifierError(f"{path}:{n}: field '{score_field}' must be an int 0-5, got {score!r}")
             texts.append(text)
             scores.append(score)
-    if len(texts) < 10:
-        raise ClassifierError(f"{path}: {len(texts)} labelled documents; need at least 10")
-    return texts, scores
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict:
@@ -112,6 +119,19 @@ def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict:
         "confusion_matrix": confusion_matrix(yt, yp, labels=CLASSES).tolist(),
         "confusion_labels": CLASSES,
     }
+
+
+def path_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of the sorted (name, sha256) list of a folder's files."""
+    import hashlib
+
+    from infra.corpus import file_sha256
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    parts = [f"{f.relative_to(path)}:{file_sha256(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _one_line(text: str) -> str:
@@ -271,7 +291,7 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)
     meta.update({
-        "labels": str(cfg.labels), "label_counts": counts, "train_size": len(x_tr), "test_size": len(x_te),
+        "labels": str(cfg.labels), "labels_sha256": path_sha256(cfg.labels), "label_counts": counts, "train_size": len(x_tr), "test_size": len(x_te),
         "seed": cfg.seed, "metrics": metrics,
         "majority_baseline": {"class": majority, **classification_metrics(y_te, [majority] * len(y_te))},
     })

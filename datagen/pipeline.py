@@ -46,6 +46,12 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
     from infra.tokenizer import load_tokenizer
 
     src = Path(cfg.tokenizer.path)
+    stamp = src / "datagen_trained_on.json"
+    if cfg.tokenizer.train_if_missing and stamp.is_file() and cfg.input.format == "jsonl":
+        # a cached tokenizer trained here on other data (e.g. the default corpus changed) is retrained
+        if json.loads(stamp.read_text()).get("sha256") != _sha_of(_input_path(cfg)):
+            log.info("%s was trained on other data; training it again", src)
+            shutil.rmtree(src)
     if not src.exists() and cfg.tokenizer.train_if_missing:
         from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
 
@@ -55,6 +61,7 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
         log.info("training a %d-entry BPE tokenizer on %s -> %s", cfg.tokenizer.vocab_size, _input_path(cfg), src)
         train_tokenizer(TrainTokenizerConfig(input=str(_input_path(cfg)), text_field=cfg.input.text_field,
                                              output=str(src), vocab_size=cfg.tokenizer.vocab_size))
+        stamp.write_text(json.dumps({"input": str(_input_path(cfg)), "sha256": _sha_of(_input_path(cfg))}))
     tok = load_tokenizer(src if src.exists() else cfg.tokenizer.path, add_tag=True)
     dst = corpus / "tokenizer"
     tmp = corpus / "tokenizer.tmp"
@@ -68,18 +75,30 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
 
 def _ensure_classifier(cfg: DatagenConfig) -> None:
     sc = cfg.score
-    if sc.classifier is None or (Path(sc.classifier) / "classifier.json").is_file():
+    if sc.classifier is None:
         return
+    meta_path = Path(sc.classifier) / "classifier.json"
+    labels = sc.labels or str(_input_path(cfg))
+    if meta_path.is_file():
+        trained_on = json.loads(meta_path.read_text()).get("labels_sha256")
+        if not (sc.train_if_missing and trained_on and trained_on != _sha_of(Path(labels))):
+            return
+        log.info("%s was trained on other labels; training it again", sc.classifier)
     if not sc.train_if_missing:
         raise ConfigError(f"score.classifier: {sc.classifier} has no classifier.json (train one with "
                           "`python -m datagen train-classifier` or set score.train_if_missing=true)")
     from datagen.classifier import TrainClassifierConfig, train_classifier
 
-    labels = sc.labels or str(_input_path(cfg))
     log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, sc.classifier)
     meta = train_classifier(TrainClassifierConfig(labels=labels, output=sc.classifier, backend=sc.backend,
                                                   text_field=cfg.input.text_field, score_field=sc.label_field))
     log.info("held-out metrics: %s", {k: v for k, v in meta["metrics"].items() if k != "confusion_matrix"})
+
+
+def _sha_of(path: Path) -> str:
+    from datagen.classifier import path_sha256
+
+    return path_sha256(path)
 
 
 def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:

@@ -8,20 +8,21 @@ from pathlib import Path
 from datagen.config import DatagenConfig
 
 
-def _load_stage_stats(logging_dir: Path):
-    """Sum of the per-task datatrove stats of one stage (one entry per pipeline step)."""
-    from datatrove.utils.stats import PipelineStats
-
+def _load_stage_stats(logging_dir: Path) -> tuple[list[dict[str, int]] | None, int]:
+    """Per pipeline step, the counters of one stage summed over its tasks' ``stats/<rank>.json``."""
     files = sorted((logging_dir / "stats").glob("*.json"))
-    total = None
+    total: list[dict[str, int]] | None = None
     for f in files:
-        ps = PipelineStats.from_json(json.loads(f.read_text()))
-        total = ps if total is None else total + ps
+        steps = json.loads(f.read_text())
+        if total is None:
+            total = [{} for _ in steps]
+        if len(steps) != len(total):
+            raise ValueError(f"{f}: {len(steps)} steps, other tasks have {len(total)}")
+        for acc, step in zip(total, steps):
+            for k, v in step.get("stats", {}).items():
+                # datatrove writes plain counters as numbers and value statistics as {"total": ...}
+                acc[k] = acc.get(k, 0) + int(v["total"] if isinstance(v, dict) else v)
     return total, len(files)
-
-
-def _counts(stats) -> dict[str, int]:
-    return {k: int(v.total) for k, v in stats.stats.items()}
 
 
 def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: dict[str, int],
@@ -31,9 +32,9 @@ def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: 
     total, n_tasks = _load_stage_stats(corpus / "logs" / "stage1")
     if total is None:
         raise FileNotFoundError(f"{corpus / 'logs' / 'stage1' / 'stats'}: no task stats (did stage 1 run?)")
-    if len(total.stats) != len(labels):
-        raise ValueError(f"stage-1 stats have {len(total.stats)} steps, the pipeline {len(labels)}")
-    by = {lab: _counts(st) for lab, st in zip(labels, total.stats)}
+    if len(total) != len(labels):
+        raise ValueError(f"stage-1 stats have {len(total)} steps, the pipeline {len(labels)}")
+    by = dict(zip(labels, total))
     read = by["read"].get("documents", 0)
     q = by["quarantine"]
     quarantined = {"total": q.get("quarantined", 0),

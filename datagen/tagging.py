@@ -56,31 +56,34 @@ def inject_tags(text: str, p: float, seed: int, doc_id: str, tag: str = TAG_TOKE
     Returns:
         ``(tagged_text, n_tags)``.
     """
+    tagged, n_tags, _ = inject_tags_counted(text, p, seed, doc_id, tag)
+    return tagged, n_tags
+
+
+def inject_tags_counted(text: str, p: float, seed: int, doc_id: str, tag: str = TAG_TOKEN) -> tuple[str, int, int]:
+    """``inject_tags`` that also returns the number of words (for the realised tag rate)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"tag probability must be in [0, 1], got {p}")
     starts = [m.start() for m in _WORD.finditer(text)]
     if not starts or p == 0.0:
-        return text, 0
-    draws = doc_rng(seed, doc_id).random(len(starts)) < p
-    n_tags = int(draws.sum())
-    if n_tags == 0:
-        return text, 0
+        return text, 0, len(starts)
+    hits = np.flatnonzero(doc_rng(seed, doc_id).random(len(starts)) < p)
+    if hits.size == 0:
+        return text, 0, len(starts)
     pieces = []
     prev = 0
-    for start, hit in zip(starts, draws):
-        if not hit:
-            continue
+    for i in hits.tolist():
         # insertion point: start of the whitespace run preceding the word
-        cut = start
+        cut = starts[i]
         while cut > prev and text[cut - 1].isspace():
             cut -= 1
         pieces.append(text[prev:cut])
         pieces.append(tag)
         prev = cut
     pieces.append(text[prev:])
-    return "".join(pieces), n_tags
+    return "".join(pieces), int(hits.size), len(starts)
 
 
 def count_words(text: str) -> int:
     """Number of words as ``inject_tags`` counts them."""
-    return sum(1 for _ in _WORD.finditer(text))
+    return len(_WORD.findall(text))

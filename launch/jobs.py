@@ -12,12 +12,14 @@ from pathlib import Path
 
 import yaml
 
+from infra.log import get_logger
 from launch import render as R
 from launch.cluster import ClusterInfo, LaunchError, check_environment, check_resources, cluster_info
 from launch.config import DEFAULT_DIST_ENV, LaunchConfig, Resources, TrainJob
 from launch.plan import JobSpec, Plan
 
 q = R.q
+log = get_logger(__name__)
 
 
 @dataclass
@@ -95,7 +97,10 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
     nproc = _nproc(t)
     args = ["--config", config, f"run_dir={run_dir}"]
     if t.corpus:
-        args.append(f"data.corpus={ctx.input_path(t.corpus)}")
+        corpus = ctx.input_path(t.corpus)
+        if not (corpus / "manifest.json").is_file():
+            log.warning("%s: %s has no manifest.json yet; fine if a corpus job (--after) writes it", key, corpus)
+        args.append(f"data.corpus={corpus}")
     curriculum = curriculum or t.curriculum
     if curriculum:
         args.append(f"data.curriculum={curriculum}")

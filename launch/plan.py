@@ -8,7 +8,7 @@ import json
 import os
 import shlex
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.log import get_logger
@@ -179,8 +179,3 @@ def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[st
                         "dependency": kv.get("Dependency")}
     return out
 
-
-def as_dict(job: JobSpec) -> dict:
-    d = asdict(job)
-    d.pop("script")
-    return d

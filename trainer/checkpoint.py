@@ -206,6 +206,25 @@ def _prime_optimizer_state(optimizer) -> None:
                     st.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
 
 
+def _restore_adam_steps(optimizer) -> None:
+    """Set every parameter's own Adam ``step`` tensor from the loaded param groups. Without apex/TE,
+    megatron's DistributedOptimizer keeps the step count in ``param_groups[i]["step"]`` in its
+    checkpoint and, on load into an optimizer whose state already exists, leaves torch's per-parameter
+    ``step`` tensors at their old values (or one shared tensor that torch's Adam would increment once
+    per parameter). Either breaks Adam's bias correction and bit-exact resume."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            continue
+        for group in inner.param_groups:
+            if "step" not in group:
+                continue
+            for p in group["params"]:
+                st = inner.state.get(p)
+                if st is not None and isinstance(st.get("step"), torch.Tensor):
+                    st["step"] = torch.tensor(float(group["step"]), dtype=st["step"].dtype)
+
+
 def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) -> tuple[dict, dict | None]:
     """Restore model, optimizer, scheduler and this rank's RNG state from ``ckpt_dir``.
 
@@ -226,7 +245,9 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
             _load_into(m, loaded[key])
         if optimizer is not None:
             optimizer.load_state_dict(loaded["optimizer"])
+            _restore_adam_steps(optimizer)
     if scheduler is not None and state.get("scheduler"):
+        scheduler.num_steps = 0  # megatron's load_state_dict *advances* by the saved count
         scheduler.load_state_dict(state["scheduler"])
     rank_file = ckpt_dir / "ranks" / f"rank_{_rank():05d}.pt"
     same_world = rank_file.is_file() and state.get("world_size") == (dist.get_world_size()

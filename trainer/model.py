@@ -137,3 +137,29 @@ def flops_per_token(arch: Arch, vocab_size: int, seq_length: int) -> float:
     matmul_params = L * (h * (h + 2 * kv) + h * h + 3 * h * f)
     attn = L * 2 * 2 * seq_length * h  # QK^T and AV, 2 FLOPs per MAC
     return 6.0 * matmul_params + 6.0 * vocab_size * h + 3.0 * attn
+
+
+def mask_padded_vocab(model, vocab_size: int, tp_rank: int = 0, tp_size: int = 1) -> None:
+    """Give the embedding's padding rows (ids >= ``vocab_size``) a logit of -inf-like value.
+
+    megatron pads the vocabulary so that TP shards are equal; with tied embeddings those rows would
+    otherwise produce real logits (0 for zero rows) that take probability mass in the loss and drift
+    in training, although the tokenizer can never emit them and the HF export drops them. Masking them
+    keeps the trained distribution equal to the exported one (and an imported HF model's loss equal
+    to transformers' loss from the first step).
+    """
+    out_layer = getattr(model, "output_layer", None)
+    if out_layer is None:
+        return  # not the last pipeline stage
+    shard = out_layer.weight.shape[0] if out_layer.weight is not None else model.embedding.word_embeddings.weight.shape[0]
+    start = max(0, min(shard, vocab_size - tp_rank * shard))
+    if start == shard:
+        return  # this TP rank holds no padding rows
+
+    def hook(module, inputs, output):
+        logits, bias = output
+        mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        mask[start:] = True
+        return logits.masked_fill(mask, torch.finfo(logits.dtype).min), bias
+
+    out_layer.register_forward_hook(hook)

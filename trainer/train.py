@@ -30,8 +30,8 @@ from trainer import checkpoint as ckpt
 from trainer.config import TrainerConfig, resolve_curriculum
 from trainer.distributed import DistInfo, init_distributed, shutdown
 from trainer.layer_specs import fp8_config_kwargs, resolve_spec_name
-from trainer.model import (Arch, arch_from_hf_config, build_gpt, flops_per_token, padded_vocab_size,
-                           resolve_arch, transformer_config)
+from trainer.model import (Arch, arch_from_hf_config, build_gpt, flops_per_token, mask_padded_vocab,
+                           padded_vocab_size, resolve_arch, transformer_config)
 
 log = get_logger("trainer")
 
@@ -103,6 +103,7 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
                                 spec=ms.spec, fp8=fp8_config_kwargs(cfg.model.fp8, cfg.model.fp8_recipe, ms.spec))
     model = build_gpt(config, ms.arch, ms.spec, ms.padded_vocab, t.seq_length,
                       pre_process=ps.is_pipeline_first_stage(), post_process=ps.is_pipeline_last_stage())
+    mask_padded_vocab(model, ms.vocab_size, info.tp_rank, info.tp)
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
     if cfg.init.hf:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -178,27 +180,37 @@ def run_transformation(name: str, source, n_in: int, rollout: Callable, endpoint
     try:
         executor.run()
     except Exception as e:  # noqa: BLE001 - datatrove re-raises whatever the task raised
-        done = len(read_outputs(out_dir)) + _checkpointed(ckpt_dir)
+        done = len(set(read_outputs(out_dir)) | _checkpointed_ids(ckpt_dir))
         raise LLMStageError(f"LLM transformation '{name}' failed after {done} of {n_in} documents "
                             f"({type(e).__name__}: {e}); re-run the same command to finish the rest "
                             f"(finished documents and requests are not redone)") from e
     docs = read_outputs(out_dir)
     lines = count_output_lines(out_dir)
     if len(docs) != n_in or lines != n_in:
-        completion = logs_dir / "completions" / "00000"
-        if completion.exists():
-            completion.unlink()  # make a re-run redo the task instead of skipping it as complete
+        # datatrove's checkpoints count the lost documents as done: set the task's state aside (kept
+        # for inspection) and drop the completion marker, so that a re-run redoes the whole task
+        aside = base / f"lost-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(parents=True, exist_ok=True)
+        for d in (out_dir, ckpt_dir):
+            if d.exists():
+                shutil.move(str(d), str(aside / d.name))
+        (logs_dir / "completions" / "00000").unlink(missing_ok=True)
         raise LLMStageError(
             f"LLM transformation '{name}': {n_in} documents in, {len(docs)} distinct documents out "
             f"({lines} lines): {n_in - len(docs)} lost. datatrove marks such a task complete after logging "
-            f"'Failed to save document' (is 'aiofiles' installed? see {logs_dir}/logs); the completion marker "
-            f"was removed so that a re-run redoes it")
+            f"'Failed to save document' (is 'aiofiles' installed? see {logs_dir}/logs); its outputs were "
+            f"moved to {aside} so that a re-run redoes it")
     return docs
 
 
-def _checkpointed(ckpt_dir: Path) -> int:
-    n = 0
+def _checkpointed_ids(ckpt_dir: Path) -> set[str]:
+    """Ids of documents datatrove saved in its per-chunk checkpoint copies."""
+    ids = set()
     for f in Path(ckpt_dir).rglob("*.jsonl"):
         with open(f, encoding="utf-8") as fh:
-            n += sum(1 for line in fh if line.strip())
-    return n
+            for line in fh:
+                try:
+                    ids.add(str(json.loads(line)["id"]))
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut by the crash
+    return ids

@@ -6,7 +6,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-from datagen.tagging import count_words, inject_tags, neutralize_literal_tags
+from datagen.tagging import inject_tags_counted, neutralize_literal_tags
 
 PENDING_ROUTES = ("rephrase", "refusal")
 
@@ -108,9 +108,8 @@ class TagInjector(PipelineStep):
             if n_lit:
                 self.stat_update("literal_tags", value=n_lit)
             if int(doc.metadata["safety_score"]) >= self.min_score:
-                words = count_words(doc.text)
                 with self.track_time():
-                    doc.text, n = inject_tags(doc.text, self.p, self.seed, doc.id)
+                    doc.text, n, words = inject_tags_counted(doc.text, self.p, self.seed, doc.id)
                 doc.metadata["tags"] = n
                 doc.metadata["bucket"] = self.bucket
                 self.stat_update("tagged_documents")

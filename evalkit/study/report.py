@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 CSV_COLUMNS = ("condition", "intervention_start", "seed", "asr", "asr_train_phrasing", "asr_heldout", "asr_after_ft",
-               "asr_heldout_after_ft", "safebeam_asr", "overrefusal", "overrefusal_after_ft", "harmful_refusal_rate",
+               "asr_heldout_after_ft", "safebeam_asr", "safebeam_benign_helpful", "overrefusal", "benign_helpful",
+               "benign_helpful_after_ft", "overrefusal_after_ft", "harmful_refusal_rate",
                "mean_leaked_steps", "mean_leaked_steps_after_ft", "probe_best_auroc", "probe_best_layer", "final_loss")
 TABLE = (("asr", "toy ASR"), ("asr_heldout", "ASR held-out phrasings"), ("asr_after_ft", "ASR after benign FT"),
-         ("safebeam_asr", "SafeBeam ASR"), ("overrefusal", "over-refusal"), ("overrefusal_after_ft",
+         ("safebeam_asr", "SafeBeam ASR"), ("safebeam_benign_helpful", "SafeBeam benign helpful"),
+         ("benign_helpful", "benign helpful"), ("overrefusal", "over-refusal"), ("overrefusal_after_ft",
          "over-refusal after FT"), ("harmful_refusal_rate", "refuses hex"), ("probe_best_auroc", "probe AUROC (best layer)"),
          ("final_loss", "final train loss"))
 
@@ -61,7 +63,8 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, label, marker in (("asr", "toy ASR (greedy)", "o"), ("asr_after_ft", "ASR after benign FT", "s"),
-                               ("safebeam_asr", "SafeBeam ASR", "^"), ("overrefusal", "over-refusal", "x")):
+                               ("safebeam_asr", "SafeBeam ASR", "^"), ("overrefusal", "over-refusal", "x"),
+                               ("safebeam_benign_helpful", "SafeBeam benign helpful (control)", "d")):
         if not all(key in s for s in summary):
             continue
         ax.errorbar(x, [s[key] for s in summary], yerr=[s.get(key + "_std", 0.0) for s in summary], marker=marker,
@@ -71,7 +74,7 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     ax.set_ylabel("rate")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("Toy world: attack success vs intervention start")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     p = plots / "asr_vs_start.png"

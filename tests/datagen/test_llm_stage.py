@@ -111,12 +111,12 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
     from datagen.pipeline import run
     from infra.corpus import Manifest
 
-    docs = make_docs(8, seed=41, levels=(0, 1, 2, 3, 5))
+    docs = make_docs(13, seed=41, levels=(0, 1, 2, 3, 5))
     docs.append({"id": "injection", "text": INJECTION, "score": 4, "reason": "prompt injection + car theft"})
     inp = write_jsonl(tmp_path / "docs.jsonl", docs)
     labels = tmp_path / "labels.jsonl"
     st = run_annotate(load_config(AnnotateConfig, None, [f"input={inp}", f"output={labels}", *_llm(vllm_server)]))
-    assert st["labelled"] >= 5, st
+    assert st["labelled"] >= 10, st  # train-classifier needs 10
     clf_dir = tmp_path / "clf"
     train_classifier(load_config(TrainClassifierConfig, None, [f"labels={labels}", f"output={clf_dir}"]))
     assert load_classifier(clf_dir).predict(["hello there"])[0] in range(6)
@@ -129,7 +129,7 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
     stats = run(cfg)
     corpus = Path(cfg.output)
     llm = json.loads((corpus / "llm" / "stats.json").read_text())
-    assert llm["transformations"]["rephrase"] == {"in": 5, "out": 5}  # scores 1, 2, 3, 1, 2
+    assert llm["transformations"]["rephrase"] == {"in": 8, "out": 8}  # scores 1, 2, 3, 1, 2, 3, 1, 2
     assert llm["transformations"]["refusal"] == {"in": 3, "out": 3}   # scores 5, 5 and the injection (4)
     assert llm["transformations"]["aligned"] == {"in": 1, "out": 1}
     manifest = Manifest.load(corpus)
@@ -140,7 +140,7 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
         assert all(int(r["tokens"][-1]) == manifest.tokenizer.eos_id for r in rows)
     # each input document ends up exactly once per LLM output bucket or in quarantine
     q = [json.loads(x) for x in (corpus / "quarantine" / "llm.jsonl").read_text().splitlines()]
-    for bucket, n in (("rephrased", 5), ("refusal", 3), ("moral", 3)):
+    for bucket, n in (("rephrased", 8), ("refusal", 3), ("moral", 3)):
         ids = [r["id"] for r in _read_bucket(corpus, bucket)] + [f"{x['id']}:{bucket}" for x in q
                                                                   if x["bucket"] == bucket]
         assert len(ids) == len(set(ids)) == n
@@ -155,22 +155,39 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
 
 # ------------------------------------------------------------------------------------------ faults
 def test_lost_documents_fail_the_run(tmp_path, vllm_server, monkeypatch):
-    """datatrove logs 'Failed to save document' and exits 0 without aiofiles: we fail instead."""
+    """datatrove logs 'Failed to save document', exits 0 and marks the task complete when its writer
+    fails: the count check turns that into a failed run, and a re-run redoes the task."""
     from datatrove.data import Document
+    from datatrove.pipeline.inference.checkpointing import CheckpointManager
 
     from datagen.llm.rollouts import RolloutSettings, aligned_rollout
     from datagen.llm.runner import Endpoint, LLMStageError, run_transformation
 
     ep = Endpoint(root_url=vllm_server.root_url, model=vllm_server.model_name, max_retries=1)
     ctx = {"settings": RolloutSettings(sampling={"aligned": {"max_tokens": 16}}, accept_truncated=True,
-                                       min_output_chars=1), "classifier": None}
+                                       min_output_chars=1, seed_requests=False), "classifier": None}
     docs = [Document(text="an AI admits a mistake", id=f"a{i}") for i in range(2)]
+
+    # 1. aiofiles missing: every save fails
     monkeypatch.setitem(sys.modules, "aiofiles", None)  # `import aiofiles` now raises ImportError
-    with pytest.raises(LLMStageError, match="2 documents in, 0 distinct documents out"):
-        run_transformation("aligned", docs, 2, aligned_rollout, ep, tmp_path, shared_context=ctx)
-    assert not (tmp_path / "aligned" / "logs" / "completions" / "00000").exists()
+    with pytest.raises(LLMStageError, match="0 (distinct documents out|of 2 documents)"):
+        run_transformation("aligned", docs, 2, aligned_rollout, ep, tmp_path / "a", shared_context=ctx)
     monkeypatch.delitem(sys.modules, "aiofiles")
-    out = run_transformation("aligned", docs, 2, aligned_rollout, ep, tmp_path, shared_context=ctx)
+
+    # 2. one save fails: datatrove finishes "successfully" with one document missing
+    original = CheckpointManager.write_document
+
+    async def flaky_write(self, document, *args, **kwargs):
+        if document.id == "a1":
+            raise OSError("disk full (simulated)")
+        return await original(self, document, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointManager, "write_document", flaky_write)
+    with pytest.raises(LLMStageError, match="2 documents in, 1 distinct documents out"):
+        run_transformation("aligned", docs, 2, aligned_rollout, ep, tmp_path / "b", shared_context=ctx)
+    assert not (tmp_path / "b" / "aligned" / "logs" / "completions" / "00000").exists()
+    monkeypatch.setattr(CheckpointManager, "write_document", original)
+    out = run_transformation("aligned", docs, 2, aligned_rollout, ep, tmp_path / "b", shared_context=ctx)
     assert sorted(out) == ["a0", "a1"]
 
 

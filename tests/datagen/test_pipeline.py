@@ -149,3 +149,31 @@ def test_config_errors():
         load_config(DatagenConfig, None, ["route.foo=1"])
     with pytest.raises(ConfigError, match="partition"):
         load_config(DatagenConfig, None, ["executor.kind=slurm"])
+
+
+def test_crashed_task_resumes_without_duplicates(tmp_path, messy_input, tokenizer_dir, monkeypatch):
+    """A task that dies after writing part of its shards is re-run on the next call; nothing doubles."""
+    from datagen.steps.tokenize import BucketTokenWriter
+
+    clean = run(_cfg(tmp_path / "clean", messy_input, tokenizer_dir, "tokenizer.batch_size=4"))
+    cfg = _cfg(tmp_path / "crash", messy_input, tokenizer_dir, "tokenizer.batch_size=4")
+    original = BucketTokenWriter.write_batch
+    calls = {"n": 0}
+
+    def failing(self, items, tagged=None):
+        calls["n"] += 1
+        if self.rank == 1 and calls["n"] > 3:
+            raise RuntimeError("simulated node failure")
+        return original(self, items, tagged)
+
+    monkeypatch.setattr(BucketTokenWriter, "write_batch", failing)
+    with pytest.raises(RuntimeError, match="simulated node failure"):
+        run(cfg)
+    corpus = Path(cfg.output)
+    assert not (corpus / "logs" / "stage1" / "completions" / "00001").exists()
+    assert any((corpus / "shards").glob("*/rank_00001/*.mds"))  # partial output left behind
+    monkeypatch.setattr(BucketTokenWriter, "write_batch", original)
+    resumed = run(cfg)
+    assert resumed["buckets"] == clean["buckets"] and resumed["balance"]["ok"]
+    ids = [r["id"] for b in ("raw", "tagged") for r in _read_bucket(corpus, b)]
+    assert len(ids) == len(set(ids)) == clean["kept"]

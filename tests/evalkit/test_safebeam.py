@@ -9,9 +9,15 @@ from evalkit.safebeam import safebeam_generate, safebeam_reference
 
 @pytest.fixture(scope="module")
 def tiny(tiny_tag_model_dir):
+    import torch
+
+    # a 32-wide model gains nothing from threads, and they thrash on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     m = HFModel(tiny_tag_model_dir, prompt_style="completion")
     m.model.double()  # float64: the two implementations must agree exactly, not up to rounding
-    return m
+    yield m
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("beams,top_n,drop", [(3, 4, 0.5), (2, 5, 0.5), (1, 3, 0.0)])

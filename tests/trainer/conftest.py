@@ -91,4 +91,34 @@ def tiny_args(run_dir: Path, corpus: Path, *extra: str, steps: int = 24) -> list
             "{raw: 0.5, rephrased: 0.2, refusal: 0.1, moral: 0.1, tagged: 0.1}}]}",
             f"train.train_steps={steps}", "train.seq_length=32", "train.global_batch_size=8",
             "train.micro_batch_size=4", "train.warmup_steps=2", "train.save_interval=4", "train.keep_last=2",
-            "train.log_interval=4", "model.spec=local", "logging.tensorboard=true", *extra]
+            "train.log_interval=4", "model.spec=local", "logging.tensorboard=true",
+            # 384 tokens: a multiple of 64 * TP for TP=1 and 2, so both layouts initialise the same weights
+            "model.make_vocab_size_divisible_by=64", *extra]
+
+
+REF_STEPS = 24
+
+
+@pytest.fixture(scope="session")
+def reference_run(tiny_corpus, tmp_path_factory):
+    """One uninterrupted single-process tiny run that several tests compare against or export."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    run_trainer(*tiny_args(run_dir, tiny_corpus, steps=REF_STEPS))
+    return run_dir
+
+
+def megatron_logits(tmp_path: Path, tokens, *, ckpt: Path | None = None, hf: Path | None = None,
+                    roundtrip: Path | None = None, spec: str = "local"):
+    """Logits of the trainer's megatron model for ``tokens`` (run in a subprocess)."""
+    import torch
+
+    tok_file, out_file = tmp_path / "tokens.pt", tmp_path / "logits.pt"
+    torch.save(tokens, tok_file)
+    cmd = [sys.executable, str(REPO_ROOT / "tests" / "trainer" / "megatron_logits.py"), "--tokens", str(tok_file),
+           "--out", str(out_file), "--spec", spec]
+    cmd += ["--ckpt", str(ckpt)] if ckpt else ["--hf", str(hf)]
+    if roundtrip:
+        cmd += ["--roundtrip", str(roundtrip)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return torch.load(out_file)

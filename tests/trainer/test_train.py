@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 
 from infra.paths import REPO_ROOT
+from tests.trainer.conftest import REF_STEPS as STEPS
 from tests.trainer.conftest import read_metrics, run_trainer, tiny_args, trainer_cmd, trainer_env
 
-STEPS = 24
 GBS = 8
-
-
-@pytest.fixture(scope="module")
-def reference_run(tiny_corpus, tmp_path_factory):
-    """One uninterrupted single-process run that several tests compare against."""
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    run_trainer(*tiny_args(run_dir, tiny_corpus, steps=STEPS))
-    return run_dir
 
 
 def test_loss_falls_and_run_folder_layout(reference_run):
@@ -147,3 +139,17 @@ def test_two_process_layouts_match_single_process(layout, reference_run, tiny_co
     assert [r["bucket_samples"] for r in ref] == [r["bucket_samples"] for r in got]
     state = json.loads((run_dir / "checkpoints" / f"iter_{STEPS:07d}" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["tp"] == (2 if layout == "tp2" else 1)
+    if layout == "tp2":
+        # export reshards the TP=2 checkpoint through a TP=1 load: its HF logits must equal those of
+        # the single-process reference's export, up to the training differences above.
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        run_trainer("export-hf", str(run_dir), str(tmp_path / "hf_tp2"))
+        run_trainer("export-hf", str(reference_run), str(tmp_path / "hf_ref"))
+        ids = torch.arange(1, 65).view(2, 32)
+        with torch.no_grad():
+            a = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_tp2").eval()(ids).logits
+            b = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_ref").eval()(ids).logits
+        assert (a - b).abs().max() < 1e-2, (a - b).abs().max()
+        assert not torch.equal(a, torch.zeros_like(a))
