@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="read, filter, score, route, tag, tokenize and write the corpus folder",
                        description="Run the datagen pipeline (config: datagen.config.DatagenConfig). "
-                       "Example: python -m datagen run --config configs/datagen/demo.yaml output=out/demo")
+                       "Example: python -m datagen run --config configs/datagen/demo.yaml output=out/demo",
+                       epilog="Config sections: output, input, filters, score, route, tag, tokenizer, executor, "
+                       "compression, llm (fields documented in datagen/config.py and docs/datagen.md).")
     add_config_arguments(r, "configs/datagen/demo.yaml")
     r.set_defaults(func=_cmd_run)
 

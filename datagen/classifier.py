@@ -291,7 +291,8 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)
     meta.update({
-        "labels": str(cfg.labels), "labels_sha256": path_sha256(cfg.labels), "label_counts": counts, "train_size": len(x_tr), "test_size": len(x_te),
+        "labels": str(cfg.labels), "labels_sha256": path_sha256(cfg.labels), "label_counts": counts,
+        "train_size": len(x_tr), "test_size": len(x_te),
         "seed": cfg.seed, "metrics": metrics,
         "majority_baseline": {"class": majority, **classification_metrics(y_te, [majority] * len(y_te))},
     })

@@ -22,6 +22,8 @@ class InputConfig:
         glob: file pattern inside a folder (e.g. ``*.jsonl.gz``); null reads every file.
         text_field / id_field: keys of the text and the id in each record.
         limit: documents per task (-1: all), for trials.
+        html_extraction: main-text extraction with datatrove's Trafilatura step; ``auto`` = for WARC only.
+            Documents it cannot extract count as dropped by ``html_extraction``.
         max_chars: longer documents are quarantined (reason ``too_long``).
         raw_cut: characters of a bad record kept in the quarantine line.
     """
@@ -32,6 +34,7 @@ class InputConfig:
     text_field: str = "text"
     id_field: str = "id"
     limit: int = -1
+    html_extraction: Literal["auto", "trafilatura", "none"] = "auto"
     max_chars: int = 1_000_000
     raw_cut: int = 500
 

@@ -106,13 +106,30 @@ def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
     saved = corpus / CONFIG_NAME
     if not saved.is_file():
         return
-    old = load_config(DatagenConfig, saved)
-    a, b = to_dict(old), to_dict(cfg)
-    a.pop("executor", None), b.pop("executor", None)  # the executor may change between attempts
-    if a != b:
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    try:
+        old = load_config(DatagenConfig, saved)
+    except ConfigError as e:
+        raise ConfigError(f"{corpus} holds a config this version cannot read ({e}); use another output folder") from None
+    a, b = _flat(to_dict(old)), _flat(to_dict(cfg))
+    # where and how the work runs may change between attempts; what it produces may not. The number
+    # of tasks decides which files each rank reads, so it must stay the same too
+    operational = ("executor.", "llm.server.", "llm.max_concurrency", "llm.request_timeout", "llm.max_retries",
+                   "llm.retry_backoff")
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and (k == "executor.tasks" or not k.startswith(operational)))
+    if diff:
         raise ConfigError(f"{corpus} was written with another config (differs in: {', '.join(diff)}); "
                           "resume with the same config or choose another output folder")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 # ------------------------------------------------------------------------------------------ stage 1
@@ -132,8 +149,20 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
                                             id_key=cfg.input.id_field, limit=cfg.input.limit,
                                             raw_cut=cfg.input.raw_cut)]
     labels = ["read"]
-    steps.append(QuarantineStep(str(corpus / "quarantine"), cfg.input.max_chars, cfg.input.raw_cut))
-    labels.append("quarantine")
+    extract = cfg.input.html_extraction
+    if extract == "trafilatura" or (extract == "auto" and cfg.input.format == "warc"):
+        from datatrove.pipeline.extractors import Trafilatura
+
+        # placeholders (empty text) must reach the quarantine step untouched, so extraction comes after it
+        steps.append(QuarantineStep(str(corpus / "quarantine"), 0, cfg.input.raw_cut))
+        labels.append("quarantine")
+        steps.append(Trafilatura(favour_precision=True, timeout=5.0))
+        labels.append("filter:html_extraction")
+        steps.append(QuarantineStep(str(corpus / "quarantine" / "extracted"), cfg.input.max_chars, cfg.input.raw_cut))
+        labels.append("quarantine:extracted")
+    else:
+        steps.append(QuarantineStep(str(corpus / "quarantine"), cfg.input.max_chars, cfg.input.raw_cut))
+        labels.append("quarantine")
 
     def dropped_writer(name: str):
         if not cfg.filters.write_dropped:

@@ -36,12 +36,23 @@ def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: 
         raise ValueError(f"stage-1 stats have {len(total)} steps, the pipeline {len(labels)}")
     by = dict(zip(labels, total))
     read = by["read"].get("documents", 0)
-    q = by["quarantine"]
-    quarantined = {"total": q.get("quarantined", 0),
-                   "reasons": {k[len("quarantined_"):]: v for k, v in sorted(q.items()) if k.startswith("quarantined_")}}
+    quarantined = {"total": 0, "reasons": {}}
+    for lab, q in by.items():
+        if lab.startswith("quarantine"):
+            quarantined["total"] += q.get("quarantined", 0)
+            for k, v in sorted(q.items()):
+                if k.startswith("quarantined_"):
+                    r = k[len("quarantined_"):]
+                    quarantined["reasons"][r] = quarantined["reasons"].get(r, 0) + v
     dropped = {}
     for lab, c in by.items():
-        if lab.startswith("filter:"):
+        if lab == "filter:html_extraction":
+            # datatrove's extractors count their losses under their own names
+            reasons = {"timeout": c.get("timeout", 0), "error": c.get("clean_error", 0) + c.get("broken_process", 0),
+                       "empty_extraction": c.get("dropped", 0)}
+            dropped["html_extraction"] = {"total": c.get("total", 0) - c.get("forwarded", 0),
+                                          "reasons": {k: v for k, v in reasons.items() if v}}
+        elif lab.startswith("filter:"):
             dropped[lab[len("filter:"):]] = {
                 "total": c.get("dropped", 0),
                 "reasons": {k[len("dropped_"):]: v for k, v in sorted(c.items()) if k.startswith("dropped_")}}

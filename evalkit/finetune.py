@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from evalkit.data import resolve_path
+from evalkit.model import subprocess_env
 from infra.log import get_logger
+from infra.paths import REPO_ROOT
 
 log = get_logger(__name__)
 
@@ -25,18 +27,20 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
     data_p = resolve_path(data)
     if not data_p.is_file():
         raise FinetuneError(f"SFT data not found: {data}")
-    cfg_p = resolve_path(trainer_config)
-    run_dir = Path(run_dir)
+    cfg_p = resolve_path(trainer_config).resolve()
+    data_p = data_p.resolve()
+    run_dir = Path(run_dir).resolve()
     out = run_dir / "hf"
     if (out / "config.json").is_file():
         log.info("reusing finetuned model %s", out)
         return out
-    cmd = [sys.executable, "-m", "trainer", "sft", "--config", str(cfg_p), f"init.hf={model_dir}",
+    cmd = [sys.executable, "-m", "trainer", "sft", "--config", str(cfg_p), f"init.hf={Path(model_dir).resolve()}",
            f"sft.path={data_p}", f"run_dir={run_dir}", "export.hf_at_end=true", *overrides]
     log.info("finetuning: %s", " ".join(cmd))
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT,
+                           env=subprocess_env())
     except subprocess.TimeoutExpired:
         raise FinetuneError(f"trainer sft did not finish in {timeout_s:.0f} s") from None
     (run_dir / "sft.log").write_text(r.stdout + "\n" + r.stderr, encoding="utf-8")

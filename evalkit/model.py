@@ -14,8 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.log import get_logger, progress
+from infra.paths import REPO_ROOT
 
 log = get_logger(__name__)
+
+
+def subprocess_env() -> dict:
+    """Environment for the trainer's CLI: the repository importable, hubs off."""
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)  # a torchrun-launched evaluation must not make the trainer join its group
+    return env
 
 
 class ModelError(RuntimeError):
@@ -42,12 +55,12 @@ def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
     import subprocess
     import sys
 
-    out = Path(work_dir or p.parent) / f"{p.name}-hf"
+    out = (Path(work_dir or p.parent) / f"{p.name}-hf").resolve()
     if (out / "config.json").is_file():
         return out
     log.info("%s is not an HF folder: exporting it with the trainer to %s", p, out)
-    cmd = [sys.executable, "-m", "trainer", "export-hf", str(p), str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "trainer", "export-hf", str(p.resolve()), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env())
     if r.returncode != 0 or not (out / "config.json").is_file():
         raise ModelError(f"{path} is neither an HF model folder (no config.json) nor a checkpoint that "
                          f"`trainer export-hf` can export (exit {r.returncode}): {r.stderr[-800:]}")

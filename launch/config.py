@@ -157,7 +157,8 @@ class PreemptionConfig:
         signal: signal name without ``SIG``.
         warn_seconds: how long before the time limit the signal comes (Slurm may send it up to 60 s early).
         max_requeues: stop requeueing after this many restarts (``SLURM_RESTART_COUNT``).
-        shutdown_timeout: seconds torchrun gives the trainer to save before it kills it.
+        shutdown_timeout: seconds torchrun gives the trainers to save after forwarding a SIGTERM before it
+            kills them (``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``).
     """
 
     enabled: bool = True

@@ -115,28 +115,23 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
     launcher = [f"{q(env.python)} -m torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
                 f"--nproc-per-node={nproc}", *rdzv, "--max-restarts=0"]
     p = t.preemption
-    if p.enabled:
-        # torchrun passes only SIGTERM/INT/HUP/QUIT to its workers unless told otherwise, and kills them
-        # 30 s after a signal by default: too short to write a large checkpoint.
-        launcher += [f"--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIG{p.signal.upper()}",
-                     f"--shutdown-timeout={p.shutdown_timeout}"]
     launcher.append(" ".join(q(a) for a in [*t.program, *args]))
-    step = R.step_env(env, ctx.workdir, dist_env) + [
+    step_vars = dict(dist_env)
+    if p.enabled:
+        # On SIGTERM (scancel, preemption) torchrun forwards it and kills the trainers after this many
+        # seconds; its default of 30 s is too short to write a large checkpoint (recent torch versions read it).
+        step_vars.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(p.shutdown_timeout))
+    step = R.step_env(env, ctx.workdir, step_vars) + [
         'echo "[launch] node $SLURM_NODEID ($(hostname)): torchrun with rendezvous at '
         '$SPT_HEAD_NODE:$SPT_RDZV_PORT"']
     if p.enabled:
-        # Slurm signals every process of the step (trainer included). torchrun exits non-zero after
-        # forwarding a signal; report 0 then, or srun's --kill-on-bad-exit would kill the other
-        # nodes while they are still writing their part of the checkpoint.
-        step += [*R.WAIT_FN, "SPT_SIGNALLED=0", f"trap 'SPT_SIGNALLED=1' {p.signal.upper()}",
-                 " \\\n  ".join(launcher) + " &",
-                 'rc=0; spt_wait "$!" || rc=$?',
-                 'if [ "$SPT_SIGNALLED" = 1 ]; then',
-                 '  echo "[launch] node $SLURM_NODEID: torchrun ended with $rc after the signal"; exit 0',
-                 "fi",
-                 'exit "$rc"']
-    else:
-        step.append("exec " + " \\\n  ".join(launcher))
+        # srun delivers the warning signal to every process of the step, the trainers included. torchrun
+        # must not act on it: by default it would die (and leave the trainers to be killed mid-save), and
+        # newer versions would tear the workers down with a deadline. Ignored signals stay ignored across
+        # exec, so torchrun ignores it; the trainer installs its own handler, saves and exits 0, and
+        # torchrun then ends normally.
+        step.append(f"trap '' {p.signal.upper()}")
+    step.append("exec " + " \\\n  ".join(launcher))
     port = str(t.rdzv_port) if t.rdzv_port else "$((20000 + SLURM_JOB_ID % 20000))"
     lines = _header(ctx, plan, key, res, preemption=p) + R.prelude(ctx.workdir) + [
         f"mkdir -p {q(str(run_dir))}",
@@ -340,6 +335,9 @@ def plan_corpus(ctx: Context) -> Plan:
     venv = R.venv_path(env, ctx.workdir)
     if c.executor == "slurm" and venv is not None and "executor.venv_path" not in c.executor_overrides:
         args.append(f"executor.venv_path={venv / 'bin' / 'activate'}")  # sourced by datatrove's jobs
+    stage_prefix = c.executor_overrides.get("executor.job_name", ctx.job_name(key))
+    if c.executor == "slurm" and "executor.job_name" not in c.executor_overrides:
+        args.append(f"executor.job_name={stage_prefix}")   # datatrove names its jobs <job_name>-<stage>
     args += c.overrides + [f"{k}={v}" for k, v in c.executor_overrides.items()]
     cmd = f"exec {q(env.python)} -m datagen run " + " ".join(q(a) for a in args)
     step = R.step_env(env, ctx.workdir) + [cmd]
@@ -364,11 +362,15 @@ def plan_corpus(ctx: Context) -> Plan:
             "SPT_IDLE=0",
             'while [ ! -f "$SPT_MANIFEST" ]; do',
             f"  sleep {int(c.wait_poll_s)}",
-            '  others=$(squeue -h -u "$(id -un)" -o %A | grep -v -x "$SLURM_JOB_ID" | wc -l)',
-            '  if [ "$others" = 0 ]; then SPT_IDLE=$((SPT_IDLE + 1)); else SPT_IDLE=0; fi',
+            "  # datatrove's jobs that can still run (a failed stage leaves its dependents pending forever)",
+            f'  alive=$(squeue -h -u "$(id -un)" -o "%j %r" | grep "^{stage_prefix}-" '
+            '| grep -v -c DependencyNeverSatisfied || true)',
+            '  if [ "$alive" = 0 ]; then SPT_IDLE=$((SPT_IDLE + 1)); else SPT_IDLE=0; fi',
             '  if [ "$SPT_IDLE" -ge 2 ] && [ ! -f "$SPT_MANIFEST" ]; then',
-            '    echo "[launch] no datatrove job left in the queue and no $SPT_MANIFEST: a stage failed '
-            '(see the datatrove logging folders)"',
+            f'    echo "[launch] no runnable {stage_prefix}-* job left and no $SPT_MANIFEST: a stage failed '
+            '(see the datatrove logging folders under the corpus)"',
+            f'    stale=$(squeue -h -u "$(id -un)" -o %j | grep "^{stage_prefix}-" | sort -u | paste -sd, -)',
+            '    if [ -n "$stale" ]; then scancel -u "$(id -un)" -n "$stale"; fi',
             "    exit 1",
             "  fi",
             "done",

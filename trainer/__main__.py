@@ -25,7 +25,9 @@ def _train(args, sft: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__, epilog=EXIT_NOTE)
+    parser = argparse.ArgumentParser(prog="python -m trainer", epilog=EXIT_NOTE, description=(
+        "Megatron-Core GPT trainer: curriculum pretraining over a corpus folder, chat SFT from an HF folder, "
+        "and export of checkpoints as HF Llama folders. Run under torchrun for several processes."))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="pretrain with a curriculum over a corpus folder (resumes run_dir)",
                        description="Train a megatron-core GPT on a corpus folder with a curriculum. Keys: "
@@ -43,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args(argv)
 
+    import warnings
+
     from infra.log import setup_logging
 
+    # megatron announces at import that TE/apex are absent (expected off-GPU) and torch deprecations
+    # from inside megatron; the trainer logs which spec runs instead.
+    warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex|apex).*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*cuda_graph_scope.*")
     setup_logging()
     if args.command == "train":
         return _train(args, sft=False)

@@ -122,7 +122,7 @@ def _sharded(model_chunks, optimizer, is_loading: bool) -> dict:
     model_sd: dict = {}
     for i, m in enumerate(model_chunks):
         key = "model" if len(model_chunks) == 1 else f"model{i}"
-        sd[key] = m.sharded_state_dict()
+        sd[key] = unwrap(m).sharded_state_dict()
         model_sd.update(sd[key])
     if optimizer is not None:
         sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading, metadata=OPTIM_META)
@@ -178,13 +178,12 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
     return final
 
 
-def _load_into(module, state_dict: dict) -> None:
-    """``load_state_dict`` at the wrapper level the keys were produced at (DDP / Float16Module add
-    ``module.`` prefixes to their sharded state dicts)."""
-    while state_dict and all(k.startswith("module.") for k in state_dict) and hasattr(module, "module"):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+def unwrap(module):
+    """The ``GPTModel`` inside DDP / Float16Module wrappers. Checkpoints use its keys, so runs in fp32
+    and bf16, and the export's bare model, all read the same names."""
+    while hasattr(module, "module"):
         module = module.module
-    module.load_state_dict(state_dict, strict=True)
+    return module
 
 
 def _prime_optimizer_state(optimizer) -> None:
@@ -242,7 +241,7 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
         loaded = dist_checkpointing.load(sharded, str(ckpt_dir))
         for i, m in enumerate(model_chunks):
             key = "model" if len(model_chunks) == 1 else f"model{i}"
-            _load_into(m, loaded[key])
+            unwrap(m).load_state_dict(loaded[key], strict=True)
         if optimizer is not None:
             optimizer.load_state_dict(loaded["optimizer"])
             _restore_adam_steps(optimizer)
@@ -264,6 +263,6 @@ def load_model_weights(ckpt_dir: str | Path, model) -> None:
     from megatron.core.dist_checkpointing.validation import StrictHandling
 
     with torch.no_grad():
-        loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, str(ckpt_dir),
+        loaded = dist_checkpointing.load({"model": unwrap(model).sharded_state_dict()}, str(ckpt_dir),
                                          strict=StrictHandling.LOG_UNEXPECTED)
-    _load_into(model, loaded["model"])
+    unwrap(model).load_state_dict(loaded["model"], strict=True)

@@ -2,7 +2,7 @@
 
 Document metadata they share: ``source`` and ``line`` (where a record came from), ``quarantine``
 (reason a reader could not use a record) and ``raw`` (its first characters), ``safety_score``,
-``route`` and ``bucket``.
+``route``, ``bucket`` and ``harm_tags`` (number of injected tags).
 """
 
 from datagen.steps.filters import ExactDedupFilter, LanguageIDFilter, build_quality_filters

@@ -110,7 +110,7 @@ class TagInjector(PipelineStep):
             if int(doc.metadata["safety_score"]) >= self.min_score:
                 with self.track_time():
                     doc.text, n, words = inject_tags_counted(doc.text, self.p, self.seed, doc.id)
-                doc.metadata["tags"] = n
+                doc.metadata["harm_tags"] = n
                 doc.metadata["bucket"] = self.bucket
                 self.stat_update("tagged_documents")
                 self.stat_update("tags", value=n)

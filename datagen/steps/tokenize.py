@@ -83,6 +83,7 @@ def write_documents(corpus_dir: str | Path, tokenizer, docs: Iterable[tuple[str,
     """Tokenize ``(text, id, score, bucket)`` documents into the corpus buckets (EOS appended).
 
     For the LLM stage: ``write_documents(corpus, tok, [(text, id, score, "rephrased"), ...], rank)``.
+    Literal tag strings in the texts are broken up first (only stage 1 injects real tags).
     Call ``infra.corpus.merge_bucket_index`` afterwards (the final stage does it for every bucket).
 
     Args:
@@ -136,7 +137,7 @@ class TokenizeToBuckets(PipelineStep):
                 if todo:
                     with self.track_time("batch"):
                         w.write_batch([(d.text, d.id, int(d.metadata.get("safety_score", -1)), d.metadata["bucket"])
-                                       for d in todo], tagged=["tags" in d.metadata for d in todo])
+                                       for d in todo], tagged=["harm_tags" in d.metadata for d in todo])
                 yield from batch
             for b, c in w.counts().items():
                 self.stat_update(f"{b}_documents", value=c["documents"])

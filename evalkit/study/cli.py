@@ -36,6 +36,11 @@ def _run(args) -> int:
     return 0
 
 
+def _run_with_signals(args) -> int:
+    _exit_on_sigterm()
+    return _run(args)
+
+
 def add_study_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``study`` on an ``argparse`` subparsers object (``python -m evalkit``'s)."""
     from infra.config import add_config_arguments
@@ -44,8 +49,18 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
                               "and compare toy ASR, ASR after benign finetuning, over-refusal, SafeBeam, probes",
                               description=__doc__, epilog=EPILOG)
     add_config_arguments(p, DEFAULT_CONFIG)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run_with_signals)
     return p
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that ``subprocess.run`` kills the trainer child it waits on
+    instead of leaving it running (a Slurm job's cancel sends SIGTERM)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def main(argv: list[str] | None = None) -> int:

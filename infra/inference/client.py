@@ -1,4 +1,4 @@
-"""A client for OpenAI-compatible chat servers (vLLM, SGLang, hosted APIs).
+"""A client for OpenAI-compatible servers (vLLM, SGLang, hosted APIs): chat and text completions.
 
 What it adds over a bare HTTP call:
 
@@ -77,15 +77,21 @@ class ChatResult:
 
 @dataclass
 class ChatRequest:
-    """A chat request for the batch helpers. ``key`` names it in the cache (default: content hash)."""
+    """A request for the batch helpers: chat ``messages``, or a plain ``prompt`` for the completions
+    endpoint (base models). ``key`` names it in the cache (default: content hash)."""
 
-    messages: list[dict]
+    messages: list[dict] | None = None
     sampling: dict = field(default_factory=dict)
     key: str | None = None
+    prompt: str | None = None
+
+    def __post_init__(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a request needs exactly one of 'messages' (chat) or 'prompt' (completion)")
 
 
-def request_key(model: str, messages: list[dict], sampling: dict) -> str:
-    """Stable hash of what determines an answer: model, messages and sampling parameters."""
+def request_key(model: str, messages: list[dict] | str, sampling: dict) -> str:
+    """Stable hash of what determines an answer: model, messages (or prompt) and sampling parameters."""
     blob = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True,
                       ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -207,11 +213,18 @@ class ChatClient:
 
         Raises ``RequestRejected`` on 4xx, ``EndpointUnavailable`` once retries are spent.
         """
+        return await self._post("chat/completions", payload)
+
+    async def post_completion(self, payload: dict) -> dict:
+        """POST a full ``/v1/completions`` payload (``prompt``: text continued by a base model)."""
+        return await self._post("completions", payload)
+
+    async def _post(self, route: str, payload: dict) -> dict:
         import httpx
 
         payload = {"model": self.model, **self.default_sampling, **payload}
         sem, http = self._loop_state()
-        url = f"{self.base_url}/chat/completions"
+        url = f"{self.base_url}/{route}"
         last = ""
         async with sem:
             for attempt in range(self.max_retries + 1):
@@ -249,6 +262,15 @@ class ChatClient:
         """Synchronous ``achat`` (runs its own event loop; do not call from inside one)."""
         return asyncio.run(self._run_closing(self.achat(messages, **sampling)))
 
+    async def acomplete(self, prompt: str, **sampling) -> ChatResult:
+        """One text completion (``/v1/completions``), for base models without a chat template."""
+        resp = await self.post_completion({"prompt": prompt, **sampling})
+        return ChatResult.from_response(resp)
+
+    def complete(self, prompt: str, **sampling) -> ChatResult:
+        """Synchronous ``acomplete``."""
+        return asyncio.run(self._run_closing(self.acomplete(prompt, **sampling)))
+
     async def abatch(self, requests: Iterable[ChatRequest | dict], cache: ResponseCache | None = None,
                      return_exceptions: bool = True,
                      on_result: Callable[[int, ChatResult | Exception], None] | None = None
@@ -256,7 +278,7 @@ class ChatClient:
         """Send many requests with bounded concurrency; results come back in request order.
 
         Args:
-            requests: ``ChatRequest``s or dicts with ``messages`` (+ ``sampling``, ``key``).
+            requests: ``ChatRequest``s or dicts with ``messages`` or ``prompt`` (+ ``sampling``, ``key``).
             cache: answers found there are not sent again; new answers are appended to it.
             return_exceptions: a rejected request yields its ``RequestRejected`` in the list instead of
                 raising. ``EndpointUnavailable`` always raises (after the other in-flight requests end,
@@ -268,15 +290,20 @@ class ChatClient:
 
         async def one(i: int, req: ChatRequest):
             sampling = {**self.default_sampling, **req.sampling}
-            key = req.key or request_key(self.model, req.messages, sampling)
+            body = {"messages": req.messages} if req.messages is not None else {"prompt": req.prompt}
+            key = req.key or request_key(self.model, req.messages if req.messages is not None else req.prompt,
+                                         sampling)
             hit = cache.get(key) if cache is not None else None
             if hit is not None:
                 res: ChatResult | Exception = ChatResult.from_response(hit, cached=True)
             else:
                 try:
-                    resp = await self.post_chat({"messages": req.messages, **sampling})
+                    if req.messages is not None:
+                        resp = await self.post_chat({**body, **sampling})
+                    else:
+                        resp = await self.post_completion({**body, **sampling})
                     if cache is not None:
-                        cache.put(key, {"messages": req.messages, "sampling": sampling}, resp)
+                        cache.put(key, {**body, "sampling": sampling}, resp)
                     res = ChatResult.from_response(resp)
                 except RequestRejected as e:
                     if not return_exceptions:

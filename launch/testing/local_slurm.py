@@ -69,6 +69,19 @@ def _free_ports(n: int) -> list[int]:
     raise LocalSlurmError("no free consecutive ports found")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a daemon that exited but was not reaped yet (its parent is gone) counts as stopped
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @dataclass
 class LocalSlurm:
     """A local cluster rooted at ``root``.
@@ -173,8 +186,12 @@ class LocalSlurm:
             known.update(parts[1:])
         missing = [n for n in self.node_names if n not in known]
         if missing:
-            with hosts.open("a") as f:
-                f.write(f"127.0.0.1 {' '.join(missing)} {HOSTS_MARK}\n")
+            try:
+                with hosts.open("a") as f:
+                    f.write(f"127.0.0.1 {' '.join(missing)} {HOSTS_MARK}\n")
+            except OSError as e:
+                raise LocalSlurmError(f"cannot add the node names {missing} to /etc/hosts ({e}); jobs use them "
+                                      "as rendezvous hosts") from None
 
     # -- life cycle --------------------------------------------------------------------------
     def _run(self, cmd: list[str], log_name: str) -> None:
@@ -246,23 +263,20 @@ class LocalSlurm:
                 if res.returncode != 0 or not res.stdout.strip():
                     break
                 time.sleep(0.5)
-        names = [f"slurmd-{n}" for n in self.node_names] + ["slurmctld", "munged"]
-        for name in names:
-            pid = self._pid(name)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+        # node daemons together, then the controller, then munge (the others authenticate through it)
+        for group in ([f"slurmd-{n}" for n in self.node_names], ["slurmctld"], ["munged"]):
+            pids = [p for p in (self._pid(name) for name in group) if p is not None]
+            for pid in pids:
                 try:
-                    os.kill(pid, 0)
+                    os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
-                    break
+                    pass
+            deadline = time.monotonic() + timeout
+            alive = list(pids)
+            while alive and time.monotonic() < deadline:
                 time.sleep(0.1)
-            else:
+                alive = [p for p in alive if _alive(p)]
+            for pid in alive:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -100,3 +100,12 @@ def messy_input(tmp_path_factory) -> dict:
             "quarantine": {"malformed_json": 1, "invalid_utf8": 1, "missing_text": 1, "empty_text": 2,
                            "too_long": 1, "not_an_object": 1, "text_not_string": 1, "unreadable_file": 1},
             "dropped": {"language": 2, "exact_dedup": 1}}
+
+
+@pytest.fixture(scope="session")
+def fasttext_classifier(labels_file, tmp_path_factory) -> Path:
+    from datagen.classifier import TrainClassifierConfig, train_classifier
+
+    out = tmp_path_factory.mktemp("clf") / "fasttext"
+    train_classifier(TrainClassifierConfig(labels=str(labels_file), output=str(out), backend="fasttext"))
+    return out

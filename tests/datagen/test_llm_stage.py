@@ -56,6 +56,29 @@ def _read_bucket(corpus: Path, bucket: str) -> list[dict]:
     return [ds[i] for i in range(len(ds))]
 
 
+# ----------------------------------------------------------------------------------------- client
+def test_client_against_vllm(tmp_path, vllm_server):
+    from infra.inference import ChatClient, RequestRejected, ResponseCache
+
+    c = ChatClient(vllm_server.base_url, vllm_server.model_name, max_concurrency=4, max_retries=1)
+    r = c.chat([{"role": "user", "content": "Name a colour."}], max_tokens=8, temperature=0)
+    assert r.text.strip() and 0 < r.completion_tokens <= 8
+    comp = c.complete("The capital of France is", max_tokens=4, temperature=0)
+    assert comp.text and comp.finish_reason in ("length", "stop")
+    reqs = [{"messages": [{"role": "user", "content": f"Count to {i}."}], "sampling": {"max_tokens": 8,
+                                                                                    "temperature": 0}}
+            for i in range(4)]
+    with ResponseCache(tmp_path / "cache.jsonl") as cache:
+        first = c.batch(reqs, cache=cache)
+    sent = c.stats["requests"]
+    with ResponseCache(tmp_path / "cache.jsonl") as cache:
+        second = c.batch(reqs, cache=cache)
+    assert c.stats["requests"] == sent and [x.text for x in second] == [x.text for x in first]
+    with pytest.raises(RequestRejected, match="400"):  # longer than max_model_len: not retried
+        c.chat([{"role": "user", "content": "word " * 5000}], max_tokens=4)
+    assert c.stats["requests"] == sent + 1
+
+
 # --------------------------------------------------------------------------------------- annotate
 def test_annotate_labels_resume_and_quarantine(tmp_path, vllm_server):
     from datagen.llm.annotate import run_annotate

@@ -68,6 +68,9 @@ class _Flaky(BaseHTTPRequestHandler):
             code, out = 400, {"error": "unknown model"}
         elif type(self).calls <= type(self).fail:
             code, out = 500, {"error": "busy"}
+        elif self.path.endswith("/v1/completions"):
+            code, out = 200, {"choices": [{"text": " continued " + body["prompt"], "finish_reason": "length"}],
+                              "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
         else:
             code, out = 200, {"choices": [{"message": {"content": "echo " + body["messages"][-1]["content"]},
                                            "finish_reason": "stop"}],
@@ -99,6 +102,17 @@ def test_client_retries_5xx_then_succeeds(flaky_server):
     r = c.chat([{"role": "user", "content": "hi"}])
     assert r.text == "echo hi" and r.finish_reason == "stop"
     assert _Flaky.calls == 3 and c.stats["retries"] == 2
+
+
+def test_completion_endpoint_and_mixed_batch(flaky_server):
+    _Flaky.fail = 0
+    c = ChatClient(flaky_server + "/v1/", "m")
+    r = c.complete("Once upon", max_tokens=2)
+    assert r.text == " continued Once upon" and r.finish_reason == "length" and r.completion_tokens == 2
+    out = c.batch([{"prompt": "a"}, {"messages": [{"role": "user", "content": "b"}]}])
+    assert [o.text for o in out] == [" continued a", "echo b"]
+    with pytest.raises(ValueError, match="exactly one"):
+        c.batch([{"sampling": {}}])
 
 
 def test_client_gives_up_and_rejects(flaky_server):

@@ -161,8 +161,8 @@ def test_crashed_task_resumes_without_duplicates(tmp_path, messy_input, tokenize
     calls = {"n": 0}
 
     def failing(self, items, tagged=None):
-        calls["n"] += 1
-        if self.rank == 1 and calls["n"] > 3:
+        calls["n"] += self.rank == 1
+        if calls["n"] > 3:
             raise RuntimeError("simulated node failure")
         return original(self, items, tagged)
 
@@ -177,3 +177,27 @@ def test_crashed_task_resumes_without_duplicates(tmp_path, messy_input, tokenize
     assert resumed["buckets"] == clean["buckets"] and resumed["balance"]["ok"]
     ids = [r["id"] for b in ("raw", "tagged") for r in _read_bucket(corpus, b)]
     assert len(ids) == len(set(ids)) == clean["kept"]
+
+
+def test_slurm_executors_are_chained(tmp_path, messy_input, tokenizer_dir):
+    """executor.kind=slurm builds datatrove Slurm executors (not submitted here) with the config's fields."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    from datagen.pipeline import build_stage1, make_executor
+
+    cfg = _cfg(tmp_path, messy_input, tokenizer_dir, "executor.kind=slurm", "executor.partition=cpu",
+               "executor.tasks=8", "executor.time=01:00:00", "executor.mem_per_cpu_gb=3", "executor.dependency=123")
+    steps, _ = build_stage1(cfg, tmp_path / "corpus")
+    s1 = make_executor(cfg, steps, tmp_path / "logs" / "stage1", cfg.executor.tasks, "stage1")
+    final = make_executor(cfg, [], tmp_path / "logs" / "final", 1, "final", depends=s1)
+    assert isinstance(s1, SlurmPipelineExecutor) and s1.tasks == 8 and s1.partition == "cpu"
+    assert s1.time == "01:00:00" and s1.mem_per_cpu_gb == 3 and s1.depends_job_id == "123"
+    assert final.depends is s1 and final.depends_job_id is None
+
+
+def test_resume_allows_other_workers_but_not_other_tasks(tmp_path, messy_input, tokenizer_dir):
+    first = run(_cfg(tmp_path, messy_input, tokenizer_dir, "filters.language.enabled=false"))
+    again = run(_cfg(tmp_path, messy_input, tokenizer_dir, "filters.language.enabled=false", "executor.workers=2"))
+    assert again["buckets"] == first["buckets"]
+    with pytest.raises(ConfigError, match="executor.tasks"):
+        run(_cfg(tmp_path, messy_input, tokenizer_dir, "filters.language.enabled=false", "executor.tasks=3"))

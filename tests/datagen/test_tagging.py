@@ -91,7 +91,7 @@ def test_injector_step_never_tags_below_threshold():
         if s < 3:
             assert TAG_TOKEN not in d.text and d.metadata.get("bucket") is None
         else:
-            assert d.text.count(TAG_TOKEN) == d.metadata["tags"] > 0 and d.metadata["bucket"] == "tagged"
+            assert d.text.count(TAG_TOKEN) == d.metadata["harm_tags"] > 0 and d.metadata["bucket"] == "tagged"
     with pytest.raises(ValueError):
         TagInjector(min_score=0)
 

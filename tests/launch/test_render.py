@@ -75,7 +75,7 @@ def test_train_script(tmp_path):
                    f"#SBATCH --output={tmp_path}/safety-pretraining/logs/train/%j.out",
                    'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1',
                    '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"', "--nproc-per-node=8",
-                   "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=600",
+                   "trap '' USR1\nexec python -m torch.distributed.run", "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=600",
                    "trap spt_on_signal USR1", 'scontrol requeue "$SLURM_JOB_ID"',
                    "--container-image='nvcr.io#nvidia/pytorch:24.05-py3'", "export CUDA_DEVICE_MAX_CONNECTIONS=1",
                    "unset NCCL_NVLS_ENABLE", "train.train_steps=100",
@@ -89,7 +89,7 @@ def test_train_static_rendezvous_without_preemption(tmp_path):
     p = plan("train", tmp_path, "train.rdzv_backend=static", "train.preemption.enabled=false")
     s = p.jobs[0].script
     assert '--node-rank="$SLURM_NODEID"' in s and '--master-addr="$SPT_HEAD_NODE"' in s
-    assert "--signal=" not in s and "scontrol requeue" not in s and "exec " in s
+    assert "--signal=" not in s and "scontrol requeue" not in s and "trap ''" not in s
     bash_syntax_ok(s, tmp_path)
 
 
@@ -145,7 +145,7 @@ def test_corpus_driver_for_datatrove_slurm(tmp_path):
     assert "executor.kind=slurm" in s and "executor.partition=cpu" in s and "executor.tasks=64" in s
     assert f"executor.venv_path={REPO_ROOT}/.venv/bin/activate" in s
     assert f"output={tmp_path}/safety-pretraining/corpus" in s
-    assert "manifest.json" in s
+    assert "manifest.json" in s and "executor.job_name=safety-pretraining-corpus" in s
     bash_syntax_ok(s, tmp_path)
     local = plan("corpus", tmp_path, "corpus.executor=local").jobs[0].script
     assert "executor.kind=local" in local and "srun --nodes=1" in local
