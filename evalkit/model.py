@@ -225,8 +225,10 @@ class HFModel(EvalModel):
         rows = []
         for i in range(0, len(texts), batch_size):
             enc = self._encode(texts[i:i + batch_size])
+            # left padding: positions must count real tokens only, or activations depend on the batch
+            pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.no_grad():
-                hs = self.model(**enc, output_hidden_states=True).hidden_states
+                hs = self.model(**enc, position_ids=pos, output_hidden_states=True).hidden_states
             # left padding: the last position is every row's last real token
             rows.append(torch.stack([h[:, -1, :].float().cpu() for h in hs], dim=1))
         return torch.cat(rows, dim=0)
