@@ -37,3 +37,6 @@ def smollm2(smollm2_dir):
 @pytest.fixture(scope="session")
 def prompts_dir(repo_root):
     return repo_root / "evalkit" / "data" / "prompts"
+
+
+from tests.fixtures.vllm import vllm_server  # noqa: E402,F401  (the shared real-server fixture)

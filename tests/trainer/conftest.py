@@ -107,6 +107,14 @@ def reference_run(tiny_corpus, tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def reference_hf(reference_run, tmp_path_factory):
+    """``export-hf`` of the reference run."""
+    out = tmp_path_factory.mktemp("ref_hf") / "hf"
+    run_trainer("export-hf", str(reference_run), str(out))
+    return out
+
+
 def megatron_logits(tmp_path: Path, tokens, *, ckpt: Path | None = None, hf: Path | None = None,
                     roundtrip: Path | None = None, spec: str = "local"):
     """Logits of the trainer's megatron model for ``tokens`` (run in a subprocess)."""

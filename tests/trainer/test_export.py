@@ -7,16 +7,15 @@ import json
 import pytest
 import torch
 
-from tests.trainer.conftest import megatron_logits, run_trainer
+from tests.trainer.conftest import megatron_logits
 
 
-def test_export_hf_logits_match_megatron(reference_run, tmp_path):
+def test_export_hf_logits_match_megatron(reference_run, reference_hf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from infra.corpus import TAG_TOKEN
 
-    out = tmp_path / "hf"
-    run_trainer("export-hf", str(reference_run), str(out))
+    out = reference_hf
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["vocab_size"] == 384 and cfg["num_hidden_layers"] == 2 and cfg["tie_word_embeddings"]
     tok = AutoTokenizer.from_pretrained(out)

@@ -126,7 +126,7 @@ LOSS_TOL = 2e-4
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["tp2", "dp2"])
-def test_two_process_layouts_match_single_process(layout, reference_run, tiny_corpus, tmp_path):
+def test_two_process_layouts_match_single_process(layout, reference_run, reference_hf, tiny_corpus, tmp_path):
     run_dir = tmp_path / layout
     extra = ["parallel.tp=2"] if layout == "tp2" else ["parallel.tp=1"]
     run_trainer(*tiny_args(run_dir, tiny_corpus, *extra, steps=STEPS), nproc=2, timeout=400)
@@ -146,10 +146,9 @@ def test_two_process_layouts_match_single_process(layout, reference_run, tiny_co
         from transformers import AutoModelForCausalLM
 
         run_trainer("export-hf", str(run_dir), str(tmp_path / "hf_tp2"))
-        run_trainer("export-hf", str(reference_run), str(tmp_path / "hf_ref"))
         ids = torch.arange(1, 65).view(2, 32)
         with torch.no_grad():
             a = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_tp2").eval()(ids).logits
-            b = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_ref").eval()(ids).logits
+            b = AutoModelForCausalLM.from_pretrained(reference_hf).eval()(ids).logits
         assert (a - b).abs().max() < 1e-2, (a - b).abs().max()
         assert not torch.equal(a, torch.zeros_like(a))
