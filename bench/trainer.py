@@ -9,15 +9,16 @@ random token batches. The trainer side is the real training step of ``trainer.tr
 GPTModel (spec chosen like the trainer does), Float16Module on bf16, megatron DDP with fp32 gradient
 buffers, DistributedOptimizer with fp32 master weights, ``get_forward_backward_func``. The baseline
 is a plain module with SDPA attention, AdamW (fused on GPU) and bf16 autocast on GPU, optionally under
-``torch.compile`` and torchao float8. Prints one JSON object: tokens/s of each, their ratio, and MFU
-on GPU (against ``--peak-tflops``, default 989 = H100/H200 dense bf16).
+``torch.compile`` and torchao float8. On CPU the two steps alternate batch by batch (a shared machine's
+load changes by the second) at ``--threads`` intra-op threads each; on GPU they run one after the other.
+Prints one JSON object: median tokens/s of each, their ratio, and MFU on GPU (against
+``--peak-tflops``, default 989 = H100/H200 dense bf16).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -97,7 +98,8 @@ class PlainLlama(nn.Module):
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
 
 
-def bench_plain(arch, vocab, seq, mbs, batches, warmup, compile_, float8, device):
+def plain_step_fn(arch, vocab, compile_, float8, device):
+    """A closure running one optimizer step of the plain PyTorch model on a token batch."""
     model = PlainLlama(arch, vocab).to(device)
     if float8:
         try:
@@ -109,55 +111,48 @@ def bench_plain(arch, vocab, seq, mbs, batches, warmup, compile_, float8, device
                             fused=device.type == "cuda")
     fwd = torch.compile(model) if compile_ else model
     on_gpu = device.type == "cuda"
-    times = []
-    for i, tokens in enumerate(batches):
+
+    def step(tokens):
         tokens = tokens.to(device)
-        t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
             loss = fwd(tokens[:, :-1], tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if on_gpu:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    mem = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
-    del model, opt, fwd
-    return times, float(loss), mem
+        return float(loss.detach())
+
+    return step
 
 
 # ---------------------------------------------------------------------------------------------
 # The trainer's step
 # ---------------------------------------------------------------------------------------------
 
-def bench_trainer(shape, arch, vocab, seq, mbs, batches, warmup, spec, compile_):
+def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
+    """A closure running one step of the trainer's real training step (``trainer.train`` pieces)."""
     from infra.config import load_config
     from trainer import train as T
     from trainer.config import TrainerConfig
+    from trainer.layer_specs import resolve_spec_name
+    from trainer.model import padded_vocab_size
 
     overrides = [f"model.preset={shape['preset']}", f"model.spec={spec}", f"model.compile={str(compile_).lower()}",
                  f"train.seq_length={seq}", f"train.micro_batch_size={mbs}", f"train.global_batch_size={mbs}",
                  "train.warmup_steps=0", "data.corpus=unused", "data.curriculum=unused"]
-    for k in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size"):
-        if k in shape:
-            overrides.append(f"model.{k}={shape[k]}")
     cfg = load_config(TrainerConfig, None, overrides)
+    threads = torch.get_num_threads()
     info = T.init_distributed(1, 1, seed=0)
+    torch.set_num_threads(threads)  # same intra-op threads as the baseline
     precision = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    from trainer.layer_specs import resolve_spec_name
-    from trainer.model import padded_vocab_size
-
     ms = T.ModelSetup(arch=arch, spec=resolve_spec_name(spec), vocab_size=vocab,
                       padded_vocab=padded_vocab_size(vocab, 128, 1), dtype=precision, tokenizer=None)
     ddp, optimizer, scheduler = T.build_model_and_optimizer(cfg, ms, info)
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     fb, fs = get_forward_backward_func(), T.make_forward_step()
-    times = []
-    for i, tokens in enumerate(batches):
-        t0 = time.perf_counter()
+
+    def step(tokens):
         batch = {"tokens": tokens, "loss_mask": torch.ones(tokens.shape[0], seq)}
         mbs_list = T.split_microbatches(batch, mbs, info.device)
         ddp.zero_grad_buffer()
@@ -166,13 +161,17 @@ def bench_trainer(shape, arch, vocab, seq, mbs, batches, warmup, spec, compile_)
                     seq_length=seq, micro_batch_size=mbs, forward_only=False)
         optimizer.step()
         scheduler.step(1)
-        loss = T.reduce_loss(losses, info)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return times, loss, mem, ms.spec
+        return T.reduce_loss(losses, info)
+
+    return step, ms.spec
+
+
+def timed(step, tokens, on_gpu):
+    t0 = time.perf_counter()
+    loss = step(tokens)
+    if on_gpu:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, loss
 
 
 def main():
@@ -184,6 +183,9 @@ def main():
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--float8-baseline", action="store_true", help="torchao float8 training for the baseline")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU only: intra-op threads for both sides (1 is robust on a shared machine, where "
+                         "OpenMP threads spinning against other processes slow steps down many times)")
     args = ap.parse_args()
 
     from trainer.model import flops_per_token, resolve_arch
@@ -196,7 +198,7 @@ def main():
                                                                  "num_query_groups", "ffn_hidden_size") if k in shape})
     vocab, seq, mbs = shape["vocab"], shape["seq"], shape["mbs"]
     if not on_gpu:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, vocab, (mbs, seq + 1), generator=g) for _ in range(steps + warmup)]
     device = torch.device("cuda" if on_gpu else "cpu")
@@ -212,14 +214,28 @@ def main():
             out["max_mem_gib"] = round(mem, 2)
         return out
 
-    # Baseline first: the trainer's CPU compatibility layer (enabled by init_distributed) must not
-    # slow the baseline down.
-    base = summary(*bench_plain(arch, vocab, seq, mbs, batches, warmup, args.compile, args.float8_baseline, device))
     if on_gpu:
+        # GPU: one model at a time (both 1.7B models would not fit beside each other)
+        step = plain_step_fn(arch, vocab, args.compile, args.float8_baseline, device)
+        b_runs = [timed(step, t, True) for t in batches]
+        b_mem = torch.cuda.max_memory_allocated() / 2**30
+        del step
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    t_times, t_loss, t_mem, spec = bench_trainer(shape, arch, vocab, seq, mbs, batches, warmup, args.spec, args.compile)
-    trainer = summary(t_times, t_loss, t_mem)
+        step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, args.compile)
+        t_runs = [timed(step, t, True) for t in batches]
+        t_mem = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        # CPU (shared, noisy): interleave the two steps so that both see the same load
+        b_step = plain_step_fn(arch, vocab, args.compile, args.float8_baseline, device)
+        t_step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, args.compile)
+        b_runs, t_runs = [], []
+        for t in batches:
+            b_runs.append(timed(b_step, t, False))
+            t_runs.append(timed(t_step, t, False))
+        b_mem = t_mem = None
+    base = summary([r[0] for r in b_runs[warmup:]], b_runs[-1][1], b_mem)
+    trainer = summary([r[0] for r in t_runs[warmup:]], t_runs[-1][1], t_mem)
     result = {
         "bench": "trainer_step_vs_plain_pytorch",
         "device": torch.cuda.get_device_name() if on_gpu else f"cpu ({torch.get_num_threads()} threads)",

@@ -237,7 +237,8 @@ def export_at_end(ckpt_dir: Path, out: Path, info: DistInfo, ddp, ms: ModelSetup
     if info.world_size == 1:
         from trainer.export import export_state_dict
 
-        sd = {k: v.float() for k, v in ddp.module.state_dict().items() if v is not None and not k.endswith("_extra_state")}
+        sd = {k: v.float().cpu() for k, v in ddp.module.state_dict().items()
+              if v is not None and not k.endswith("_extra_state")}
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
         export_state_dict(sd, ms.arch, ms.vocab_size, ms.tokenizer, out)
     elif info.is_main:

@@ -64,14 +64,34 @@ class ServerConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Sampling per transformation (OpenAI/vLLM parameters: max_tokens, temperature, top_p, ...)."""
+class SamplingConfig:
+    """Sampling of one transformation (overriding one key keeps the others).
 
-    annotate: dict = field(default_factory=lambda: {"max_tokens": 96, "temperature": 0.0})
-    rephrase: dict = field(default_factory=lambda: {"max_tokens": 512, "temperature": 0.7, "top_p": 0.95})
-    refusal: dict = field(default_factory=lambda: {"max_tokens": 384, "temperature": 0.7, "top_p": 0.95})
-    moral: dict = field(default_factory=lambda: {"max_tokens": 512, "temperature": 0.7, "top_p": 0.95})
-    aligned: dict = field(default_factory=lambda: {"max_tokens": 512, "temperature": 0.8, "top_p": 0.95})
+    Attributes:
+        max_tokens: longest answer in tokens.
+        temperature / top_p: sampling (temperature 0 is greedy).
+        extra: any other OpenAI/vLLM request parameter (stop, repetition_penalty, min_p, ...).
+    """
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    extra: dict = field(default_factory=dict)
+
+    def params(self) -> dict:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, **self.extra}
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling per transformation."""
+
+    annotate: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=96, temperature=0.0,
+                                                                            top_p=1.0))
+    rephrase: SamplingConfig = field(default_factory=SamplingConfig)
+    refusal: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=384))
+    moral: SamplingConfig = field(default_factory=SamplingConfig)
+    aligned: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.8))
 
 
 @dataclass

@@ -84,8 +84,8 @@ def settings_from(llm: LLMConfig, raw_cut: int = 2000) -> RolloutSettings:
     g = llm.generation
     return RolloutSettings(
         seed=llm.seed, attempts=llm.attempts, styles=list(llm.styles),
-        sampling={"annotate": g.annotate, "rephrase": g.rephrase, "refusal": g.refusal, "moral": g.moral,
-                  "aligned": g.aligned},
+        sampling={"annotate": g.annotate.params(), "rephrase": g.rephrase.params(), "refusal": g.refusal.params(),
+                  "moral": g.moral.params(), "aligned": g.aligned.params()},
         max_input_chars=llm.max_input_chars, min_output_chars=llm.min_output_chars,
         accept_truncated=llm.accept_truncated, prefill=llm.prefill,
         seed_requests=llm.seed_requests,
@@ -164,31 +164,26 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
     context = partial(_classifier_context, settings, clf_path, classifier if llm.rescore else None)
 
     plan = []  # (name, source, n_in, rollout)
-    rephrase_files = _pending_files(corpus_dir, "rephrase")
-    refusal_files = _pending_files(corpus_dir, "refusal")
-    if "rephrased" in llm.buckets:
-        plan.append(("rephrase", rephrase_files, rephrase_rollout))
-    if "refusal" in llm.buckets:
-        plan.append(("refusal", refusal_files, partial(refusal_rollout, moral="moral" in llm.buckets)))
-    aligned_docs = aligned_documents(llm) if "aligned" in llm.buckets else []
+    for name, bucket, rollout in (("rephrase", "rephrased", rephrase_rollout),
+                                  ("refusal", "refusal", partial(refusal_rollout, moral="moral" in llm.buckets))):
+        files = _pending_files(corpus_dir, name)
+        if bucket in llm.buckets and files:
+            plan.append((name, JsonlReader(str(corpus_dir / "pending" / name), glob_pattern="*.jsonl",
+                                           compression=None), _count_lines(files), rollout))
+    if "aligned" in llm.buckets and llm.aligned_topics:
+        docs = aligned_documents(llm)
+        plan.append(("aligned", docs, len(docs), aligned_rollout))
 
     t0 = time.time()
     results: dict[str, dict[str, dict]] = {}
     stats = {"transformations": {}, "buckets": {}, "quarantined": {}, "styles": {}, "requests": 0}
-    with endpoint_for(llm, work) as ep:
-        log.info("LLM stage: endpoint %s, model %s", ep.root_url, ep.model)
-        for name, files, rollout in plan:
-            n_in = _count_lines(files)
-            source = JsonlReader(str(corpus_dir / "pending" / name),
-                                 glob_pattern="*.jsonl", compression=None) if files else []
-            results[name] = run_transformation(name, source, n_in, rollout, ep, work, shared_context=context,
-                                               records_per_chunk=llm.records_per_chunk)
-            stats["transformations"][name] = {"in": n_in, "out": len(results[name])}
-        if aligned_docs:
-            results["aligned"] = run_transformation("aligned", aligned_docs, len(aligned_docs), aligned_rollout,
-                                                    ep, work, shared_context=context,
-                                                    records_per_chunk=llm.records_per_chunk)
-            stats["transformations"]["aligned"] = {"in": len(aligned_docs), "out": len(results["aligned"])}
+    if any(n for _, _, n, _ in plan):  # no server is started when there is nothing to send
+        with endpoint_for(llm, work) as ep:
+            log.info("LLM stage: endpoint %s, model %s", ep.root_url, ep.model)
+            for name, source, n_in, rollout in plan:
+                results[name] = run_transformation(name, source, n_in, rollout, ep, work, shared_context=context,
+                                                   records_per_chunk=llm.records_per_chunk)
+                stats["transformations"][name] = {"in": n_in, "out": len(results[name])}
 
     # ---- outputs -> buckets / quarantine (rewritten whole on every run: idempotent)
     items, quarantine = [], []

@@ -180,3 +180,22 @@ def test_llm_config_validation():
         build(LLMConfig, {"buckets": ["moral"]})
     with pytest.raises(ConfigError, match="unknown key 'server.modle'"):
         build(LLMConfig, {"server": {"modle": "x"}})
+
+
+def test_stage_with_nothing_pending_starts_no_server(tmp_path, tokenizer_dir):
+    from datagen.config import DatagenConfig
+    from datagen.llm.stage import run_llm_stage
+    from infra.config import load_config
+    from infra.tokenizer import load_tokenizer
+
+    # a server start would fail on this model path: the stage must not try when nothing is pending
+    cfg = load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true", "llm.rescore=false",
+                                            f"llm.server.model={tmp_path / 'missing-model'}",
+                                            "llm.buckets=[rephrased, refusal, moral]"])
+    stats = run_llm_stage(cfg, tmp_path, load_tokenizer(tokenizer_dir))
+    assert stats["transformations"] == {}
+    assert stats["buckets"] == {b: {"documents": 0, "tokens": 0} for b in ("rephrased", "refusal", "moral")}
+    assert (tmp_path / "quarantine" / "llm.jsonl").read_text() == ""
+    with pytest.raises(Exception, match="no classifier is configured"):
+        run_llm_stage(load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true"]), tmp_path,
+                      load_tokenizer(tokenizer_dir))
