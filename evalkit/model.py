@@ -212,10 +212,12 @@ class HFModel(EvalModel):
                 mask[j, :len(s)] = 1
             with torch.no_grad():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
             for j, (a, b) in enumerate(zip(ctx_ids, cont_ids)):
-                pos = torch.arange(len(a) - 1, len(a) + len(b) - 1)
-                res.append(float(logp[j, pos, torch.tensor(b)].sum()))
+                # normalise only the continuation's positions: a full [batch, len, vocab] softmax
+                # costs more than the forward itself for short continuations
+                pos = torch.arange(len(a) - 1, len(a) + len(b) - 1, device=logits.device)
+                logp = torch.log_softmax(logits[j, pos].float(), dim=-1)
+                res.append(float(logp[torch.arange(len(b)), torch.tensor(b, device=logits.device)].sum()))
         return res
 
     def hidden_states(self, texts: list[str], batch_size: int = 8):

@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex|apex).*")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*cuda_graph_scope.*")
+    warnings.filterwarnings("ignore", message=r"The \.grad attribute of a Tensor that is not a leaf")
     setup_logging()
+    import logging
+
+    # megatron logs every gradient bucket and optimizer field at INFO; warnings stay visible
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    logging.getLogger("megatron.core.rerun_state_machine").setLevel(logging.ERROR)
     if args.command == "train":
         return _train(args, sft=False)
     if args.command == "sft":

@@ -102,7 +102,8 @@ async def _generate(generate, messages: list[dict], sampling: dict, exchanges: l
     exchanges.append({"step": step, "attempt": attempt, "messages": messages,
                       "sampling": {k: v for k, v in payload.items() if k != "messages"},
                       "text": raw, "finish_reason": res.finish_reason, "usage": res.usage})
-    text = raw.strip()
+    # small models echo the <<< >>> delimiters that fence the source document in the prompt
+    text = raw.replace("<<<", "").replace(">>>", "").strip()
     if res.finish_reason == "length":
         if not s.accept_truncated:
             return None, "truncated", raw

@@ -149,8 +149,9 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
     cfg = load_config(DatagenConfig, None, [
         f"output={tmp_path / 'corpus'}", f"input.path={inp}", f"tokenizer.path={tokenizer_dir}",
         f"score.classifier={clf_dir}", "score.combine=label", "executor.tasks=1", "executor.workers=1",
-        "filters.language.enabled=false", "llm.enabled=true", "llm.rescore_max_score=5", "llm.attempts=2",
-        "llm.aligned_topics=[an AI assistant refuses to hide a bug from its user]", *_llm(vllm_server)])
+        "filters.language.enabled=false", "llm.enabled=true", "llm.rescore_max_score=5",
+        "llm.aligned_topics=[an AI assistant refuses to hide a bug from its user]", *_llm(vllm_server),
+        "llm.generation.refusal.max_tokens=96"])
     stats = run(cfg)
     corpus = Path(cfg.output)
     llm = json.loads((corpus / "llm" / "stats.json").read_text())

@@ -10,6 +10,7 @@ import torch
 from tests.trainer.conftest import megatron_logits
 
 
+@pytest.mark.slow
 def test_export_hf_logits_match_megatron(reference_run, reference_hf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
