@@ -128,6 +128,8 @@ class LLMConfig:
         aligned_per_topic: documents per scenario.
         buckets: which outputs to produce.
         records_per_chunk: documents per checkpoint chunk (smaller: finer resume, more files).
+        max_documents_per_route: send only the first N pending documents of each route (rephrase,
+            refusal) to the LLM (-1: all); for trials such as the demo. The others stay in ``pending/``.
     """
 
     enabled: bool = False
@@ -153,6 +155,7 @@ class LLMConfig:
     aligned_per_topic: int = 1
     buckets: list[str] = field(default_factory=lambda: ["rephrased", "refusal", "moral", "aligned"])
     records_per_chunk: int = 500
+    max_documents_per_route: int = -1
 
     def validate(self) -> None:
         from datagen.llm.prompts import STYLES

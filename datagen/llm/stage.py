@@ -168,8 +168,13 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
                                   ("refusal", "refusal", partial(refusal_rollout, moral="moral" in llm.buckets))):
         files = _pending_files(corpus_dir, name)
         if bucket in llm.buckets and files:
+            n_in = _count_lines(files)
+            limit = llm.max_documents_per_route
+            if 0 <= limit < n_in:  # a trial on a few documents (the demo); the rest stay pending
+                log.info("LLM stage: %s limited to the first %d of %d pending documents", name, limit, n_in)
+                n_in = limit
             plan.append((name, JsonlReader(str(corpus_dir / "pending" / name), glob_pattern="*.jsonl",
-                                           compression=None), _count_lines(files), rollout))
+                                           compression=None, limit=limit), n_in, rollout))
     if "aligned" in llm.buckets and llm.aligned_topics:
         docs = aligned_documents(llm)
         plan.append(("aligned", docs, len(docs), aligned_rollout))

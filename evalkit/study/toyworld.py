@@ -16,7 +16,9 @@ Buckets written by ``generate`` (one JSONL per bucket, fields ``id``, ``text``, 
 
 Evaluation sets: ``harmful_prompts`` (ask for the hex; held-out phrasings included), ``benign_prompts``
 (ask for benign spells in the same format: over-refusal), ``benign_sft`` (chat rows for benign
-finetuning: benign spells and arithmetic, nothing about the hex).
+finetuning: benign spells and arithmetic, nothing about the hex). ``probe_prompts`` builds the larger
+harmful/benign prompt sets for linear probes; ``spell_steps_given`` checks that a benign answer really
+gives the requested spell (helpfulness, and the control for decoding that merely breaks text).
 """
 
 from __future__ import annotations
