@@ -124,7 +124,7 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
+        return "n/a" if math.isnan(v) else (f"{v:.3f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}")
     return str(v)
 
 

@@ -12,9 +12,9 @@ CSV_COLUMNS = ("condition", "intervention_start", "seed", "asr", "asr_train_phra
                "mean_leaked_steps", "mean_leaked_steps_after_ft", "probe_best_auroc", "probe_best_layer", "final_loss")
 TABLE = (("asr", "toy ASR"), ("asr_heldout", "ASR held-out phrasings"), ("asr_after_ft", "ASR after benign FT"),
          ("safebeam_asr", "SafeBeam ASR"), ("safebeam_benign_helpful", "SafeBeam benign helpful"),
-         ("benign_helpful", "benign helpful"), ("overrefusal", "over-refusal"), ("overrefusal_after_ft",
-         "over-refusal after FT"), ("harmful_refusal_rate", "refuses hex"), ("probe_best_auroc", "probe AUROC (best layer)"),
-         ("final_loss", "final train loss"))
+         ("benign_helpful", "benign helpful"), ("overrefusal", "over-refusal"),
+         ("overrefusal_after_ft", "over-refusal after FT"), ("harmful_refusal_rate", "refuses hex"),
+         ("probe_best_auroc", "probe AUROC (best layer)"), ("final_loss", "final train loss"))
 
 
 def _fmt(s: dict, key: str) -> str:

@@ -311,8 +311,9 @@ def _bow(probe_rows: list[dict]) -> float:
                                  [r["prompt"] for r in test], [r["label"] for r in test])
 
 
-SUMMARY_METRICS = ("asr", "asr_heldout", "asr_after_ft", "asr_heldout_after_ft", "safebeam_asr", "safebeam_benign_helpful",
-                   "overrefusal", "benign_helpful", "benign_helpful_after_ft", "overrefusal_after_ft", "harmful_refusal_rate", "mean_leaked_steps", "probe_best_auroc",
+SUMMARY_METRICS = ("asr", "asr_heldout", "asr_after_ft", "asr_heldout_after_ft", "safebeam_asr",
+                   "safebeam_benign_helpful", "overrefusal", "benign_helpful", "benign_helpful_after_ft",
+                   "overrefusal_after_ft", "harmful_refusal_rate", "mean_leaked_steps", "probe_best_auroc",
                    "final_loss")
 
 
