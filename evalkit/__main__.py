@@ -50,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--model", required=True, help="HF model folder or trainer checkpoint")
     a.add_argument("--out", required=True, help="folder for the edited HF model (+ abliteration.json)")
     add_config_arguments(a, _default_config())
+    from evalkit.study.cli import add_study_parser
+
+    add_study_parser(sub)
     args = parser.parse_args(argv)
     setup_logging()
+    if args.cmd == "study":
+        return args.func(args)
     try:
         if args.cmd == "run":
             if args.suite:

@@ -39,4 +39,3 @@ def prompts_dir(repo_root):
     return repo_root / "evalkit" / "data" / "prompts"
 
 
-from tests.fixtures.vllm import vllm_server  # noqa: E402,F401  (the shared real-server fixture)
