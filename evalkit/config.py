@@ -18,7 +18,7 @@ class DecodingConfig:
     mode: greedy | sample | safebeam (Algorithm 2, needs the harmfulness tag in the tokenizer).
     max_new_tokens: answer length cap. temperature/top_p/top_k/seed: sampling only.
     beams/top_n/drop_fraction: SafeBeam's k beams, N proposals per beam, share of candidates dropped.
-    batch_size: prompts per forward batch (transformers) or concurrent requests (server).
+    batch_size: prompts per forward batch (transformers; a server backend sends up to ``backend.concurrency`` at once).
     """
 
     mode: Literal["greedy", "sample", "safebeam"] = "greedy"
@@ -49,6 +49,8 @@ class BackendConfig:
     openai (a running OpenAI-compatible server at ``url``).
     prompt_style: chat (chat template) | completion (raw text) | auto (chat when the tokenizer has a template).
     device/dtype: transformers placement; vllm_port/vllm_args: server start.
+    request_timeout_s/concurrency/max_retries: the ``infra.inference.ChatClient`` talking to a server
+    (seconds per request, requests in flight, retries after connection errors, timeouts, 429 and 5xx).
     """
 
     kind: Literal["transformers", "vllm", "openai"] = "transformers"
@@ -60,8 +62,12 @@ class BackendConfig:
     vllm_port: int = 0
     vllm_args: list[str] = field(default_factory=list)
     request_timeout_s: float = 300.0
+    concurrency: int = 8
+    max_retries: int = 3
 
     def validate(self):
+        if self.concurrency < 1:
+            raise ConfigError("key 'backend.concurrency' must be >= 1")
         if self.kind == "openai" and not self.url:
             raise ConfigError("key 'backend.url' is required when backend.kind=openai")
 

@@ -9,7 +9,6 @@ error naming the suite's need.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,31 +278,29 @@ class HFModel(EvalModel):
 
 
 class OpenAIModel(EvalModel):
-    """Any OpenAI-compatible server (vLLM started by the product, or a given URL).
+    """Any OpenAI-compatible server (vLLM started by the product, or a given URL), through the shared
+    ``infra.inference.ChatClient`` (bounded concurrency, timeouts, retries with backoff).
 
     Args:
-        base_url: server root (``/v1`` is appended when missing). served_model: model name the server
-        knows (default: the first of ``/v1/models``). prompt_style: chat -> /v1/chat/completions,
-        completion -> /v1/completions. tokenizer_dir: optional local folder to format/count tokens.
+        base_url: server root (with or without ``/v1``). served_model: model name the server knows
+        (default: the first of ``/v1/models``). prompt_style: chat -> /v1/chat/completions,
+        completion -> /v1/completions. timeout_s: seconds per request. concurrency: most requests in
+        flight at once. max_retries: retries of a request after a connection error, timeout, 429 or 5xx.
     """
 
     def __init__(self, base_url: str, served_model: str = "", prompt_style: str = "chat",
-                 timeout_s: float = 300.0, concurrency: int = 8):
-        import httpx
+                 timeout_s: float = 300.0, concurrency: int = 8, max_retries: int = 3):
+        from infra.inference.client import ChatClient
 
-        self.base = base_url.rstrip("/")
-        if not self.base.endswith("/v1"):
-            self.base += "/v1"
-        self.timeout = timeout_s
-        self.concurrency = concurrency
-        self.client = httpx.Client(timeout=timeout_s)
+        self.client = ChatClient(base_url, served_model, max_concurrency=max(1, concurrency), timeout=timeout_s,
+                                 max_retries=max_retries)
+        self.base = self.client.base_url
         if not served_model:
             try:
-                r = self.client.get(f"{self.base}/models")
-                r.raise_for_status()
-                served_model = r.json()["data"][0]["id"]
-            except Exception as e:  # noqa: BLE001
+                served_model = self.client.models()[0]
+            except Exception as e:  # noqa: BLE001 - re-raised with the URL
                 raise ModelError(f"cannot list models at {self.base}/models: {e}") from e
+            self.client.model = served_model
         self.served_model = served_model
         self.prompt_style = "completion" if prompt_style == "completion" else "chat"
         self.name = f"{served_model}@{self.base}"
@@ -311,39 +308,34 @@ class OpenAIModel(EvalModel):
     def format(self, prompt: str) -> str:
         return prompt
 
-    def _one(self, prompt: str, decoding) -> Generation:
-        body = {"model": self.served_model, "max_tokens": decoding.max_new_tokens,
-                "temperature": decoding.temperature if decoding.mode == "sample" else 0.0,
-                "top_p": decoding.top_p if decoding.mode == "sample" else 1.0, "seed": decoding.seed}
-        if decoding.mode == "sample" and decoding.top_k:
-            body["top_k"] = decoding.top_k
-        if self.prompt_style == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
-            url = f"{self.base}/chat/completions"
-        else:
-            body["prompt"] = prompt
-            url = f"{self.base}/completions"
-        for attempt in range(3):
-            try:
-                r = self.client.post(url, json=body)
-                r.raise_for_status()
-                data = r.json()
-                break
-            except Exception as e:  # noqa: BLE001 - transient server errors are retried
-                if attempt == 2:
-                    raise ModelError(f"request to {url} failed: {e}") from e
-                time.sleep(1 + attempt)
-        choice = data["choices"][0]
-        text = choice["message"]["content"] if self.prompt_style == "chat" else choice["text"]
-        return Generation(prompt, (text or "").strip(), int(data.get("usage", {}).get("completion_tokens", 0)))
+    def _sampling(self, decoding) -> dict:
+        sample = decoding.mode == "sample"
+        s = {"max_tokens": decoding.max_new_tokens, "temperature": decoding.temperature if sample else 0.0,
+             "top_p": decoding.top_p if sample else 1.0, "seed": decoding.seed}
+        if sample and decoding.top_k:
+            s["top_k"] = decoding.top_k
+        return s
 
     def generate(self, prompts: list[str], decoding) -> list[Generation]:
         if decoding.mode == "safebeam":
             raise ModelError("SafeBeam needs per-step tag probabilities: use backend.kind=transformers")
-        from concurrent.futures import ThreadPoolExecutor
+        from infra.inference.client import ChatRequest, EndpointUnavailable
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, decoding.batch_size))) as ex:
-            return list(ex.map(lambda p: self._one(p, decoding), prompts))
+        sampling = self._sampling(decoding)
+        if self.prompt_style == "chat":
+            reqs = [ChatRequest(messages=[{"role": "user", "content": p}], sampling=sampling) for p in prompts]
+        else:
+            reqs = [ChatRequest(prompt=p, sampling=sampling) for p in prompts]
+        try:
+            results = self.client.batch(reqs)
+        except EndpointUnavailable as e:
+            raise ModelError(f"generation through {self.base} failed: {e}") from e
+        out = []
+        for p, r in zip(prompts, results):
+            if isinstance(r, Exception):  # a 4xx answer (prompt too long, unknown model) will not succeed later
+                raise ModelError(f"{self.base} rejected a request: {r}")
+            out.append(Generation(p, r.text.strip(), r.completion_tokens))
+        return out
 
     def loglikelihood(self, contexts, continuations):
         raise ModelError("log-likelihood scores need backend.kind=transformers")
@@ -367,7 +359,8 @@ def open_model(model_dir: Path, backend):
         tok = load_tokenizer(model_dir, add_tag=False) if (Path(model_dir) / "config.json").is_file() else None
         style = "chat" if tok is None or getattr(tok, "chat_template", None) else "completion"
     if backend.kind == "openai":
-        yield OpenAIModel(backend.url, backend.served_model, style, backend.request_timeout_s)
+        yield OpenAIModel(backend.url, backend.served_model, style, backend.request_timeout_s, backend.concurrency,
+                          backend.max_retries)
         return
     try:
         from infra.inference import VLLMServer  # written by the inference package
@@ -380,4 +373,5 @@ def open_model(model_dir: Path, backend):
         dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     with VLLMServer(str(model_dir), port=backend.vllm_port or None, dtype=dtype,
                     served_model_name=backend.served_model or None, extra_args=backend.vllm_args) as server:
-        yield OpenAIModel(server.base_url, server.model_name, style, backend.request_timeout_s)
+        yield OpenAIModel(server.base_url, server.model_name, style, backend.request_timeout_s,
+                          backend.concurrency, backend.max_retries)
