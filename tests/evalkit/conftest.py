@@ -1,5 +1,5 @@
-"""evalkit fixtures: a tiny random Llama whose tokenizer carries the harmfulness tag, and a shared
-SmolLM2-135M-Instruct ``HFModel`` (loaded once per test session)."""
+"""evalkit fixtures, each built once per test session: a tiny random Llama whose tokenizer carries the
+harmfulness tag, a shared SmolLM2-135M-Instruct ``HFModel``, and SmolLM2 finetuned to refuse."""
 
 import pytest
 
@@ -39,3 +39,26 @@ def prompts_dir(repo_root):
     return repo_root / "evalkit" / "data" / "prompts"
 
 
+
+# The trainer's SFT mode on the shipped refusal set (52 harmful->refusal, 52 harmless->helpful rows).
+# 8 steps at a constant lr 1e-4 (2 warm-up steps), seq 128: see docs/evalkit.md for what was measured
+# with these and with harsher settings (20 steps at 2e-4 made every answer a refusal).
+REFUSAL_SFT_OVERRIDES = ["train.train_steps=8", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
+                         "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
+
+
+@pytest.fixture(scope="session")
+def refusal_model_dir(tmp_path_factory, smollm2_dir, repo_root):
+    """SmolLM2-135M-Instruct finetuned to refuse (one SFT per test session, shared by every test)."""
+    from evalkit.finetune import sft
+
+    run = tmp_path_factory.mktemp("refusal_sft") / "run"
+    return sft(smollm2_dir, repo_root / "evalkit/data/sft/refusal_train.jsonl", run, "configs/trainer/sft.yaml",
+               REFUSAL_SFT_OVERRIDES, timeout_s=1800)
+
+
+@pytest.fixture(scope="session")
+def refusal_model(refusal_model_dir):
+    from evalkit.model import HFModel
+
+    return HFModel(refusal_model_dir)
