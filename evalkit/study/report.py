@@ -49,6 +49,18 @@ def write_csv(results: dict, path: Path) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
 
 
+def _save(fig, ax, path: Path, legend_size: int = 8) -> Path:
+    """Legend, grid, tight layout, PNG at 120 dpi; closes the figure and returns the path."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_all(results: dict, plots: Path) -> list[Path]:
     import matplotlib
 
@@ -74,13 +86,7 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     ax.set_ylabel("rate")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("Toy world: attack success vs intervention start")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = plots / "asr_vs_start.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, ax, plots / "asr_vs_start.png", legend_size=7))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in names:
@@ -96,13 +102,7 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     ax.set_xlabel("layer (-1 = embeddings)")
     ax.set_ylabel("held-out AUROC (harmful vs benign)")
     ax.set_title("Linear probe separation per layer")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = plots / "probe_auroc_per_layer.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, ax, plots / "probe_auroc_per_layer.png", legend_size=8))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     first_seed = min(r["seed"] for r in results["runs"])
@@ -124,13 +124,7 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     ax.set_ylabel("loss (running mean)")
     ax.set_yscale("log")
     ax.set_title(f"Training loss (seed {first_seed}; dotted: intervention start)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = plots / "loss_curves.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, ax, plots / "loss_curves.png", legend_size=8))
     return written
 
 

@@ -102,18 +102,11 @@ def launch_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_hf_model(tmp_path_factory, smollm2_dir):
     """A 2-layer random Llama with SmolLM2's tokenizer: a real HF folder that evaluates in seconds."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from infra.tokenizer import load_tokenizer
+    from tests.fixtures.models import build_tiny_llama
 
     out = tmp_path_factory.mktemp("launch_tiny_llama")
     tok = load_tokenizer(smollm2_dir, add_tag=True)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
+    build_tiny_llama(tok).save_pretrained(out)
     tok.save_pretrained(out)
     return out

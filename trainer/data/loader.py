@@ -41,6 +41,16 @@ def _epoch_permutation(seed: int, stream: str, epoch: int, n: int) -> np.ndarray
     return np.random.default_rng([seed, zlib.crc32(stream.encode()), epoch]).permutation(n)
 
 
+
+def _check_state_header(loader, d: dict, kind: str, where: str) -> None:
+    """Refuse a saved data state of another kind/version or another seed, sequence length or batch size."""
+    if d.get("version") != STATE_VERSION or d.get("kind") != kind:
+        raise ValueError(f"{where}: version/kind {d.get('version')!r}/{d.get('kind')!r}, "
+                         f"expected {STATE_VERSION}/{kind!r}")
+    for key in ("seed", "seq_length", "global_batch_size"):
+        if d.get(key) != getattr(loader, key):
+            raise ValueError(f"{where}: saved with {key}={d.get(key)}, this run has {getattr(loader, key)}")
+
 class _EpochCursor:
     """Walks a stream of ``n`` items through seeded per-epoch permutations."""
 
@@ -194,12 +204,7 @@ class CurriculumLoader:
     def load_state_dict(self, d: dict) -> None:
         """Continue from ``state_dict()`` of a previous run (any dp_size: the state is global)."""
         where = "curriculum data state"
-        if d.get("version") != STATE_VERSION or d.get("kind") != "curriculum":
-            raise ValueError(f"{where}: version/kind {d.get('version')!r}/{d.get('kind')!r}, "
-                             f"expected {STATE_VERSION}/'curriculum'")
-        for key in ("seed", "seq_length", "global_batch_size"):
-            if d.get(key) != getattr(self, key):
-                raise ValueError(f"{where}: saved with {key}={d.get(key)}, this run has {getattr(self, key)}")
+        _check_state_header(self, d, "curriculum", where)
         if d.get("train_steps") != self.train_steps:
             log.warning("%s: saved with train_steps=%s, now %d: phase boundaries move", where,
                         d.get("train_steps"), self.train_steps)
@@ -267,12 +272,7 @@ class SFTLoader:
 
     def load_state_dict(self, d: dict) -> None:
         where = "SFT data state"
-        if d.get("version") != STATE_VERSION or d.get("kind") != "sft":
-            raise ValueError(f"{where}: version/kind {d.get('version')!r}/{d.get('kind')!r}, "
-                             f"expected {STATE_VERSION}/'sft'")
-        for key in ("seed", "seq_length", "global_batch_size"):
-            if d.get(key) != getattr(self, key):
-                raise ValueError(f"{where}: saved with {key}={d.get(key)}, this run has {getattr(self, key)}")
+        _check_state_header(self, d, "sft", where)
         s = d["buckets"]["sft"]
         if s.get("samples_per_epoch") != self._cursor.n:
             raise ValueError(f"{where}: saved for {s.get('samples_per_epoch')} conversations, the file now "
