@@ -199,7 +199,8 @@ def default_encoder() -> str:
         return "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _encode(model_name: str, texts: list[str], batch_size: int) -> np.ndarray:
+def encode_texts(model_name: str, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """Unit-norm sentence embeddings (CPU) of ``texts`` with the SentenceTransformer ``model_name``."""
     from sentence_transformers import SentenceTransformer
 
     enc = SentenceTransformer(model_name, device="cpu")
@@ -212,7 +213,7 @@ def _train_embedding(texts, scores, out: Path, params: dict, seed: int) -> dict:
 
     model_name = params.get("model") or default_encoder()
     lam = float(params.get("lambda", 100.0))
-    x = _encode(model_name, texts, int(params.get("batch_size", 32)))
+    x = encode_texts(model_name, texts, int(params.get("batch_size", 32)))
     present = sorted(set(scores))
     weights = {c: (1.0 if c == 0 else lam) for c in present}
     head = LogisticRegression(C=float(params.get("C", 1.0)), class_weight=weights, max_iter=2000,

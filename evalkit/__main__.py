@@ -1,4 +1,4 @@
-"""``python -m evalkit {run,compare,abliterate}``: safety evaluation of checkpoints."""
+"""``python -m evalkit {run,compare,abliterate,train-judge,study}``: safety evaluation of checkpoints."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--model", required=True, help="HF model folder or trainer checkpoint")
     a.add_argument("--out", required=True, help="folder for the edited HF model (+ abliteration.json)")
     add_config_arguments(a, _default_config())
+    t = sub.add_parser("train-judge", help="train the embedding refusal classifier judge on labelled answers")
+    t.add_argument("--data", default="evalkit/data/judge_train.jsonl",
+                   help='JSONL {"output": ..., "label": "refusal"|"non_refusal"}')
+    t.add_argument("--out", required=True, help="judge folder (use it with judges.classifier=FOLDER)")
+    t.add_argument("--human-labels", default="evalkit/data/human_labels.jsonl",
+                   help="score the trained judge on these labels too ('' to skip)")
     from evalkit.study.cli import add_study_parser
 
     add_study_parser(sub)
@@ -71,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
             from evalkit.report import compare
 
             print(compare([Path(d) for d in args.dirs], Path(args.out)))
+            return 0
+        if args.cmd == "train-judge":
+            from evalkit.classifier_judge import ClassifierJudge, train_judge
+            from evalkit.data import load_human_labels, resolve_path
+            from evalkit.judges import score_against_human
+
+            meta = train_judge(resolve_path(args.data), Path(args.out))
+            if args.human_labels:
+                rows, _ = load_human_labels(str(resolve_path(args.human_labels)))
+                v = ClassifierJudge(args.out).judge_many([r["prompt"] for r in rows], [r["output"] for r in rows])
+                meta["human_labels"] = score_against_human(v, [r["label"] for r in rows])
+                (Path(args.out) / "judge.json").write_text(json.dumps(meta, indent=2))
+            print(json.dumps({k: meta[k] for k in ("rows", "cv_accuracy", "majority_baseline", "human_labels")
+                              if k in meta}))
             return 0
         if args.cmd == "abliterate":
             from evalkit.run import abliterate_model

@@ -76,9 +76,13 @@ class BackendConfig:
 class JudgeConfig:
     """Refusal/harm judges. keyword: regex refusal judge (always on). llm: a yes/no judge model
     (``llm_model`` folder run with transformers, or ``llm_url`` OpenAI-compatible; empty = off;
-    ``self`` = the evaluated model). human_labels: JSONL {id,prompt,output,label} scoring each judge."""
+    ``self`` = the evaluated model). classifier: embedding refusal classifier (``builtin`` = trained on
+    evalkit/data/judge_train.jsonl at first use, or a folder from ``evalkit train-judge``; empty = off).
+    human_labels: JSONL {id,prompt,output,label} scoring each judge."""
 
     keyword: bool = True
+    classifier: str = ""
+    classifier_threshold: float = 0.5
     llm_model: str = ""
     llm_url: str = ""
     llm_served_model: str = ""

@@ -92,15 +92,38 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 fig.savefig(path)
                 plt.close(fig)
             elif kind == "steering":
+                # d: {set: {"score": (base, steered), "refusal": (base, steered)}, "_title": str}
+                sets = [n for n in d if not n.startswith("_")]
+                fig, axes = plt.subplots(1, 2, figsize=(7.2, 3))
+                x = range(len(sets))
+                for ax, key, ylabel in ((axes[0], "score", "refusal score (log-prob diff)"),
+                                        (axes[1], "refusal", "keyword refusal rate")):
+                    base = [d[n][key][0] if d[n][key][0] is not None else float("nan") for n in sets]
+                    st = [d[n][key][1] if d[n][key][1] is not None else float("nan") for n in sets]
+                    ax.bar([i - 0.2 for i in x], base, 0.4, label="unsteered")
+                    ax.bar([i + 0.2 for i in x], st, 0.4, label="steered")
+                    ax.set_xticks(list(x), [{"harmless_plus": "harmless prompts\n+ direction",
+                                             "harmful_minus": "harmful prompts\n- direction"}.get(n, n) for n in sets])
+                    ax.set_ylabel(ylabel)
+                    ax.axhline(0, color="grey", lw=0.6)
+                axes[1].set_ylim(0, 1.05)
+                axes[0].legend(fontsize=7)
+                fig.suptitle(d.get("_title", "activation steering"))
+                fig.tight_layout()
+                fig.savefig(path)
+                plt.close(fig)
+            elif kind == "refusal_before_after":
                 fig, ax = plt.subplots(figsize=(4.2, 3))
-                names = list(d)
-                x = range(len(names))
-                ax.bar([i - 0.2 for i in x], [d[n][0] for n in names], 0.4, label="unsteered")
-                ax.bar([i + 0.2 for i in x], [d[n][1] for n in names], 0.4, label="steered")
-                ax.set_xticks(list(x), [n.replace("_", " ") for n in names])
-                ax.set_ylabel("refusal score (log-prob diff)")
-                ax.set_title("activation steering")
-                ax.legend()
+                sets = list(d)
+                for off, idx, label in ((-0.2, 0, "before"), (0.2, 1, "after")):
+                    vals = [d[n][idx] if d[n][idx] is not None else float("nan") for n in sets]
+                    bars = ax.bar([i + off for i in range(len(sets))], vals, 0.4, label=label)
+                    ax.bar_label(bars, fmt="%.2f", fontsize=7)
+                ax.set_xticks(range(len(sets)), [f"{n} prompts" for n in sets])
+                ax.set_ylim(0, 1.1)
+                ax.set_ylabel("keyword refusal rate")
+                ax.set_title("abliteration: refusals before and after")
+                ax.legend(fontsize=7)
                 fig.tight_layout()
                 fig.savefig(path)
                 plt.close(fig)

@@ -54,7 +54,7 @@ class Context:
         return self._cache[key]
 
     def judges(self) -> list:
-        """Keyword judge plus the configured LLM judge (``self`` = the evaluated model)."""
+        """Keyword judge plus the configured LLM judge (``self`` = the evaluated model) and classifier judge."""
         if self._judges is None:
             js = [J.KeywordJudge()] if self.cfg.judges.keyword else []
             jc = self.cfg.judges
@@ -67,8 +67,12 @@ class Context:
 
                 js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm",
                                      max_new_tokens=jc.llm_max_new_tokens))
+            if jc.classifier:
+                from evalkit.classifier_judge import ClassifierJudge
+
+                js.append(ClassifierJudge(jc.classifier, jc.classifier_threshold))
             if not js:
-                raise ValueError("no judge configured: set judges.keyword=true or an LLM judge")
+                raise ValueError("no judge configured: set judges.keyword=true, judges.classifier or an LLM judge")
             self._judges = js
         return self._judges
 
@@ -110,6 +114,7 @@ def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, 
                 "verdicts": {n: v[i] for n, v in verdicts.items()}, "refusal_score": scores[i]}
                | ({"llm_raw": {j.name: j.raw[i] for j in ctx.judges() if isinstance(j, J.LLMJudge)}}
                   if any(isinstance(j, J.LLMJudge) for j in ctx.judges()) else {})
+               | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
                for i, (p, g) in enumerate(zip(ps.prompts, gens))]
     metrics["asr"] = metrics["judges"][next(iter(metrics["judges"]))]["asr"]
     return metrics, samples
@@ -255,8 +260,11 @@ def suite_steering(ctx: Context) -> SuiteResult:
         samples += [{"set": name, "prompt": p, "output_base": b, "output_steered": s, "verdict_base": vb,
                      "verdict_steered": vs, "refusal_score_base": sb, "refusal_score_steered": ss}
                     for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_ref, st_ref, base_scores, st_scores)]
-    return SuiteResult(out, samples, {"steering": {k: (out[k]["refusal_score_base"], out[k]["refusal_score_steered"])
-                                                   for k in ("harmless_plus", "harmful_minus")}})
+    plot = {k: {"score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
+                "refusal": (out[k]["keyword_refusal_base"], out[k]["keyword_refusal_steered"])}
+            for k in ("harmless_plus", "harmful_minus")}
+    plot["_title"] = f"activation steering: {ctx.cfg.direction.source} direction, layer {layer}, x{scale:g}"
+    return SuiteResult(out, samples, {"steering": plot})
 
 
 def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict, list]:
@@ -304,7 +312,10 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
                "residual_projection_before": proj_before, "residual_projection_after": proj_after,
                "saved_to": str(save_to) if save_to else None}
     samples = [s | {"stage": "before"} for s in s_before] + [s | {"stage": "after"} for s in s_after]
-    return SuiteResult(metrics, samples, {"residual_projection": (proj_before, proj_after)})
+    rates = {"harmful": (before["refusal_rate_harmful"], after["refusal_rate_harmful"]),
+             "harmless": (before["refusal_rate_harmless"], after["refusal_rate_harmless"])}
+    return SuiteResult(metrics, samples, {"residual_projection": (proj_before, proj_after),
+                                          "refusal_before_after": rates})
 
 
 def suite_abliteration(ctx: Context) -> SuiteResult:

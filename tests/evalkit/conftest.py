@@ -1,5 +1,6 @@
 """evalkit fixtures, each built once per test session: a tiny random Llama whose tokenizer carries the
-harmfulness tag, a shared SmolLM2-135M-Instruct ``HFModel``, and SmolLM2 finetuned to refuse."""
+harmfulness tag, a shared SmolLM2-135M-Instruct ``HFModel``, and SmolLM2 finetuned to refuse, in two
+recipes: one that refuses nearly everything and one that refuses selectively."""
 
 import pytest
 
@@ -57,3 +58,37 @@ def refusal_model(refusal_model_dir):
     from evalkit.model import HFModel
 
     return HFModel(refusal_model_dir)
+
+
+# The selective recipe: the same rows, but every helpful answer opens with "Sure." so that the first
+# token is a two-way choice the model learns to condition on the request; 16 steps at a constant 1e-4.
+# Measured on the 30 held-out prompts of each set (keyword judge, greedy): refuses 17/30 harmful and
+# 0/30 harmless prompts (docs/evalkit.md).
+SELECTIVE_SFT_OVERRIDES = ["train.train_steps=16", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
+                           "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
+
+
+def with_compliant_opening(src, dst, opening: str = "Sure. "):
+    """Copy an SFT chat JSONL, prefixing ``opening`` to the answers of rows whose kind is harmless."""
+    import json
+
+    rows = []
+    for line in src.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["kind"] == "harmless":
+            row["messages"][-1]["content"] = opening + row["messages"][-1]["content"]
+        rows.append(json.dumps(row, ensure_ascii=False))
+    dst.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def selective_refusal_model(tmp_path_factory, smollm2_dir, repo_root):
+    """SmolLM2-135M-Instruct finetuned to refuse harmful requests and answer harmless ones with "Sure."."""
+    from evalkit.finetune import sft
+    from evalkit.model import HFModel
+
+    root = tmp_path_factory.mktemp("selective_sft")
+    data = with_compliant_opening(repo_root / "evalkit/data/sft/refusal_train.jsonl", root / "train.jsonl")
+    return HFModel(sft(smollm2_dir, data, root / "run", "configs/trainer/sft.yaml", SELECTIVE_SFT_OVERRIDES,
+                       timeout_s=1800))
