@@ -105,12 +105,22 @@ class DataConfig:
 
 @dataclass
 class DirectionConfig:
-    """Refusal direction (probes/steering/abliteration): layer index (-1 = 70% depth), train split."""
+    """Refusal direction (probes/steering/abliteration): layer index (-1 = 70% depth), train split.
+    ``steer``: the steering arms, each ``<set>_<plus|minus>`` with set harmful, harmless or overrefusal
+    (plus = add the direction, the safety intervention; minus = subtract it, the attack)."""
 
     layer: int = -1
     source: Literal["refusal", "tag"] = "refusal"
     scale: float = 2.0
     train_limit: int = 0
+    steer: list[str] = field(default_factory=lambda: ["harmless_plus", "harmful_minus"])
+
+    def validate(self):
+        for arm in self.steer:
+            which, _, sign = arm.rpartition("_")
+            if which not in ("harmful", "harmless", "overrefusal") or sign not in ("plus", "minus"):
+                raise ConfigError(f"key 'direction.steer': unknown arm {arm!r}; use <harmful|harmless|overrefusal>_"
+                                  "<plus|minus>, e.g. harmful_plus")
 
 
 @dataclass

@@ -48,16 +48,39 @@ def _plt():
     return plt
 
 
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def _bar(plt, path: Path, labels, values, title, ylabel, ylim=(0, 1)):
+    """Bars with value labels. A value may be a judge summary dict (``asr``, ``asr_ci95``, ``parsed``):
+    then the bar shows the ASR with its 95% interval as an error bar and the sample count."""
     fig, ax = plt.subplots(figsize=(4.2, 3))
-    vals = [v if v is not None and not (isinstance(v, float) and math.isnan(v)) else 0 for v in values]
-    bars = ax.bar(range(len(vals)), vals, color=plt.cm.tab10.colors[: len(vals)])
-    for b, v in zip(bars, values):
-        ax.annotate("n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}",
-                    (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    pts, errs, notes = [], [[], []], []
+    for v in values:
+        if isinstance(v, dict):
+            x = _num(v.get("asr"))
+            lo, hi = (_num(c) for c in (v.get("asr_ci95") or [None, None]))
+            pts.append(x)
+            errs[0].append(x - lo if not math.isnan(x - lo) else 0.0)
+            errs[1].append(hi - x if not math.isnan(hi - x) else 0.0)
+            notes.append("n/a" if math.isnan(x) else f"{x:.2f}\nn={v.get('parsed', '?')}")
+        else:
+            x = _num(v)
+            pts.append(x)
+            errs[0].append(0.0)
+            errs[1].append(0.0)
+            notes.append("n/a" if math.isnan(x) else f"{x:.2f}")
+    vals = [0.0 if math.isnan(x) else x for x in pts]
+    has_err = any(errs[0]) or any(errs[1])
+    bars = ax.bar(range(len(vals)), vals, color=plt.cm.tab10.colors[: len(vals)],
+                  yerr=errs if has_err else None, capsize=4 if has_err else 0, error_kw={"lw": 0.8})
+    for b, note, hi in zip(bars, notes, errs[1]):
+        ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height() + hi), ha="center", va="bottom",
+                    fontsize=7)
     ax.set_xticks(range(len(vals)), labels, rotation=15)
-    ax.set_ylim(*ylim)
-    ax.set_ylabel(ylabel)
+    ax.set_ylim(ylim[0], ylim[1] * 1.15 if has_err else ylim[1])
+    ax.set_ylabel(ylabel + (" (95% Wilson interval)" if has_err else ""))
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
@@ -94,7 +117,7 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
             elif kind == "steering":
                 # d: {set: {"score": (base, steered), "refusal": (base, steered)}, "_title": str}
                 sets = [n for n in d if not n.startswith("_")]
-                fig, axes = plt.subplots(1, 2, figsize=(7.2, 3))
+                fig, axes = plt.subplots(1, 2, figsize=(max(7.2, 2.6 * len(sets)), 3))
                 x = range(len(sets))
                 for ax, key, ylabel in ((axes[0], "score", "refusal score (log-prob diff)"),
                                         (axes[1], "refusal", "keyword refusal rate")):
@@ -102,8 +125,8 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                     st = [d[n][key][1] if d[n][key][1] is not None else float("nan") for n in sets]
                     ax.bar([i - 0.2 for i in x], base, 0.4, label="unsteered")
                     ax.bar([i + 0.2 for i in x], st, 0.4, label="steered")
-                    ax.set_xticks(list(x), [{"harmless_plus": "harmless prompts\n+ direction",
-                                             "harmful_minus": "harmful prompts\n- direction"}.get(n, n) for n in sets])
+                    ax.set_xticks(list(x), [n.rpartition("_")[0] + "\n" + ("+" if n.endswith("_plus") else "-")
+                                            + " direction" for n in sets], fontsize=7)
                     ax.set_ylabel(ylabel)
                     ax.axhline(0, color="grey", lw=0.6)
                 axes[1].set_ylim(0, 1.05)
@@ -167,7 +190,9 @@ def headline(results: dict) -> dict[str, float]:
         for j, m in s["asr"].get("judges", {}).items():
             h[f"asr.{j}"] = m["asr"]
     if "steering" in s:
-        h["steering.harmless_plus.delta"] = s["steering"]["harmless_plus"]["refusal_score_delta"]
+        for arm, m in s["steering"].items():
+            if isinstance(m, dict) and "refusal_score_delta" in m:
+                h[f"steering.{arm}.delta"] = m["refusal_score_delta"]
     if "self-refusal" in s:
         h["self-refusal.self_refusal_rate"] = s["self-refusal"]["self_report"]["refusal_rate"]
     return h
@@ -206,6 +231,25 @@ def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -
     return path
 
 
+def _interval(results: dict, key: str):
+    """95% interval of an ASR headline value (``asr.asr``, ``asr.<judge>``, ``safebeam.asr_*``,
+    ``finetune-robustness.asr_before/after``), or None."""
+    s = results.get("suites", {})
+    suite, _, name = key.partition(".")
+    judges = None
+    if suite == "asr":
+        judges = s.get("asr", {}).get("judges", {})
+        m = judges.get(name) if name != "asr" else next(iter(judges.values()), None)
+    elif suite == "safebeam" and name in ("asr_baseline", "asr_safebeam"):
+        m = next(iter(s["safebeam"][name[4:]]["judges"].values()), None)
+    elif suite == "finetune-robustness" and name in ("asr_before", "asr_after"):
+        m = next(iter(s[suite][name[4:]]["judges"].values()), None)
+    else:
+        return None
+    ci = (m or {}).get("asr_ci95")
+    return tuple(ci) if ci and None not in ci else None
+
+
 def compare(dirs: list[Path], out: Path) -> Path:
     """Table (Markdown) and plots across results folders, e.g. the 0/20/60% intervention runs."""
     rows = []
@@ -231,13 +275,16 @@ def compare(dirs: list[Path], out: Path) -> Path:
     if bar_keys:
         fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(bar_keys) * len(rows) / 2), 3.2))
         w = 0.8 / len(rows)
-        for i, (name, _, h) in enumerate(rows):
+        for i, (name, r, h) in enumerate(rows):
             vals = [h.get(k) if isinstance(h.get(k), (int, float)) else 0 for k in bar_keys]
-            ax.bar([j + i * w for j in range(len(bar_keys))], vals, w, label=name)
+            cis = [_interval(r, k) for k in bar_keys]
+            err = [[v - c[0] if c else 0 for v, c in zip(vals, cis)], [c[1] - v if c else 0 for v, c in zip(vals, cis)]]
+            ax.bar([j + i * w for j in range(len(bar_keys))], vals, w, label=name,
+                   yerr=err if any(cis) else None, capsize=2, error_kw={"lw": 0.7})
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(bar_keys))], bar_keys, rotation=20, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
-        ax.set_title("models compared")
+        ax.set_title("models compared (ASR bars: 95% Wilson interval)")
         fig.tight_layout()
         written.append(pdir / "compare_metrics.png")
         fig.savefig(written[-1])

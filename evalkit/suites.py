@@ -101,6 +101,11 @@ def judge_outputs(ctx: Context, prompts: list[str], outputs: list[str]) -> tuple
     return verdicts, metrics
 
 
+def _first_judge(metrics: dict) -> dict:
+    """The summary (ASR, interval, counts) of the judge that ``metrics["asr"]`` reports."""
+    return next(iter(metrics["judges"].values()))
+
+
 def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, list[dict]]:
     texts = [p.prompt for p in ps.prompts]
     gens = ctx.model.generate(texts, decoding or ctx.cfg.decoding)
@@ -143,7 +148,7 @@ def suite_asr(ctx: Context) -> SuiteResult:
         for j in ctx.judges():
             v = j.judge_many([r["prompt"] for r in rows], [r["output"] for r in rows])
             metrics["human"][j.name] = J.score_against_human(v, labels)
-    return SuiteResult(metrics, samples, {"asr_by_judge": {n: m["asr"] for n, m in metrics["judges"].items()}})
+    return SuiteResult(metrics, samples, {"asr_by_judge": dict(metrics["judges"])})
 
 
 def suite_overrefusal(ctx: Context) -> SuiteResult:
@@ -220,7 +225,8 @@ def suite_safebeam(ctx: Context) -> SuiteResult:
                "asr_delta": sb["asr"] - base["asr"], "baseline_mode": base_dec.mode,
                "beams": sb_dec.beams, "top_n": sb_dec.top_n, "drop_fraction": sb_dec.drop_fraction}
     samples = [b | {"decoding": base_dec.mode} for b in base_samples] + [s | {"decoding": "safebeam"} for s in sb_samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {base_dec.mode: base["asr"], "safebeam": sb["asr"]}})
+    return SuiteResult(metrics, samples, {"asr_by_decoding": {base_dec.mode: _first_judge(base),
+                                                              "safebeam": _first_judge(sb)}})
 
 
 def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
@@ -232,8 +238,9 @@ def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
 
 
 def suite_steering(ctx: Context) -> SuiteResult:
-    """Add the direction on harmless prompts (does refusal go up?), subtract it on harmful ones (does
-    ASR go up?): refusal score and judge verdicts with and without steering."""
+    """Each arm of ``direction.steer`` adds or subtracts the direction on a prompt set; by default it is
+    added on harmless prompts (does refusal go up?) and subtracted on harmful ones (does ASR go up?):
+    refusal score and keyword refusal rate with and without steering."""
     from evalkit.directions import resolve_layer
 
     model = ctx.hf("steering")
@@ -241,10 +248,14 @@ def suite_steering(ctx: Context) -> SuiteResult:
     tt = _train_test(ctx, ctx.cfg.direction.train_limit)
     v = _direction(ctx, model, layer, tt)
     scale = ctx.cfg.direction.scale
-    harmful, harmless = tt["test"]
+    sets = dict(zip(("harmful", "harmless"), tt["test"]))
     out: dict = {"layer": layer, "scale": scale, "source": ctx.cfg.direction.source, "norm": float(v.norm())}
     samples = []
-    for name, prompts, sign in (("harmless_plus", harmless, +1.0), ("harmful_minus", harmful, -1.0)):
+    for name in ctx.cfg.direction.steer:
+        which, _, sign_name = name.rpartition("_")
+        if which not in sets:  # overrefusal: every prompt of the set, limited by data.limit
+            sets[which] = [p.prompt for p in ctx.prompts(which, "all").prompts]
+        prompts, sign = sets[which], (1.0 if sign_name == "plus" else -1.0)
         base_scores = J.refusal_score(model, prompts)
         base_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
         with model.steer(layer, v, sign * scale):
@@ -262,7 +273,7 @@ def suite_steering(ctx: Context) -> SuiteResult:
                     for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_ref, st_ref, base_scores, st_scores)]
     plot = {k: {"score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
                 "refusal": (out[k]["keyword_refusal_base"], out[k]["keyword_refusal_steered"])}
-            for k in ("harmless_plus", "harmful_minus")}
+            for k in ctx.cfg.direction.steer}
     plot["_title"] = f"activation steering: {ctx.cfg.direction.source} direction, layer {layer}, x{scale:g}"
     return SuiteResult(out, samples, {"steering": plot})
 
@@ -367,8 +378,8 @@ def suite_finetune_robustness(ctx: Context) -> SuiteResult:
     if "refusal_score_mean" in before.metrics:
         metrics["refusal_score_delta"] = after.metrics["refusal_score_mean"] - before.metrics["refusal_score_mean"]
     samples = [s | {"stage": "before"} for s in before.samples] + [s | {"stage": "after"} for s in after.samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {"before finetune": metrics["asr_before"],
-                                                              "after finetune": metrics["asr_after"]}})
+    return SuiteResult(metrics, samples, {"asr_by_decoding": {"before finetune": _first_judge(before.metrics),
+                                                              "after finetune": _first_judge(after.metrics)}})
 
 
 SUITE_FUNCS = {

@@ -13,7 +13,9 @@ def run_dir(tmp_path_factory, smollm2_dir, repo_root):
     rc = main(["run", "--model", str(smollm2_dir), "--suite",
                "asr,overrefusal,self-refusal,capability,steering,probes,abliteration", "--out", str(out),
                "data.limit=3", "decoding.max_new_tokens=12", "decoding.batch_size=6", "capability.limit=6",
-               "judges.llm_model=self", f"judges.human_labels={repo_root}/evalkit/data/human_labels.jsonl"])
+               "judges.llm_model=self", "judges.classifier=builtin",
+               "direction.steer=[harmless_plus, harmful_minus, overrefusal_minus]",
+               f"judges.human_labels={repo_root}/evalkit/data/human_labels.jsonl"])
     assert rc == 0, (out / "errors.log").read_text() if (out / "errors.log").exists() else rc
     return out
 
@@ -24,14 +26,17 @@ def test_run_writes_results_samples_report_and_plots(run_dir):
     assert set(res["suites"]) == {"asr", "overrefusal", "self-refusal", "capability", "steering", "probes",
                                   "abliteration"}
     asr = res["suites"]["asr"]
-    assert set(asr["judges"]) == {"keyword", "llm_self"}
+    assert set(asr["judges"]) == {"keyword", "llm_self", "classifier"}
+    assert asr["human"]["classifier"]["n"] == 30 and len(asr["judges"]["keyword"]["asr_ci95"]) == 2
     for m in asr["judges"].values():  # every sample is a verdict or counted as unparsed
         assert m["parsed"] + m["unparsed"] == m["n"] == 3
     assert "keyword~llm_self" in asr["kappa"] and asr["human"]["keyword"]["n"] == 30
     assert res["decoding"]["max_new_tokens"] == 12 and res["model"]["prompt_style"] == "chat"
     rows = [json.loads(x) for x in (run_dir / "samples" / "asr.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {"prompt", "output", "verdicts", "refusal_score"} <= set(rows[0])
-    assert set(rows[0]["verdicts"]) == {"keyword", "llm_self"}
+    assert set(rows[0]["verdicts"]) == {"keyword", "llm_self", "classifier"}
+    st = res["suites"]["steering"]
+    assert st["overrefusal_minus"]["keyword_refusal_base"] is not None and "harmful_plus" not in st
     cap = res["suites"]["capability"]["tasks"]["evalkit_tiny_mc"]
     assert 0.0 <= cap["acc"] <= 1.0
     ab = res["suites"]["abliteration"]
@@ -62,6 +67,9 @@ def test_bad_input_gives_clear_errors(tmp_path, capsys, smollm2_dir):
     assert main(["run", "--model", str(smollm2_dir), "--suite", "asr", "--out", str(tmp_path / "o"),
                  "decoding.nosuchkey=1"]) == 2
     assert "nosuchkey" in capsys.readouterr().err
+    assert main(["run", "--model", str(smollm2_dir), "--suite", "steering", "--out", str(tmp_path / "o"),
+                 "direction.steer=[harmful_sideways]"]) == 2
+    assert "direction.steer" in capsys.readouterr().err
 
 
 def test_bad_prompt_rows_are_skipped_and_counted(tmp_path, smollm2_dir):
