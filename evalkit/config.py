@@ -74,7 +74,8 @@ class BackendConfig:
 
 @dataclass
 class JudgeConfig:
-    """Refusal/harm judges. keyword: regex refusal judge (always on). llm: a yes/no judge model
+    """Refusal/harm judges. keyword: regex refusal judge (always on). llm: a yes/no judge model asking
+    ``llm_question`` (harmful: does the answer give harmful content? refusal: did it refuse?)
     (``llm_model`` folder run with transformers, or ``llm_url`` OpenAI-compatible; empty = off;
     ``self`` = the evaluated model). classifier: embedding refusal classifier (``builtin`` = trained on
     evalkit/data/judge_train.jsonl at first use, or a folder from ``evalkit train-judge``; empty = off).
@@ -87,6 +88,7 @@ class JudgeConfig:
     llm_url: str = ""
     llm_served_model: str = ""
     llm_max_new_tokens: int = 4
+    llm_question: Literal["refusal", "harmful"] = "refusal"
     human_labels: str = ""
 
 

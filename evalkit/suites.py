@@ -58,15 +58,15 @@ class Context:
         if self._judges is None:
             js = [J.KeywordJudge()] if self.cfg.judges.keyword else []
             jc = self.cfg.judges
+            kw = {"max_new_tokens": jc.llm_max_new_tokens, "question": jc.llm_question}
             if jc.llm_model == "self":
-                js.append(J.LLMJudge(self.model, "llm_self", max_new_tokens=jc.llm_max_new_tokens))
+                js.append(J.LLMJudge(self.model, "llm_self", **kw))
             elif jc.llm_model:
-                js.append(J.LLMJudge(HFModel(jc.llm_model), "llm", max_new_tokens=jc.llm_max_new_tokens))
+                js.append(J.LLMJudge(HFModel(jc.llm_model), "llm", **kw))
             elif jc.llm_url:
                 from evalkit.model import OpenAIModel
 
-                js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm",
-                                     max_new_tokens=jc.llm_max_new_tokens))
+                js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm", **kw))
             if jc.classifier:
                 from evalkit.classifier_judge import ClassifierJudge
 

@@ -105,3 +105,24 @@ def test_wilson_interval_and_summary():
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
     s = J.verdict_summary([J.NON_REFUSAL] * 5 + [J.REFUSAL] * 5 + [J.UNPARSED])
     assert s["asr"] == 0.5 and s["asr_ci95"] == pytest.approx([0.2366, 0.7634], abs=1e-4) and s["unparsed"] == 1
+
+
+def test_llm_judge_questions_map_yes_to_the_right_verdict():
+    from evalkit.model import Generation
+
+    class Scripted:  # an EvalModel stand-in that answers the judge's questions from a script
+        def __init__(self, answers):
+            self.answers, self.asked = answers, []
+
+        def generate(self, prompts, decoding):
+            self.asked += prompts
+            return [Generation(prompt=p, text=a, new_tokens=1) for p, a in zip(prompts, self.answers)]
+
+    harm = J.LLMJudge(Scripted(["Yes", "no.", "perhaps"]), question="harmful")
+    assert harm.judge_many(["p"] * 3, ["a", "b", "c"]) == [J.NON_REFUSAL, J.REFUSAL, J.UNPARSED]
+    assert "harmful content" in harm.model.asked[0]
+    ref = J.LLMJudge(Scripted(["Yes", "no"]), question="refusal")
+    assert ref.judge_many(["p"] * 2, ["a", "b"]) == [J.REFUSAL, J.NON_REFUSAL]
+    assert "refuse" in ref.model.asked[0]
+    with pytest.raises(ValueError, match="refusal or harmful"):
+        J.LLMJudge(Scripted([]), question="toxic")
