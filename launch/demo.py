@@ -8,8 +8,11 @@
 3. export   ``trainer export-hf``: an HF Llama folder;
 4. eval     ``evalkit run``: asr, overrefusal, probes and safebeam, with a report and plots.
 
-Each step writes a ``.done`` marker when it succeeds; a second run skips finished steps (``--fresh`` redoes
-all). The timing of every step goes to ``<out>/demo_timings.json``.
+Each step writes a ``.done`` marker when it succeeds, holding a fingerprint of its command, of the YAML
+configs in its config folder and of the step before it; a second run skips steps whose fingerprint is
+unchanged and reruns a step (and everything after it) whose config changed. ``--fresh`` redoes all.
+Code changes are not fingerprinted: use ``--fresh`` after editing the packages. The timing of every step
+goes to ``<out>/demo_timings.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,27 @@ def _steps(out: Path, py: str) -> list[tuple[str, list[str], Path]]:
     ]
 
 
+def fingerprint(cmd: list[str], previous: str) -> str:
+    """sha256 over the command (interpreter left out), every YAML beside its ``--config`` file (bases
+    included) and the previous step's fingerprint."""
+    import hashlib
+
+    h = hashlib.sha256(previous.encode())
+    h.update(json.dumps(cmd[1:]).encode())
+    if "--config" in cmd:
+        folder = (REPO_ROOT / cmd[cmd.index("--config") + 1]).parent
+        for f in sorted(folder.glob("*.yaml")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _marker_fingerprint(marker: Path) -> str | None:
+    try:
+        return json.loads(marker.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None  # missing, or written by an older version: rerun
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     timings: dict[str, float] = {}
     t_all = time.time()
+    fp = ""
     for name, cmd, target in _steps(out, sys.executable):
         marker = out / f".{name}.done"
-        if marker.is_file():
+        fp = fingerprint(cmd, fp)
+        done_fp = _marker_fingerprint(marker)
+        if done_fp == fp:
             print(f"[demo] {name}: done earlier, reusing {target}", flush=True)
             timings[name] = 0.0
             continue
+        if done_fp is not None or marker.is_file():
+            print(f"[demo] {name}: its config or an earlier step changed, running it again", flush=True)
+            marker.unlink()
+            if target.exists():  # stale outputs would be resumed from, not replaced
+                shutil.rmtree(target)
         print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
         rc = subprocess.call(cmd, env=env)
@@ -67,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] step '{name}' failed with exit code {rc}; fix it and run again "
                   "(finished steps are reused)", file=sys.stderr)
             return rc
-        marker.write_text(f"{timings[name]}\n")
+        marker.write_text(json.dumps({"seconds": timings[name], "fingerprint": fp}) + "\n")
         print(f"[demo] {name}: finished in {timings[name]} s", flush=True)
     timings["total"] = round(time.time() - t_all, 1)
     (out / "demo_timings.json").write_text(json.dumps(timings, indent=2) + "\n")
