@@ -59,14 +59,15 @@ class Context:
             js = [J.KeywordJudge()] if self.cfg.judges.keyword else []
             jc = self.cfg.judges
             kw = {"max_new_tokens": jc.llm_max_new_tokens, "question": jc.llm_question}
+            suffix = "_harm" if jc.llm_question == "harmful" else ""  # which question the verdicts answer
             if jc.llm_model == "self":
-                js.append(J.LLMJudge(self.model, "llm_self", **kw))
+                js.append(J.LLMJudge(self.model, "llm_self" + suffix, **kw))
             elif jc.llm_model:
-                js.append(J.LLMJudge(HFModel(jc.llm_model), "llm", **kw))
+                js.append(J.LLMJudge(HFModel(jc.llm_model), "llm" + suffix, **kw))
             elif jc.llm_url:
                 from evalkit.model import OpenAIModel
 
-                js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm", **kw))
+                js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm" + suffix, **kw))
             if jc.classifier:
                 from evalkit.classifier_judge import ClassifierJudge
 
