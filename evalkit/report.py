@@ -135,7 +135,8 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 fig.tight_layout()
                 fig.savefig(path)
                 plt.close(fig)
-            elif kind == "refusal_before_after":
+            elif kind in ("refusal_before_after", "projection_before_after"):
+                rate = kind == "refusal_before_after"
                 fig, ax = plt.subplots(figsize=(4.2, 3))
                 sets = list(d)
                 for off, idx, label in ((-0.2, 0, "before"), (0.2, 1, "after")):
@@ -143,9 +144,13 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                     bars = ax.bar([i + off for i in range(len(sets))], vals, 0.4, label=label)
                     ax.bar_label(bars, fmt="%.2f", fontsize=7)
                 ax.set_xticks(range(len(sets)), [f"{n} prompts" for n in sets])
-                ax.set_ylim(0, 1.1)
-                ax.set_ylabel("keyword refusal rate")
-                ax.set_title("abliteration: refusals before and after")
+                if rate:
+                    ax.set_ylim(0, 1.1)
+                else:
+                    ax.axhline(0, color="grey", lw=0.6)
+                ax.set_ylabel("keyword refusal rate" if rate else "mean h . r at the direction's layer")
+                ax.set_title("abliteration: refusals before and after" if rate
+                             else "abliteration: where prompts sit along r")
                 ax.legend(fontsize=7)
                 fig.tight_layout()
                 fig.savefig(path)

@@ -279,7 +279,7 @@ def suite_steering(ctx: Context) -> SuiteResult:
     return SuiteResult(out, samples, {"steering": plot})
 
 
-def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict, list]:
+def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless, r=None, layer: int = 0) -> tuple[dict, list]:
     gens_h = [g.text for g in model.generate(harmful, ctx.cfg.decoding)]
     gens_s = [g.text for g in model.generate(harmless, ctx.cfg.decoding)]
     kw = J.KeywordJudge()
@@ -288,6 +288,11 @@ def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict
          "refusal_rate_harmless": J.verdict_summary(vs)["refusal_rate"],
          "refusal_score_harmful": _nanmean(J.refusal_score(model, harmful)),
          "refusal_score_harmless": _nanmean(J.refusal_score(model, harmless))}
+    if r is not None:  # signed position of each set along the direction, where it was measured
+        from evalkit.directions import activations
+
+        for name, ps in (("harmful", harmful), ("harmless", harmless)):
+            m[f"projection_{name}"] = float((activations(model, ps)[:, layer + 1] @ r.float().cpu()).mean())
     samples = [{"prompt": p, "output": o, "keyword": v, "harmful": True} for p, o, v in zip(harmful, gens_h, vh)] + \
               [{"prompt": p, "output": o, "keyword": v, "harmful": False} for p, o, v in zip(harmless, gens_s, vs)]
     return m, samples
@@ -303,12 +308,12 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
     harmful, harmless = tt["test"]
     r = mean_difference(model, tt["train"][0], tt["train"][1], layer)
     r = r / r.norm()
-    before, s_before = _refusal_eval(ctx, model, harmful, harmless)
+    before, s_before = _refusal_eval(ctx, model, harmful, harmless, r, layer)
     proj_before = residual_projection(model, harmful, r)
     saved = {id(w): w.detach().clone() for _, _, w in model.output_projections()}
     rep = abliterate(model, r, layer)
     try:
-        after, s_after = _refusal_eval(ctx, model, harmful, harmless)
+        after, s_after = _refusal_eval(ctx, model, harmful, harmless, r, layer)
         proj_after = residual_projection(model, harmful, r)
         if save_to is not None:
             model.save(save_to)
@@ -326,8 +331,9 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
     samples = [s | {"stage": "before"} for s in s_before] + [s | {"stage": "after"} for s in s_after]
     rates = {"harmful": (before["refusal_rate_harmful"], after["refusal_rate_harmful"]),
              "harmless": (before["refusal_rate_harmless"], after["refusal_rate_harmless"])}
+    signed = {n: (before[f"projection_{n}"], after[f"projection_{n}"]) for n in ("harmful", "harmless")}
     return SuiteResult(metrics, samples, {"residual_projection": (proj_before, proj_after),
-                                          "refusal_before_after": rates})
+                                          "refusal_before_after": rates, "projection_before_after": signed})
 
 
 def suite_abliteration(ctx: Context) -> SuiteResult:
