@@ -232,9 +232,13 @@ def test_unsafe_output_retries_other_styles_then_quarantines(tmp_path, vllm_serv
     cfg = _stage_cfg(vllm_server, "llm.rescore=true", "llm.attempts=3", "llm.buckets=[rephrased]")
     stats = run_llm_stage(cfg, tmp_path, load_tokenizer(tokenizer_dir), classifier=_AlwaysUnsafe())
     assert stats["buckets"]["rephrased"]["documents"] == 0
-    assert stats["quarantined"] == {"rephrased": {"unsafe_after_rescore": 1}}
+    # every attempt is rejected: by the classifier, or now and then (SmolLM2 on CPU is not bit-stable
+    # across batch layouts) because the answer ran into the token limit; the document is quarantined
+    # with the reason of its last attempt
     (q,) = [json.loads(x) for x in (tmp_path / "quarantine" / "llm.jsonl").read_text().splitlines()]
-    assert q["problems"] == ["unsafe_after_rescore"] * 3 and q["raw"]
+    assert len(q["problems"]) == 3 and set(q["problems"]) <= {"unsafe_after_rescore", "truncated"} and q["raw"]
+    assert "unsafe_after_rescore" in q["problems"]
+    assert stats["quarantined"] == {"rephrased": {q["problems"][-1]: 1}}
     out = json.loads(next((tmp_path / "llm" / "rephrase" / "out").glob("*.jsonl")).read_text().splitlines()[0])
     prompts = [e["messages"][1]["content"] for e in out["metadata"]["llm"][0]["exchanges"]]
     assert len(prompts) == 3 and len(set(prompts)) == 3  # three different styles were asked for
