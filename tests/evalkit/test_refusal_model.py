@@ -40,8 +40,8 @@ def test_refusal_sft_then_abliteration_lowers_the_refusal_rate(refusal_model, tm
     # ... and with it refusals of harmful prompts: measured 1.0 -> 0.8 (6 of 30) and score 3.0 -> 1.9
     assert res.metrics["refusal_rate_drop"] >= 0.1
     assert after["refusal_score_harmful"] < before["refusal_score_harmful"] - 0.5
-    # along r, harmful prompts sit above harmless ones (measured 27.8 vs -11.7 at layer 21); afterwards
-    # every prompt sits where layer 0 leaves it (measured 0.94 and 0.90)
+    # along r, harmful prompts sit above harmless ones (measured 23.7 vs -14.7 at layer 21, 30 + 30
+    # prompts); afterwards every prompt sits where layer 0 leaves it (measured 0.93 and 0.90)
     gap = before["projection_harmful"] - before["projection_harmless"]
     assert gap > 5.0
     assert abs(after["projection_harmful"] - after["projection_harmless"]) < 0.1 * gap
