@@ -137,8 +137,12 @@ def test_annotate_train_run_every_bucket(tmp_path, vllm_server, tokenizer_dir):
     docs = make_docs(13, seed=41, levels=(0, 0, 1, 5, 3))
     docs.append({"id": "injection", "text": INJECTION, "score": 4, "reason": "prompt injection + car theft"})
     inp = write_jsonl(tmp_path / "docs.jsonl", docs)
+    # the classifier is trained on more documents than the run reads: SmolLM2 leaves about a third of
+    # its labels unusable (9 of 14 once), and train-classifier needs 10
+    ann = write_jsonl(tmp_path / "to_label.jsonl", docs + make_docs(10, seed=43, levels=(0, 1, 5, 3, 2)))
     labels = tmp_path / "labels.jsonl"
-    st = run_annotate(load_config(AnnotateConfig, None, [f"input={inp}", f"output={labels}", *_llm(vllm_server)]))
+    st = run_annotate(load_config(AnnotateConfig, None, [f"input={ann}", f"output={labels}", *_llm(vllm_server)]))
+    assert st["documents"] == 24 and st["labelled"] + sum(st["quarantined"].values()) == 24, st
     assert st["labelled"] >= 10, st  # train-classifier needs 10
     clf_dir = tmp_path / "clf"
     # half held out: a stratified split of ~10 labels needs a test part with one example per class
