@@ -11,6 +11,7 @@ metrics, training settings) plus the backend's files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -199,12 +200,19 @@ def default_encoder() -> str:
         return "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def encode_texts(model_name: str, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Unit-norm sentence embeddings (CPU) of ``texts`` with the SentenceTransformer ``model_name``."""
+@functools.lru_cache(maxsize=4)
+def sentence_encoder(model_name: str):
+    """The SentenceTransformer ``model_name`` on CPU, loaded once per process."""
     from sentence_transformers import SentenceTransformer
 
-    enc = SentenceTransformer(model_name, device="cpu")
-    return np.asarray(enc.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+    return SentenceTransformer(model_name, device="cpu")
+
+
+def encode_texts(model_name: str, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """Unit-norm sentence embeddings (CPU) of ``texts`` with the SentenceTransformer ``model_name``
+    (loaded once per process)."""
+    enc = sentence_encoder(model_name)
+    return np.asarray(enc.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                  show_progress_bar=False), dtype=np.float32)
 
 
@@ -229,19 +237,17 @@ class EmbeddingClassifier:
     backend = "embedding"
 
     def __init__(self, folder: Path, meta: dict):
-        from sentence_transformers import SentenceTransformer
-
         head = np.load(folder / meta["files"]["head"])
         self.coef, self.intercept, self.classes = head["coef"], head["intercept"], head["classes"]
         self.batch_size = int(meta.get("batch_size", 32))
-        self.encoder = SentenceTransformer(meta["files"]["encoder"], device="cpu")
+        self.encoder = meta["files"]["encoder"]
+        sentence_encoder(self.encoder)  # load now: a missing encoder is an error at start, not mid-run
 
     def predict(self, texts: list[str]) -> list[int]:
         """Score 0-5 for each text."""
         if not texts:
             return []
-        x = np.asarray(self.encoder.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                           show_progress_bar=False), dtype=np.float32)
+        x = encode_texts(self.encoder, texts, self.batch_size)
         logits = x @ self.coef.T + self.intercept
         if logits.shape[1] == 1:  # binary head: sklearn keeps one column
             return [int(self.classes[int(v > 0)]) for v in logits[:, 0]]

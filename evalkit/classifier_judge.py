@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datagen.classifier import default_encoder, encode_texts, sentence_encoder
 from evalkit.judges import NON_REFUSAL, REFUSAL
 from infra.log import get_logger
 
@@ -67,8 +68,6 @@ def train_judge(data: str | Path, out: str | Path, encoder: str = "", C: float =
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from datagen.classifier import default_encoder, encode_texts
-
     texts, labels, skipped = read_judge_rows(data)
     encoder = encoder or default_encoder()
     x, y = encode_texts(encoder, texts), np.asarray(labels)
@@ -111,8 +110,6 @@ class ClassifierJudge:
     name = "classifier"
 
     def __init__(self, folder: str | Path = "builtin", threshold: float = 0.5):
-        from sentence_transformers import SentenceTransformer
-
         folder = builtin_judge_dir() if str(folder) == "builtin" else Path(folder)
         meta_p = folder / "judge.json"
         if not meta_p.is_file():
@@ -120,7 +117,8 @@ class ClassifierJudge:
         self.meta = json.loads(meta_p.read_text())
         head = np.load(folder / "head.npz")
         self.coef, self.intercept = head["coef"], float(head["intercept"][0])
-        self.encoder = SentenceTransformer(self.meta["encoder"], device="cpu")
+        self.encoder = self.meta["encoder"]
+        sentence_encoder(self.encoder)  # load now: a missing encoder is an error here, not mid-suite
         self.threshold = threshold
         self.probs: list[float] = []
 
@@ -129,8 +127,7 @@ class ClassifierJudge:
         if not outputs:
             self.probs = []
             return []
-        x = np.asarray(self.encoder.encode(outputs, batch_size=32, normalize_embeddings=True,
-                                           show_progress_bar=False), dtype=np.float32)
+        x = encode_texts(self.encoder, outputs)
         p = 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))
         self.probs = [float(v) for v in p]
         # an empty answer is not a refusal (as for the keyword judge)

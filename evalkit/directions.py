@@ -87,11 +87,15 @@ def abliterate(model, r, layer: int) -> AbliterationReport:
     return AbliterationReport(layer, before, after, len(model.output_projections()))
 
 
+def along(acts, r):
+    """Signed projection h . r̂ of activations ``[n, layers+1, d]`` on the unit direction: ``[n, layers+1]``."""
+    import torch
+
+    r = (r / r.norm()).float().to(acts.device)
+    return torch.einsum("nld,d->nl", acts.float(), r)
+
+
 def residual_projection(model, prompts: list[str], r) -> list[float]:
     """Mean |h . r| of the last-token residual stream at every layer (after the edit it should be ~0
     from layer 1 on, apart from what the embedding itself carries)."""
-    import torch
-
-    r = (r / r.norm()).float()
-    h = activations(model, prompts)
-    return [float(x) for x in torch.einsum("nld,d->nl", h, r).abs().mean(0)]
+    return [float(x) for x in along(activations(model, prompts), r).abs().mean(0)]

@@ -241,7 +241,6 @@ def _interval(results: dict, key: str):
     ``finetune-robustness.asr_before/after``), or None."""
     s = results.get("suites", {})
     suite, _, name = key.partition(".")
-    judges = None
     if suite == "asr":
         judges = s.get("asr", {}).get("judges", {})
         m = judges.get(name) if name != "asr" else next(iter(judges.values()), None)

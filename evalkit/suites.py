@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit import judges as J
-from evalkit.config import EvalConfig
+from evalkit.config import EvalConfig, steer_arm
 from evalkit.data import DataError, PromptSet, load_human_labels, load_prompts
 from evalkit.model import EvalModel, HFModel, ModelError
 from infra.log import get_logger
@@ -122,7 +122,7 @@ def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, 
                   if any(isinstance(j, J.LLMJudge) for j in ctx.judges()) else {})
                | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
                for i, (p, g) in enumerate(zip(ps.prompts, gens))]
-    metrics["asr"] = metrics["judges"][next(iter(metrics["judges"]))]["asr"]
+    metrics["asr"] = _first_judge(metrics)["asr"]
     return metrics, samples
 
 
@@ -253,10 +253,10 @@ def suite_steering(ctx: Context) -> SuiteResult:
     out: dict = {"layer": layer, "scale": scale, "source": ctx.cfg.direction.source, "norm": float(v.norm())}
     samples = []
     for name in ctx.cfg.direction.steer:
-        which, _, sign_name = name.rpartition("_")
+        which, sign = steer_arm(name)
         if which not in sets:  # overrefusal: every prompt of the set, limited by data.limit
             sets[which] = [p.prompt for p in ctx.prompts(which, "all").prompts]
-        prompts, sign = sets[which], (1.0 if sign_name == "plus" else -1.0)
+        prompts = sets[which]
         base_scores = J.refusal_score(model, prompts)
         base_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
         with model.steer(layer, v, sign * scale):
@@ -279,7 +279,7 @@ def suite_steering(ctx: Context) -> SuiteResult:
     return SuiteResult(out, samples, {"steering": plot})
 
 
-def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless, r=None, layer: int = 0) -> tuple[dict, list]:
+def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict, list]:
     gens_h = [g.text for g in model.generate(harmful, ctx.cfg.decoding)]
     gens_s = [g.text for g in model.generate(harmless, ctx.cfg.decoding)]
     kw = J.KeywordJudge()
@@ -288,33 +288,40 @@ def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless, r=None, layer
          "refusal_rate_harmless": J.verdict_summary(vs)["refusal_rate"],
          "refusal_score_harmful": _nanmean(J.refusal_score(model, harmful)),
          "refusal_score_harmless": _nanmean(J.refusal_score(model, harmless))}
-    if r is not None:  # signed position of each set along the direction, where it was measured
-        from evalkit.directions import activations
-
-        for name, ps in (("harmful", harmful), ("harmless", harmless)):
-            m[f"projection_{name}"] = float((activations(model, ps)[:, layer + 1] @ r.float().cpu()).mean())
     samples = [{"prompt": p, "output": o, "keyword": v, "harmful": True} for p, o, v in zip(harmful, gens_h, vh)] + \
               [{"prompt": p, "output": o, "keyword": v, "harmful": False} for p, o, v in zip(harmless, gens_s, vs)]
     return m, samples
 
 
+def _positions_along(model: HFModel, harmful, harmless, r, layer: int) -> tuple[list[float], dict]:
+    """One activation pass per set: mean |h . r| of the harmful prompts at every layer, and the signed
+    mean position of each set along r at the direction's layer."""
+    from evalkit.directions import activations, along
+
+    ph, ps = along(activations(model, harmful), r), along(activations(model, harmless), r)
+    return ([float(x) for x in ph.abs().mean(0)],
+            {"projection_harmful": float(ph[:, layer + 1].mean()), "projection_harmless": float(ps[:, layer + 1].mean())})
+
+
 def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) -> SuiteResult:
     """Direction on the train split, before/after evaluation on the test split, optional save.
     The model's weights are restored afterwards so that later suites see the original."""
-    from evalkit.directions import abliterate, mean_difference, resolve_layer, residual_projection
+    from evalkit.directions import abliterate, mean_difference, resolve_layer
 
     layer = resolve_layer(model, ctx.cfg.direction.layer)
     tt = _train_test(ctx, ctx.cfg.direction.train_limit)
     harmful, harmless = tt["test"]
     r = mean_difference(model, tt["train"][0], tt["train"][1], layer)
     r = r / r.norm()
-    before, s_before = _refusal_eval(ctx, model, harmful, harmless, r, layer)
-    proj_before = residual_projection(model, harmful, r)
+    before, s_before = _refusal_eval(ctx, model, harmful, harmless)
+    proj_before, signed = _positions_along(model, harmful, harmless, r, layer)
+    before.update(signed)
     saved = {id(w): w.detach().clone() for _, _, w in model.output_projections()}
     rep = abliterate(model, r, layer)
     try:
-        after, s_after = _refusal_eval(ctx, model, harmful, harmless, r, layer)
-        proj_after = residual_projection(model, harmful, r)
+        after, s_after = _refusal_eval(ctx, model, harmful, harmless)
+        proj_after, signed = _positions_along(model, harmful, harmless, r, layer)
+        after.update(signed)
         if save_to is not None:
             model.save(save_to)
     finally:

@@ -35,12 +35,16 @@ def prompts_dir(repo_root):
     return repo_root / "evalkit" / "data" / "prompts"
 
 
+def sft_overrides(steps: int) -> list[str]:
+    """Refusal SFT recipe: ``steps`` steps at a constant lr 1e-4 (2 warm-up steps), seq 128."""
+    return [f"train.train_steps={steps}", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
+            "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
 
-# The trainer's SFT mode on the shipped refusal set (52 harmful->refusal, 52 harmless->helpful rows).
-# 8 steps at a constant lr 1e-4 (2 warm-up steps), seq 128: see docs/evalkit.md for what was measured
-# with these and with harsher settings (20 steps at 2e-4 made every answer a refusal).
-REFUSAL_SFT_OVERRIDES = ["train.train_steps=8", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
-                         "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
+
+# The trainer's SFT mode on the shipped refusal set (52 harmful->refusal, 52 harmless->helpful rows),
+# 8 steps: see docs/evalkit.md for what was measured with this and with harsher settings (20 steps at
+# 2e-4 made every answer a refusal).
+REFUSAL_SFT_OVERRIDES = sft_overrides(8)
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +68,7 @@ def refusal_model(refusal_model_dir):
 # token is a two-way choice the model learns to condition on the request; 16 steps at a constant 1e-4.
 # Measured on the 30 held-out prompts of each set (keyword judge, greedy): refuses 17/30 harmful and
 # 0/30 harmless prompts (docs/evalkit.md).
-SELECTIVE_SFT_OVERRIDES = ["train.train_steps=16", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
-                           "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
+SELECTIVE_SFT_OVERRIDES = sft_overrides(16)
 
 
 def with_compliant_opening(src, dst, opening: str = "Sure. "):

@@ -41,7 +41,6 @@ def _epoch_permutation(seed: int, stream: str, epoch: int, n: int) -> np.ndarray
     return np.random.default_rng([seed, zlib.crc32(stream.encode()), epoch]).permutation(n)
 
 
-
 def _check_state_header(loader, d: dict, kind: str, where: str) -> None:
     """Refuse a saved data state of another kind/version or another seed, sequence length or batch size."""
     if d.get("version") != STATE_VERSION or d.get("kind") != kind:
@@ -50,6 +49,7 @@ def _check_state_header(loader, d: dict, kind: str, where: str) -> None:
     for key in ("seed", "seq_length", "global_batch_size"):
         if d.get(key) != getattr(loader, key):
             raise ValueError(f"{where}: saved with {key}={d.get(key)}, this run has {getattr(loader, key)}")
+
 
 class _EpochCursor:
     """Walks a stream of ``n`` items through seeded per-epoch permutations."""
