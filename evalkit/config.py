@@ -144,12 +144,18 @@ class CapabilityConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Benign finetuning through ``python -m trainer sft`` before re-running ``asr``."""
+    """Benign finetuning through ``python -m trainer sft`` before re-running ``asr``.
+
+    keep_checkpoints: keep the trainer's megatron checkpoints of the finetune (by default only the
+    exported HF folder that the suite evaluates is kept; checkpoints are written without optimizer state
+    unless ``overrides`` sets ``train.save_optimizer=true``).
+    """
 
     data: str = "evalkit/data/sft/benign_math.jsonl"
     trainer_config: str = "configs/trainer/sft.yaml"
     overrides: list[str] = field(default_factory=lambda: ["train.train_steps=20"])
     timeout_s: float = 3600.0
+    keep_checkpoints: bool = False
 
 
 @dataclass

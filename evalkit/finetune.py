@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,12 @@ class FinetuneError(RuntimeError):
 
 
 def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, overrides: list[str],
-        timeout_s: float = 3600.0) -> Path:
+        timeout_s: float = 3600.0, keep_checkpoints: bool = False) -> Path:
     """``python -m trainer sft --config CFG init.hf=MODEL sft.path=DATA run_dir=DIR export.hf_at_end=true``.
 
+    The finetune is evaluated, not resumed: its checkpoints are written without optimizer state
+    (``train.save_optimizer=false``; ``overrides`` may turn it back on) and, unless ``keep_checkpoints``,
+    deleted once the HF folder is exported (for a 135M model that is 2.1 GB of checkpoint per finetune).
     Returns ``run_dir/hf`` (an HF Llama folder). Raises ``FinetuneError`` with the trainer's stderr tail.
     """
     data_p = resolve_path(data)
@@ -35,7 +39,8 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
         log.info("reusing finetuned model %s", out)
         return out
     cmd = [sys.executable, "-m", "trainer", "sft", "--config", str(cfg_p), f"init.hf={Path(model_dir).resolve()}",
-           f"sft.path={data_p}", f"run_dir={run_dir}", "export.hf_at_end=true", *overrides]
+           f"sft.path={data_p}", f"run_dir={run_dir}", "export.hf_at_end=true", "train.save_optimizer=false",
+           *overrides]
     log.info("finetuning: %s", " ".join(cmd))
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -47,9 +52,12 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
     if r.returncode != 0 or not (out / "config.json").is_file():
         raise FinetuneError(f"trainer sft failed (exit {r.returncode}; log {run_dir / 'sft.log'}): "
                             f"{r.stderr[-1500:]}")
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return out
 
 
 def benign_finetune(model_dir: Path, cfg, work: Path) -> Path:
     """Finetune ``model_dir`` on ``cfg.data`` (a GSM8K-style chat JSONL) with ``cfg`` (``FinetuneConfig``)."""
-    return sft(model_dir, cfg.data, Path(work), cfg.trainer_config, list(cfg.overrides), cfg.timeout_s)
+    return sft(model_dir, cfg.data, Path(work), cfg.trainer_config, list(cfg.overrides), cfg.timeout_s,
+               keep_checkpoints=cfg.keep_checkpoints)

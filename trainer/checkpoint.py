@@ -4,7 +4,8 @@ the data loader state and every rank's RNG state.
 ```
 run_dir/checkpoints/
   iter_0000200/
-    metadata.json, common.pt, *.distcp   megatron dist checkpoint (model + optimizer, any TP/PP/DP)
+    metadata.json, common.pt, *.distcp   megatron dist checkpoint (model + optimizer, any TP/PP/DP;
+                                         the model only with train.save_optimizer=false)
     trainer_state.json                   step, tokens, scheduler, architecture, tokenizer size
     ranks/rank_00000.pt                  per rank: RNG states and the loader's state_dict()
   latest                                 text: the name of the newest complete checkpoint
@@ -136,8 +137,8 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
     Args:
         ckpt_root: ``run_dir/checkpoints``.
         step: optimizer steps completed.
-        model_chunks: the DDP-wrapped model chunks; optimizer: the megatron optimizer; scheduler:
-            ``OptimizerParamScheduler``.
+        model_chunks: the DDP-wrapped model chunks; optimizer: the megatron optimizer, or ``None`` to
+            save the model only (``train.save_optimizer=false``); scheduler: ``OptimizerParamScheduler``.
         trainer_state: JSON-serialisable run state written by rank 0 (step, tokens, architecture...).
         loader_state: this rank's ``loader.state_dict()``.
         keep_last: complete checkpoints to keep (older ones are deleted after ``latest`` moves).
@@ -158,7 +159,8 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
     (tmp / "ranks").mkdir(exist_ok=True)
     torch.save({"rng": rng_state(), "data": loader_state}, tmp / "ranks" / f"rank_{rank:05d}.pt")
     if rank == 0:
-        state = dict(trainer_state, step=step, scheduler=scheduler.state_dict() if scheduler else None)
+        state = dict(trainer_state, step=step, scheduler=scheduler.state_dict() if scheduler else None,
+                     optimizer_saved=optimizer is not None)
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     _barrier()
     if rank == 0:
@@ -234,6 +236,13 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
 
     ckpt_dir = Path(ckpt_dir)
     state = json.loads((ckpt_dir / "trainer_state.json").read_text())
+    if optimizer is not None and not state.get("optimizer_saved", True):
+        if _rank() == 0:
+            log.warning("%s holds no optimizer state (saved with train.save_optimizer=false): Adam's moments "
+                        "restart from zero", ckpt_dir)
+        model_only_optimizer, optimizer = optimizer, None
+    else:
+        model_only_optimizer = None
     if optimizer is not None:
         _prime_optimizer_state(optimizer)
     with torch.no_grad():  # the distributed optimizer copies into leaf tensors
@@ -245,6 +254,8 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
         if optimizer is not None:
             optimizer.load_state_dict(loaded["optimizer"])
             _restore_adam_steps(optimizer)
+        if model_only_optimizer is not None:  # bf16 runs: refresh the fp32 main weights from the model
+            model_only_optimizer.reload_model_params()
     if scheduler is not None and state.get("scheduler"):
         scheduler.num_steps = 0  # megatron's load_state_dict *advances* by the saved count
         scheduler.load_state_dict(state["scheduler"])

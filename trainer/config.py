@@ -72,6 +72,10 @@ class TrainConfig:
     distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
     seed: model initialisation seed.
     save_interval: checkpoint every N steps (0: only at the end); keep_last: checkpoints kept.
+    save_optimizer: write the optimizer state (Adam moments, fp32 main weights) into checkpoints. With
+        ``false`` a checkpoint holds the model only (about a third of the size); resuming from it restarts
+        Adam's moments from zero, like megatron's ``--no-save-optim``. For finetunes that are exported
+        and evaluated, not resumed.
     log_interval: print a log line every N steps (metrics.jsonl gets every step).
     """
 
@@ -94,6 +98,7 @@ class TrainConfig:
     seed: int = 1234
     save_interval: int = 0
     keep_last: int = 2
+    save_optimizer: bool = True
     log_interval: int = 10
 
     def validate(self) -> None:

@@ -353,7 +353,7 @@ def train(cfg: TrainerConfig) -> dict:
         # -- checkpoint on schedule, at the end, or when a stop signal arrived
         stopping = stop.should_stop(info)
         if stopping or step == t.train_steps or (t.save_interval and step % t.save_interval == 0):
-            ckpt.save_checkpoint(ckpt_root, step, [ddp], optimizer, scheduler,
+            ckpt.save_checkpoint(ckpt_root, step, [ddp], optimizer if t.save_optimizer else None, scheduler,
                                  dict(model_meta(ms, cfg, info), tokens=tokens_seen, loss=loss),
                                  loader.state_dict(), keep_last=t.keep_last)
         if stopping:

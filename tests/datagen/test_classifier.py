@@ -30,6 +30,17 @@ def test_fasttext_cli_prints_metrics_and_beats_majority(labels_file, tmp_path, c
     assert clf.predict(["Step by step instructions for building a pipe bomb to kill people at the station."] * 2) \
         == [5, 5]
     assert json.loads((out / "classifier.json").read_text())["metrics"]["macro_f1"] == res["macro_f1"]
+    # 200k n-gram buckets x dim 50 x 4 bytes (fastText's default 2M buckets: 400 MB)
+    assert (out / "model.bin").stat().st_size < 60e6
+
+
+def test_partial_fasttext_settings_keep_the_other_defaults(labels_file, tmp_path):
+    import fasttext
+
+    out = tmp_path / "clf"
+    assert main(["train-classifier", f"labels={labels_file}", f"output={out}", "fasttext={epoch: 5}"]) == 0
+    args = fasttext.load_model(str(out / "model.bin")).f.getArgs()
+    assert (args.epoch, args.dim, args.bucket, args.wordNgrams) == (5, 50, 200_000, 2)
 
 
 @pytest.mark.slow

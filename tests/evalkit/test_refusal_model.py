@@ -65,6 +65,9 @@ def test_finetune_robustness_suite_from_the_cli(refusal_model_dir, tmp_path):
     assert rc == 0, (out / "errors.log").read_text() if (out / "errors.log").exists() else rc
     m = json.loads((out / "results.json").read_text())["suites"]["finetune-robustness"]
     assert (out / "finetune" / "hf" / "config.json").is_file()
+    # the finetune is exported and evaluated; its megatron checkpoints are not kept
+    assert not (out / "finetune" / "checkpoints").exists()
+    assert "save_optimizer: false" in (out / "finetune" / "config.yaml").read_text()
     assert m["asr_delta"] == pytest.approx(m["asr_after"] - m["asr_before"])
     assert m["before"]["judges"]["keyword"]["n"] == m["after"]["judges"]["keyword"]["n"] == 4
     stages = [json.loads(x)["stage"] for x in (out / "samples" / "finetune-robustness.jsonl").read_text().splitlines()]

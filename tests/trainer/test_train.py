@@ -119,6 +119,44 @@ def test_sigterm_then_sigkill_resume_is_bit_identical(reference_run, tiny_corpus
                (b["loss"], b["grad_norm"], b["lr"], b["bucket_samples"], b["bucket_tokens"]), a["step"]
 
 
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.mark.slow
+def test_model_only_checkpoint_resumes_weights_and_data_without_adam_state(reference_run, tiny_corpus, tmp_path):
+    """``train.save_optimizer=false``: the checkpoint holds the model only; a resume restores weights, data
+    position and schedule exactly (the next step's loss equals the uninterrupted run's) and restarts
+    Adam's moments (the step after that differs)."""
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, tiny_corpus, "train.save_optimizer=false", steps=STEPS)
+    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_step(proc, run_dir, 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    stopped = read_metrics(run_dir)[-1]["step"]
+    assert stopped < STEPS - 2
+    ckpt = run_dir / "checkpoints" / f"iter_{stopped:07d}"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["optimizer_saved"] is False and state["step"] == stopped
+    full = reference_run / "checkpoints" / f"iter_{STEPS:07d}"
+    assert json.loads((full / "trainer_state.json").read_text())["optimizer_saved"] is True
+    # fp32 weights + Adam's two moments against the weights alone
+    assert _tree_bytes(ckpt) < 0.5 * _tree_bytes(full), (_tree_bytes(ckpt), _tree_bytes(full))
+    resumed = run_trainer(*args)
+    assert "holds no optimizer state" in resumed.stderr
+    ref = {r["step"]: r for r in read_metrics(reference_run)}
+    got = {r["step"]: r for r in read_metrics(run_dir)}
+    assert sorted(got) == list(range(1, STEPS + 1))
+    nxt = stopped + 1
+    assert (got[nxt]["loss"], got[nxt]["lr"], got[nxt]["bucket_samples"]) == \
+           (ref[nxt]["loss"], ref[nxt]["lr"], ref[nxt]["bucket_samples"])
+    assert got[nxt + 1]["loss"] != ref[nxt + 1]["loss"]  # fresh Adam moments change the update
+    assert got[STEPS]["lr"] == ref[STEPS]["lr"] and got[STEPS]["loss"] < got[1]["loss"]
+
+
 # fp32 on CPU: TP splits every matmul's reduction and the vocab-parallel softmax over two ranks, DP sums
 # gradients in a reduce-scatter; both change the order of fp32 additions (relative error ~1e-7 per
 # reduction). Adam divides by sqrt(v), which amplifies tiny gradient differences on near-zero entries,
