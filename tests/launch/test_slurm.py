@@ -119,7 +119,9 @@ def _metric_steps(run_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_two_node_training_preempted_requeued_resumed(local_slurm, launch_corpus, tmp_path):
-    steps = 30
+    # enough steps that the signal lands mid-run: on an idle machine this tiny model does ~30 steps/s, and
+    # the signal travels scancel -> batch script -> srun -> torchrun -> trainer
+    steps = 240
     rc, out, err = run_launch("train", *LOCAL, f"output_dir={tmp_path}", f"train.corpus={launch_corpus}",
                               f"train.overrides=[train.train_steps={steps}, train.save_interval=1000, "
                               "train.log_interval=1, logging.tensorboard=false]")
@@ -133,10 +135,10 @@ def test_two_node_training_preempted_requeued_resumed(local_slurm, launch_corpus
     while time.monotonic() < deadline and len(_metric_steps(run_dir)) < 3:
         if array_states(job)[0] in {"FAILED", "COMPLETED", "CANCELLED"}:
             break
-        time.sleep(0.5)
+        time.sleep(0.05)
     assert len(_metric_steps(run_dir)) >= 3, "\n".join(p.read_text()[-3000:] for p in logs.glob("*.out"))
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, timeout=30)
-    states = wait_done(job, 300, "requeued training", logs)
+    states = wait_done(job, 600, "requeued training", logs)
     info = scontrol_job(job)
     batch_log = (logs / f"{job}.out").read_text()
     assert states == ["COMPLETED"] and info["ExitCode"] == "0:0", batch_log
