@@ -36,6 +36,12 @@ FASTTEXT_DEFAULTS = {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50, "bucket
 EMBEDDING_DEFAULTS = {"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 32}
 
 
+def training_params(backend: str, given: dict | None = None) -> dict:
+    """The backend's training settings: its defaults updated by ``given`` (a partial dict in YAML such as
+    ``fasttext: {epoch: 10}`` keeps the other defaults). Recorded in ``classifier.json``."""
+    return {**(FASTTEXT_DEFAULTS if backend == "fasttext" else EMBEDDING_DEFAULTS), **(given or {})}
+
+
 @dataclass
 class TrainClassifierConfig:
     """``python -m datagen train-classifier``.
@@ -295,12 +301,10 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     np.random.seed(cfg.seed)
     out = Path(cfg.output)
     train_fn, cls = _BACKENDS[cfg.backend]
-    # a partial dict in YAML (``fasttext: {epoch: 10}``) keeps the other defaults
-    params = ({**FASTTEXT_DEFAULTS, **cfg.fasttext} if cfg.backend == "fasttext"
-              else {**EMBEDDING_DEFAULTS, **cfg.embedding})
-    files = train_fn(x_tr, y_tr, out, params, cfg.seed)
-    meta = {"backend": cfg.backend, "files": files, "classes": CLASSES,
-            "batch_size": int({**EMBEDDING_DEFAULTS, **cfg.embedding}["batch_size"])}
+    params = training_params(cfg.backend, cfg.fasttext if cfg.backend == "fasttext" else cfg.embedding)
+    files = train_fn(x_tr, y_tr, out, dict(params), cfg.seed)
+    meta = {"backend": cfg.backend, "params": params, "files": files, "classes": CLASSES,
+            "batch_size": int(training_params("embedding", cfg.embedding)["batch_size"])}
     model = cls(out, meta)
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)

@@ -80,10 +80,19 @@ def _ensure_classifier(cfg: DatagenConfig) -> None:
     meta_path = Path(sc.classifier) / "classifier.json"
     labels = sc.labels or str(_input_path(cfg))
     if meta_path.is_file():
-        trained_on = json.loads(meta_path.read_text()).get("labels_sha256")
-        if not (sc.train_if_missing and trained_on and trained_on != _sha_of(Path(labels))):
+        if not sc.train_if_missing:
             return
-        log.info("%s was trained on other labels; training it again", sc.classifier)
+        from datagen.classifier import training_params
+
+        meta = json.loads(meta_path.read_text())
+        checks = [("labels", not meta.get("labels_sha256") or meta["labels_sha256"] == _sha_of(Path(labels)))]
+        if meta.get("trained_by") == "train_if_missing":  # never retrain a classifier the user trained
+            checks += [("backend", meta.get("backend") == sc.backend),
+                       ("training settings", meta.get("params") == training_params(sc.backend))]
+        stale = [what for what, same in checks if not same]
+        if not stale:
+            return
+        log.info("%s was trained with other %s; training it again", sc.classifier, ", ".join(stale))
     if not sc.train_if_missing:
         raise ConfigError(f"score.classifier: {sc.classifier} has no classifier.json (train one with "
                           "`python -m datagen train-classifier` or set score.train_if_missing=true)")
@@ -92,6 +101,8 @@ def _ensure_classifier(cfg: DatagenConfig) -> None:
     log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, sc.classifier)
     meta = train_classifier(TrainClassifierConfig(labels=labels, output=sc.classifier, backend=sc.backend,
                                                   text_field=cfg.input.text_field, score_field=sc.label_field))
+    meta["trained_by"] = "train_if_missing"
+    meta_path.write_text(json.dumps(meta, indent=2))
     log.info("held-out metrics: %s", {k: v for k, v in meta["metrics"].items() if k != "confusion_matrix"})
 
 

@@ -85,3 +85,36 @@ def test_fasttext_failure_is_a_clear_error(labels_file, tmp_path):
                                 fasttext={"epoch": 5, "lr": 1e9, "retries": 1, "dim": 10})
     with pytest.raises(ClassifierError, match="every attempt"):
         train_classifier(cfg)
+
+
+def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tmp_path):
+    from datagen.config import DatagenConfig
+    from datagen.pipeline import _ensure_classifier
+    from infra.config import ConfigError, load_config
+
+    def cfg(folder, train):
+        return load_config(DatagenConfig, None, [f"score.classifier={folder}", f"score.labels={labels_file}",
+                                                 f"score.train_if_missing={str(train).lower()}"])
+
+    auto = tmp_path / "auto"
+    with pytest.raises(ConfigError, match="has no classifier.json"):
+        _ensure_classifier(cfg(auto, False))
+    _ensure_classifier(cfg(auto, True))
+    meta_file, model = auto / "classifier.json", auto / "model.bin"
+    meta = json.loads(meta_file.read_text())
+    assert meta["trained_by"] == "train_if_missing" and meta["params"]["bucket"] == 200_000
+    stamp = model.stat().st_mtime_ns
+    _ensure_classifier(cfg(auto, True))  # up to date: kept
+    assert model.stat().st_mtime_ns == stamp
+    # trained with other settings (fastText's own 2M buckets, as before they were set here): trained again
+    meta["params"]["bucket"] = 2_000_000
+    meta_file.write_text(json.dumps(meta))
+    _ensure_classifier(cfg(auto, True))
+    assert model.stat().st_mtime_ns != stamp
+    assert json.loads(meta_file.read_text())["params"]["bucket"] == 200_000
+    # a classifier the user trained with own settings is never replaced because of them
+    mine = tmp_path / "mine"
+    assert main(["train-classifier", f"labels={labels_file}", f"output={mine}", "fasttext={epoch: 5}"]) == 0
+    stamp = (mine / "model.bin").stat().st_mtime_ns
+    _ensure_classifier(cfg(mine, True))
+    assert (mine / "model.bin").stat().st_mtime_ns == stamp
