@@ -88,19 +88,26 @@ def _wait_for_step(proc, run_dir: Path, step: int, timeout: float = 240) -> int:
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
+
+def _sigterm_after(args: list[str], run_dir: Path, step: int) -> int:
+    """Start ``trainer ARGS``, send SIGTERM once ``step`` is logged; it must save and exit 0. Returns the
+    step it stopped at (its checkpoint is ``latest``)."""
+    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_step(proc, run_dir, step)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    stopped = read_metrics(run_dir)[-1]["step"]
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"iter_{stopped:07d}"
+    return stopped
+
 @pytest.mark.slow
 def test_sigterm_then_sigkill_resume_is_bit_identical(reference_run, tiny_corpus, tmp_path):
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, tiny_corpus, steps=STEPS)
     # 1. SIGTERM (what Slurm sends before preemption): checkpoint at the step boundary, exit 0
-    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for_step(proc, run_dir, 3)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    stopped = read_metrics(run_dir)[-1]["step"]
+    stopped = _sigterm_after(args, run_dir, 3)
     assert stopped < STEPS
-    assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"iter_{stopped:07d}"
     # 2. resume, then SIGKILL at a random step (possibly in the middle of a checkpoint write)
     kill_at = random.Random(os.urandom(8)).randint(stopped + 1, STEPS - 2)
     print(f"SIGTERM stop at step {stopped}; SIGKILL at step >= {kill_at}")
@@ -131,12 +138,7 @@ def test_model_only_checkpoint_resumes_weights_and_data_without_adam_state(refer
     Adam's moments (the step after that differs)."""
     run_dir = tmp_path / "run"
     args = tiny_args(run_dir, tiny_corpus, "train.save_optimizer=false", steps=STEPS)
-    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for_step(proc, run_dir, 3)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-    stopped = read_metrics(run_dir)[-1]["step"]
+    stopped = _sigterm_after(args, run_dir, 3)
     assert stopped < STEPS - 2
     ckpt = run_dir / "checkpoints" / f"iter_{stopped:07d}"
     state = json.loads((ckpt / "trainer_state.json").read_text())
