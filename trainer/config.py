@@ -74,9 +74,8 @@ class TrainConfig:
     save_interval: checkpoint every N steps (0: only at the end); keep_last: checkpoints kept.
     save_optimizer: write the optimizer state (Adam moments, fp32 main weights) into checkpoints. With
         ``false`` a checkpoint holds the model only (a quarter of the size in fp32: 0.54 GB against
-        2.16 GB for a 135M model); resuming from it restarts
-        Adam's moments from zero, like megatron's ``--no-save-optim``. For finetunes that are exported
-        and evaluated, not resumed.
+        2.16 GB for a 135M model); resuming from it restarts Adam's moments from zero, like megatron's
+        ``--no-save-optim``. For finetunes that are exported and evaluated, not resumed.
     log_interval: print a log line every N steps (metrics.jsonl gets every step).
     """
 
