@@ -12,7 +12,6 @@ with its line and skipped, never guessed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from datagen.classifier import default_encoder, encode_texts, sentence_encoder
 from evalkit.judges import NON_REFUSAL, REFUSAL
+from infra.corpus import file_sha256
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -78,7 +78,7 @@ def train_judge(data: str | Path, out: str | Path, encoder: str = "", C: float =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "head.npz", coef=head.coef_[0].astype(np.float32), intercept=head.intercept_.astype(np.float32))
-    meta = {"encoder": encoder, "data": str(data), "data_sha256": _sha(data), "rows": len(texts),
+    meta = {"encoder": encoder, "data": str(data), "data_sha256": file_sha256(data), "rows": len(texts),
             "refusal_rows": int(y.sum()), "skipped": skipped, "C": C,
             "cv_folds": k, "cv_accuracy": float(cv.mean()), "cv_accuracy_std": float(cv.std()),
             "majority_baseline": float(max(y.mean(), 1 - y.mean()))}
@@ -88,17 +88,13 @@ def train_judge(data: str | Path, out: str | Path, encoder: str = "", C: float =
     return meta
 
 
-def _sha(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def builtin_judge_dir() -> Path:
     """Train (once per data version) and return the builtin judge folder."""
     from evalkit.data import resolve_path
     from infra.paths import cache_dir
 
     data = resolve_path(BUILTIN_DATA)
-    out = cache_dir() / "evalkit" / "refusal_judge" / _sha(data)[:16]
+    out = cache_dir() / "evalkit" / "refusal_judge" / file_sha256(data)[:16]
     if not (out / "judge.json").is_file():
         train_judge(data, out)
     return out

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from evalkit.judges import first_judge
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -121,8 +122,8 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 x = range(len(sets))
                 for ax, key, ylabel in ((axes[0], "score", "refusal score (log-prob diff)"),
                                         (axes[1], "refusal", "keyword refusal rate")):
-                    base = [d[n][key][0] if d[n][key][0] is not None else float("nan") for n in sets]
-                    st = [d[n][key][1] if d[n][key][1] is not None else float("nan") for n in sets]
+                    base = [_num(d[n][key][0]) for n in sets]
+                    st = [_num(d[n][key][1]) for n in sets]
                     ax.bar([i - 0.2 for i in x], base, 0.4, label="unsteered")
                     ax.bar([i + 0.2 for i in x], st, 0.4, label="steered")
                     ax.set_xticks(list(x), [n.rpartition("_")[0] + "\n" + ("+" if n.endswith("_plus") else "-")
@@ -140,7 +141,7 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 fig, ax = plt.subplots(figsize=(4.2, 3))
                 sets = list(d)
                 for off, idx, label in ((-0.2, 0, "before"), (0.2, 1, "after")):
-                    vals = [d[n][idx] if d[n][idx] is not None else float("nan") for n in sets]
+                    vals = [_num(d[n][idx]) for n in sets]
                     bars = ax.bar([i + off for i in range(len(sets))], vals, 0.4, label=label)
                     ax.bar_label(bars, fmt="%.2f", fontsize=7)
                 ax.set_xticks(range(len(sets)), [f"{n} prompts" for n in sets])
@@ -242,12 +243,11 @@ def _interval(results: dict, key: str):
     s = results.get("suites", {})
     suite, _, name = key.partition(".")
     if suite == "asr":
-        judges = s.get("asr", {}).get("judges", {})
-        m = judges.get(name) if name != "asr" else next(iter(judges.values()), None)
-    elif suite == "safebeam" and name in ("asr_baseline", "asr_safebeam"):
-        m = next(iter(s["safebeam"][name[4:]]["judges"].values()), None)
-    elif suite == "finetune-robustness" and name in ("asr_before", "asr_after"):
-        m = next(iter(s[suite][name[4:]]["judges"].values()), None)
+        asr = s.get("asr", {})
+        m = asr.get("judges", {}).get(name) if name != "asr" else first_judge(asr)
+    elif (suite, name) in {("safebeam", "asr_baseline"), ("safebeam", "asr_safebeam"),
+                           ("finetune-robustness", "asr_before"), ("finetune-robustness", "asr_after")}:
+        m = first_judge(s[suite][name[4:]])
     else:
         return None
     ci = (m or {}).get("asr_ci95")

@@ -102,11 +102,6 @@ def judge_outputs(ctx: Context, prompts: list[str], outputs: list[str]) -> tuple
     return verdicts, metrics
 
 
-def _first_judge(metrics: dict) -> dict:
-    """The summary (ASR, interval, counts) of the judge that ``metrics["asr"]`` reports."""
-    return next(iter(metrics["judges"].values()))
-
-
 def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, list[dict]]:
     texts = [p.prompt for p in ps.prompts]
     gens = ctx.model.generate(texts, decoding or ctx.cfg.decoding)
@@ -122,7 +117,7 @@ def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, 
                   if any(isinstance(j, J.LLMJudge) for j in ctx.judges()) else {})
                | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
                for i, (p, g) in enumerate(zip(ps.prompts, gens))]
-    metrics["asr"] = _first_judge(metrics)["asr"]
+    metrics["asr"] = J.first_judge(metrics)["asr"]
     return metrics, samples
 
 
@@ -226,8 +221,8 @@ def suite_safebeam(ctx: Context) -> SuiteResult:
                "asr_delta": sb["asr"] - base["asr"], "baseline_mode": base_dec.mode,
                "beams": sb_dec.beams, "top_n": sb_dec.top_n, "drop_fraction": sb_dec.drop_fraction}
     samples = [b | {"decoding": base_dec.mode} for b in base_samples] + [s | {"decoding": "safebeam"} for s in sb_samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {base_dec.mode: _first_judge(base),
-                                                              "safebeam": _first_judge(sb)}})
+    return SuiteResult(metrics, samples, {"asr_by_decoding": {base_dec.mode: J.first_judge(base),
+                                                              "safebeam": J.first_judge(sb)}})
 
 
 def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
@@ -252,18 +247,20 @@ def suite_steering(ctx: Context) -> SuiteResult:
     sets = dict(zip(("harmful", "harmless"), tt["test"]))
     out: dict = {"layer": layer, "scale": scale, "source": ctx.cfg.direction.source, "norm": float(v.norm())}
     samples = []
+    kw = J.KeywordJudge()
+    unsteered: dict = {}  # per prompt set, shared by its plus and minus arms
     for name in ctx.cfg.direction.steer:
         which, sign = steer_arm(name)
         if which not in sets:  # overrefusal: every prompt of the set, limited by data.limit
             sets[which] = [p.prompt for p in ctx.prompts(which, "all").prompts]
         prompts = sets[which]
-        base_scores = J.refusal_score(model, prompts)
-        base_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
+        if which not in unsteered:
+            gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
+            unsteered[which] = (J.refusal_score(model, prompts), gen, kw.judge_many(prompts, gen))
+        base_scores, base_gen, base_ref = unsteered[which]
         with model.steer(layer, v, sign * scale):
             st_scores = J.refusal_score(model, prompts)
             st_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
-        kw = J.KeywordJudge()
-        base_ref = kw.judge_many(prompts, base_gen)
         st_ref = kw.judge_many(prompts, st_gen)
         out[name] = {"refusal_score_base": _nanmean(base_scores), "refusal_score_steered": _nanmean(st_scores),
                      "refusal_score_delta": _nanmean(st_scores) - _nanmean(base_scores),
@@ -392,8 +389,8 @@ def suite_finetune_robustness(ctx: Context) -> SuiteResult:
     if "refusal_score_mean" in before.metrics:
         metrics["refusal_score_delta"] = after.metrics["refusal_score_mean"] - before.metrics["refusal_score_mean"]
     samples = [s | {"stage": "before"} for s in before.samples] + [s | {"stage": "after"} for s in after.samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {"before finetune": _first_judge(before.metrics),
-                                                              "after finetune": _first_judge(after.metrics)}})
+    return SuiteResult(metrics, samples, {"asr_by_decoding": {"before finetune": J.first_judge(before.metrics),
+                                                              "after finetune": J.first_judge(after.metrics)}})
 
 
 SUITE_FUNCS = {
