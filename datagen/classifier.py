@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from infra.log import get_logger
+from infra.marker import path_fingerprint
 
 log = get_logger(__name__)
 CLASSES = [0, 1, 2, 3, 4, 5]
@@ -131,19 +132,6 @@ def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict:
         "confusion_matrix": confusion_matrix(yt, yp, labels=CLASSES).tolist(),
         "confusion_labels": CLASSES,
     }
-
-
-def path_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of the sorted (name, sha256) list of a folder's files."""
-    import hashlib
-
-    from infra.corpus import file_sha256
-
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    parts = [f"{f.relative_to(path)}:{file_sha256(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _one_line(text: str) -> str:
@@ -309,7 +297,7 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)
     meta.update({
-        "labels": str(cfg.labels), "labels_sha256": path_sha256(cfg.labels), "label_counts": counts,
+        "labels": str(cfg.labels), "labels_sha256": path_fingerprint(cfg.labels), "label_counts": counts,
         "train_size": len(x_tr), "test_size": len(x_te),
         "seed": cfg.seed, "metrics": metrics,
         "majority_baseline": {"class": majority, **classification_metrics(y_te, [majority] * len(y_te))},

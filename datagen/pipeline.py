@@ -20,11 +20,12 @@ from datatrove.pipeline.base import PipelineStep
 
 from datagen.config import DatagenConfig
 from infra.config import ConfigError, load_config, save_config, to_dict
+from infra.folders import CorpusFolder
 from infra.log import get_logger
+from infra.marker import Marker, MarkerCheck, path_fingerprint, value_fingerprint
 
 log = get_logger(__name__)
 STAGE1_BUCKETS = ("raw", "tagged")
-CONFIG_NAME = "datagen_config.yaml"
 
 
 class DatagenError(RuntimeError):
@@ -41,17 +42,28 @@ def _input_path(cfg: DatagenConfig) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ prepare
+TOKENIZER_MARKER = "datagen-tokenizer"
+CLASSIFIER_MARKER = "datagen-classifier"
+
+
+def _tokenizer_parts(cfg: DatagenConfig) -> dict[str, str]:
+    return {"input": path_fingerprint(_input_path(cfg)),
+            "settings": value_fingerprint({"vocab_size": cfg.tokenizer.vocab_size, "text_field": cfg.input.text_field})}
+
+
 def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
-    """Copy the tokenizer (with the tag token) into ``corpus/tokenizer``; train it first if asked."""
+    """Copy the tokenizer (with the tag token) into ``corpus/tokenizer``; train it first if asked.
+
+    A tokenizer this step trained carries a completion marker; it is trained again when the input or
+    the settings changed since (a tokenizer the user trained, without the marker, is used as is).
+    """
     from infra.tokenizer import load_tokenizer
 
     src = Path(cfg.tokenizer.path)
-    stamp = src / "datagen_trained_on.json"
-    if cfg.tokenizer.train_if_missing and stamp.is_file() and cfg.input.format == "jsonl":
-        # a cached tokenizer trained here on other data (e.g. the default corpus changed) is retrained
-        if json.loads(stamp.read_text()).get("sha256") != _sha_of(_input_path(cfg)):
-            log.info("%s was trained on other data; training it again", src)
-            shutil.rmtree(src)
+    marker = Marker(src, TOKENIZER_MARKER)
+    ours = marker.path.is_file() or (src / "datagen_trained_on.json").is_file()  # the latter: older versions
+    if cfg.tokenizer.train_if_missing and ours and cfg.input.format == "jsonl":
+        marker.reuse(_tokenizer_parts(cfg), outputs=[src / "tokenizer.json"], stale=src)
     if not src.exists() and cfg.tokenizer.train_if_missing:
         from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
 
@@ -61,9 +73,9 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
         log.info("training a %d-entry BPE tokenizer on %s -> %s", cfg.tokenizer.vocab_size, _input_path(cfg), src)
         train_tokenizer(TrainTokenizerConfig(input=str(_input_path(cfg)), text_field=cfg.input.text_field,
                                              output=str(src), vocab_size=cfg.tokenizer.vocab_size))
-        stamp.write_text(json.dumps({"input": str(_input_path(cfg)), "sha256": _sha_of(_input_path(cfg))}))
+        marker.write(_tokenizer_parts(cfg), input=str(_input_path(cfg)))
     tok = load_tokenizer(src if src.exists() else cfg.tokenizer.path, add_tag=True)
-    dst = corpus / "tokenizer"
+    dst = CorpusFolder(corpus).tokenizer
     tmp = corpus / "tokenizer.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -73,26 +85,41 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
     tmp.rename(dst)
 
 
+def _classifier_parts(cfg: DatagenConfig, labels: str) -> dict[str, str]:
+    from datagen.classifier import training_params
+
+    sc = cfg.score
+    return {"labels": path_fingerprint(labels), "backend": sc.backend,
+            "settings": value_fingerprint({"params": training_params(sc.backend), "text_field": cfg.input.text_field,
+                                           "score_field": sc.label_field})}
+
+
 def _ensure_classifier(cfg: DatagenConfig) -> None:
+    """Train the safety classifier when ``score.train_if_missing`` and it is missing or stale.
+
+    One this step trained carries a completion marker and is trained again when its labels, backend or
+    training settings changed. One the user trained is never replaced for its settings, only when the
+    labels it records (``labels_sha256``) are not the labels this config names.
+    """
     sc = cfg.score
     if sc.classifier is None:
         return
-    meta_path = Path(sc.classifier) / "classifier.json"
+    folder = Path(sc.classifier)
+    meta_path = folder / "classifier.json"
     labels = sc.labels or str(_input_path(cfg))
+    marker = Marker(folder, CLASSIFIER_MARKER)
     if meta_path.is_file():
         if not sc.train_if_missing:
             return
-        from datagen.classifier import training_params
-
-        meta = json.loads(meta_path.read_text())
-        checks = [("labels", not meta.get("labels_sha256") or meta["labels_sha256"] == _sha_of(Path(labels)))]
-        if meta.get("trained_by") == "train_if_missing":  # never retrain a classifier the user trained
-            checks += [("backend", meta.get("backend") == sc.backend),
-                       ("training settings", meta.get("params") == training_params(sc.backend))]
-        stale = [what for what, same in checks if not same]
-        if not stale:
+        if marker.path.is_file():
+            check = marker.check(_classifier_parts(cfg, labels), outputs=[meta_path])
+        else:
+            recorded = json.loads(meta_path.read_text()).get("labels_sha256")
+            same = not recorded or recorded == path_fingerprint(labels)
+            check = MarkerCheck(same, "" if same else "changed since the last run: labels")
+        if check:
             return
-        log.info("%s was trained with other %s; training it again", sc.classifier, ", ".join(stale))
+        log.info("%s: training it again (%s)", sc.classifier, check.reason)
     if not sc.train_if_missing:
         raise ConfigError(f"score.classifier: {sc.classifier} has no classifier.json (train one with "
                           "`python -m datagen train-classifier` or set score.train_if_missing=true)")
@@ -103,18 +130,13 @@ def _ensure_classifier(cfg: DatagenConfig) -> None:
                                                   text_field=cfg.input.text_field, score_field=sc.label_field))
     meta["trained_by"] = "train_if_missing"
     meta_path.write_text(json.dumps(meta, indent=2))
+    marker.write(_classifier_parts(cfg, labels))
     log.info("held-out metrics: %s", {k: v for k, v in meta["metrics"].items() if k != "confusion_matrix"})
-
-
-def _sha_of(path: Path) -> str:
-    from datagen.classifier import path_sha256
-
-    return path_sha256(path)
 
 
 def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
     """Resuming into a folder written with other settings would mix two corpora: refuse it."""
-    saved = corpus / CONFIG_NAME
+    saved = CorpusFolder(corpus).config
     if not saved.is_file():
         return
     try:
@@ -249,9 +271,10 @@ class LLMStageStep(PipelineStep):
         from infra.tokenizer import load_tokenizer
 
         cfg = build(DatagenConfig, self.cfg_dict)
-        tok = load_tokenizer(Path(self.corpus_dir) / "tokenizer")
+        folder = CorpusFolder(self.corpus_dir)
+        tok = load_tokenizer(folder.tokenizer)
         stats = run_llm_stage(cfg, Path(self.corpus_dir), tok) or {}
-        (Path(self.corpus_dir) / "logs" / "llm_stats.json").write_text(json.dumps(stats, indent=2))
+        (folder.logs / "llm_stats.json").write_text(json.dumps(stats, indent=2))
         yield from data or []
 
 
@@ -280,21 +303,22 @@ def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict
     from infra.corpus import BucketInfo, Manifest, TokenizerInfo, file_sha256, merge_bucket_index
     from infra.tokenizer import load_tokenizer, tag_id
 
-    llm_path = corpus / "logs" / "llm_stats.json"
+    folder = CorpusFolder(corpus)
+    llm_path = folder.logs / "llm_stats.json"
     llm_stats = json.loads(llm_path.read_text()) if llm_path.is_file() else None
-    bucket_names = sorted({p.name for p in (corpus / "shards").glob("*") if p.is_dir()}, key=_bucket_order)
+    bucket_names = sorted({p.name for p in folder.shards.glob("*") if p.is_dir()}, key=_bucket_order)
     samples = {b: merge_bucket_index(corpus, b) for b in bucket_names}
     stats = collect_stats(cfg, corpus, stage1_labels, samples, llm_stats)
-    (corpus / "stats.json").write_text(json.dumps(stats, indent=2))
-    tok = load_tokenizer(corpus / "tokenizer")
+    folder.stats.write_text(json.dumps(stats, indent=2))
+    tok = load_tokenizer(folder.tokenizer)
     manifest = Manifest(
-        tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(corpus / "tokenizer" / "tokenizer.json"),
+        tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(folder.tokenizer / "tokenizer.json"),
                                 vocab_size=len(tok), eos_id=int(tok.eos_token_id), tag_id=tag_id(tok)),
         buckets={b: BucketInfo(documents=v["documents"], tokens=v["tokens"]) for b, v in stats["buckets"].items()},
         config=to_dict(cfg))
     manifest.save(corpus)
     if not stats["balance"]["ok"]:
-        raise DatagenError(f"balance check failed, see {corpus / 'stats.json'}: {stats['balance']}")
+        raise DatagenError(f"balance check failed, see {folder.stats}: {stats['balance']}")
     return stats
 
 
@@ -312,9 +336,9 @@ def run(cfg: DatagenConfig) -> dict | None:
     _check_same_config(cfg, corpus)
     _ensure_tokenizer(cfg, corpus)
     _ensure_classifier(cfg)
-    save_config(cfg, corpus / CONFIG_NAME)
+    save_config(cfg, CorpusFolder(corpus).config)
     steps, labels = build_stage1(cfg, corpus)
-    logs = corpus / "logs"
+    logs = CorpusFolder(corpus).logs
     stage1 = make_executor(cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1")
     last = stage1
     cfg_dict = to_dict(cfg)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from evalkit.data import resolve_path
-from evalkit.model import subprocess_env
+from infra.config import load_yaml
+from infra.folders import RunFolder
 from infra.log import get_logger
-from infra.paths import REPO_ROOT
+from infra.marker import Marker, path_fingerprint, value_fingerprint
+from infra.proc import CLIError, run_cli
 
 log = get_logger(__name__)
 
@@ -20,12 +20,14 @@ class FinetuneError(RuntimeError):
 
 
 def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, overrides: list[str],
-        timeout_s: float = 3600.0, keep_checkpoints: bool = False) -> Path:
+        timeout_s: float = 3600.0, keep_checkpoints: bool = False, reuse: bool = True) -> Path:
     """``python -m trainer sft --config CFG init.hf=MODEL sft.path=DATA run_dir=DIR export.hf_at_end=true``.
 
     The finetune is evaluated, not resumed: its checkpoints are written without optimizer state
     (``train.save_optimizer=false``; ``overrides`` may turn it back on) and, unless ``keep_checkpoints``,
     deleted once the HF folder is exported (for a 135M model that is 2.1 GB of checkpoint per finetune).
+    A finished finetune in ``run_dir`` is reused while its completion marker matches the base model,
+    the data, the trainer config and the command (``reuse=False`` always trains again).
     Returns ``run_dir/hf`` (an HF Llama folder). Raises ``FinetuneError`` with the trainer's stderr tail.
     """
     data_p = resolve_path(data)
@@ -33,28 +35,28 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
         raise FinetuneError(f"SFT data not found: {data}")
     cfg_p = resolve_path(trainer_config).resolve()
     data_p = data_p.resolve()
-    run_dir = Path(run_dir).resolve()
-    out = run_dir / "hf"
-    if (out / "config.json").is_file():
-        log.info("reusing finetuned model %s", out)
-        return out
-    cmd = [sys.executable, "-m", "trainer", "sft", "--config", str(cfg_p), f"init.hf={Path(model_dir).resolve()}",
-           f"sft.path={data_p}", f"run_dir={run_dir}", "export.hf_at_end=true", "train.save_optimizer=false",
-           *overrides]
-    log.info("finetuning: %s", " ".join(cmd))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(Path(run_dir).resolve())
+    args = ["sft", "--config", str(cfg_p), f"init.hf={Path(model_dir).resolve()}", f"sft.path={data_p}",
+            f"run_dir={run.root}", "export.hf_at_end=true", "train.save_optimizer=false", *overrides]
+    # what the finetuned model depends on: a change to any part trains it again, from scratch
+    parts = {"base_model": path_fingerprint(Path(model_dir).resolve(), content=False),
+             "data": path_fingerprint(data_p), "trainer_config": value_fingerprint(load_yaml(cfg_p)),
+             "command": value_fingerprint(args[3:])}
+    marker = Marker(run.root, "finetune")
+    if marker.reuse(parts, outputs=[run.hf / "config.json"], stale=run.root, allowed=reuse):
+        log.info("reusing finetuned model %s", run.hf)
+        return run.hf
+    run.root.mkdir(parents=True, exist_ok=True)
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT,
-                           env=subprocess_env())
-    except subprocess.TimeoutExpired:
-        raise FinetuneError(f"trainer sft did not finish in {timeout_s:.0f} s") from None
-    (run_dir / "sft.log").write_text(r.stdout + "\n" + r.stderr, encoding="utf-8")
-    if r.returncode != 0 or not (out / "config.json").is_file():
-        raise FinetuneError(f"trainer sft failed (exit {r.returncode}; log {run_dir / 'sft.log'}): "
-                            f"{r.stderr[-1500:]}")
+        run_cli("trainer", args, log_path=run.root / "sft.log", timeout_s=timeout_s, what="trainer sft")
+    except CLIError as e:
+        raise FinetuneError(str(e)) from None
+    if not run.has_hf():
+        raise FinetuneError(f"trainer sft finished without writing {run.hf} (log {run.root / 'sft.log'})")
     if not keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return out
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    marker.write(parts)
+    return run.hf
 
 
 def benign_finetune(model_dir: Path, cfg, work: Path) -> Path:

@@ -9,25 +9,13 @@ error naming the suite's need.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.log import get_logger, progress
-from infra.paths import REPO_ROOT
 
 log = get_logger(__name__)
-
-
-def subprocess_env() -> dict:
-    """Environment for the trainer's CLI: the repository importable, hubs off."""
-    import os
-
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)  # a torchrun-launched evaluation must not make the trainer join its group
-    return env
 
 
 class ModelError(RuntimeError):
@@ -43,26 +31,43 @@ class Generation:
 
 def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
     """An HF folder as is; a trainer checkpoint (megatron dist checkpoint / run folder) is exported
-    first with ``python -m trainer export-hf CKPT OUT`` (its CLI, not its internals)."""
+    first with ``python -m trainer export-hf CKPT OUT`` (its CLI, not its internals).
+
+    The export is reused only while its completion marker matches the checkpoint it came from (names,
+    sizes and modification times of the checkpoint's files): a retrained or resumed run exports again.
+    """
+    from infra.folders import RunFolder
+    from infra.marker import Marker, path_fingerprint
+    from infra.proc import CLIError, run_cli
+
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model not found: {path}")
     if (p / "config.json").is_file():
         return p
-    if (p / "hf" / "config.json").is_file():  # a run folder whose trainer already exported
-        return p / "hf"
-    import subprocess
-    import sys
-
+    if RunFolder(p).has_hf():  # a run folder whose trainer already exported at the end
+        return RunFolder(p).hf
     out = (Path(work_dir or p.parent) / f"{p.name}-hf").resolve()
-    if (out / "config.json").is_file():
+    marker = Marker(out, "export")
+    parts = {"checkpoint": path_fingerprint(p.resolve(), content=False), "source": str(p.resolve())}
+    check = marker.check(parts, outputs=[out / "config.json"])
+    if check:
         return out
-    log.info("%s is not an HF folder: exporting it with the trainer to %s", p, out)
-    cmd = [sys.executable, "-m", "trainer", "export-hf", str(p.resolve()), str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env())
-    if r.returncode != 0 or not (out / "config.json").is_file():
+    if out.exists():
+        log.info("exporting %s again to %s (%s)", p, out, check.reason)
+        shutil.rmtree(out)
+    else:
+        log.info("%s is not an HF folder: exporting it with the trainer to %s", p, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.parent / f"{out.name}.export.log"
+    try:
+        run_cli("trainer", ["export-hf", str(p.resolve()), str(out)], log_path=log_path, what="trainer export-hf")
+    except CLIError as e:
         raise ModelError(f"{path} is neither an HF model folder (no config.json) nor a checkpoint that "
-                         f"`trainer export-hf` can export (exit {r.returncode}): {r.stderr[-800:]}")
+                         f"`trainer export-hf` can export: {e}") from None
+    if not (out / "config.json").is_file():
+        raise ModelError(f"`trainer export-hf {p}` finished without writing {out / 'config.json'} (log {log_path})")
+    marker.write(parts)
     return out
 
 

@@ -8,33 +8,22 @@ import math
 from pathlib import Path
 
 from evalkit.judges import first_judge
+from infra.folders import ResultsFolder, json_safe, write_json_atomic
 from infra.log import get_logger
 
 log = get_logger(__name__)
 
 
-def _clean(x):
-    """JSON-safe: NaN/inf become null (json.dumps would write invalid NaN tokens)."""
-    if isinstance(x, float):
-        return None if (math.isnan(x) or math.isinf(x)) else x
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(obj), indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(path, obj)
 
 
 def write_samples(out: Path, suite: str, samples: list[dict]) -> Path:
-    p = out / "samples" / f"{suite}.jsonl"
+    p = ResultsFolder(out).samples_file(suite)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", encoding="utf-8") as f:
         for s in samples:
-            f.write(json.dumps(_clean(s), ensure_ascii=False) + "\n")
+            f.write(json.dumps(json_safe(s), ensure_ascii=False) + "\n")
     return p
 
 
@@ -91,7 +80,7 @@ def _bar(plt, path: Path, labels, values, title, ylabel, ylim=(0, 1)):
 def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
     """PNG plots from the suites' plot data; returns the files written."""
     plt = _plt()
-    pdir = out / "plots"
+    pdir = ResultsFolder(out).plots
     pdir.mkdir(parents=True, exist_ok=True)
     written = []
     for suite, data in plots.items():
@@ -212,14 +201,14 @@ def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -
              f"Judges: `{json.dumps(results['judges'])}`", "", "## Headline", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in h.items()]
     for suite, m in results["suites"].items():
-        lines += ["", f"## {suite}", "", "```json", json.dumps(_clean(m), indent=1)[:4000], "```"]
+        lines += ["", f"## {suite}", "", "```json", json.dumps(json_safe(m), indent=1)[:4000], "```"]
     if results.get("errors"):
         lines += ["", "## Suites that failed", ""] + [f"- **{k}**: {v}" for k, v in results["errors"].items()]
     if results.get("skipped_rows"):
         lines += ["", f"## Skipped input rows ({results['skipped_rows']}), see skipped.jsonl"]
     lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     if fmt == "md":
-        path = out / "report.md"
+        path = ResultsFolder(out).report_md
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
     body = [f"<h1>Safety evaluation: {html.escape(results['model']['name'])}</h1>",
@@ -228,10 +217,10 @@ def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -
     body += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in h.items()]
     body.append("</table>")
     for suite, m in results["suites"].items():
-        body.append(f"<h2>{html.escape(suite)}</h2><pre>{html.escape(json.dumps(_clean(m), indent=1)[:4000])}</pre>")
+        body.append(f"<h2>{html.escape(suite)}</h2><pre>{html.escape(json.dumps(json_safe(m), indent=1)[:4000])}</pre>")
     body += [f'<figure><img src="plots/{p.name}" width="480"><figcaption>{p.stem}</figcaption></figure>'
              for p in plots]
-    path = out / "report.html"
+    path = ResultsFolder(out).report_html
     path.write_text("<!doctype html><html><meta charset=utf-8><body>" + "\n".join(body) + "</body></html>",
                     encoding="utf-8")
     return path
@@ -258,10 +247,7 @@ def compare(dirs: list[Path], out: Path) -> Path:
     """Table (Markdown) and plots across results folders, e.g. the 0/20/60% intervention runs."""
     rows = []
     for d in dirs:
-        p = Path(d) / "results.json"
-        if not p.is_file():
-            raise FileNotFoundError(f"no results.json in {d}")
-        r = json.loads(p.read_text(encoding="utf-8"))
+        r = ResultsFolder(d).read_results()
         rows.append((Path(d).name, r, headline(r)))
     keys = sorted({k for _, _, h in rows for k in h})
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from evalkit.model import open_model, resolve_model_dir
 from evalkit.report import make_plots, write_json, write_report, write_samples
 from evalkit.suites import SUITE_FUNCS, Context, seed_everything
 from infra.config import save_config, to_dict
+from infra.folders import ResultsFolder
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -28,8 +29,9 @@ def run_eval(cfg: EvalConfig) -> dict:
     if not cfg.out:
         raise ValueError("no output folder given: --out DIR")
     out = Path(cfg.out)
+    rf = ResultsFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, rf.config)
     seed_everything(cfg.decoding.seed)
     model_dir = resolve_model_dir(cfg.model, out)
     results: dict = {"model": {"path": str(cfg.model), "hf_dir": str(model_dir)},
@@ -49,7 +51,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             except Exception as e:  # noqa: BLE001 - one failing suite must not lose the others
                 log.error("suite %s failed: %s", suite, e)
                 results["errors"][suite] = f"{type(e).__name__}: {e}"
-                (out / "errors.log").open("a", encoding="utf-8").write(
+                rf.errors_log.open("a", encoding="utf-8").write(
                     f"== {suite}\n{traceback.format_exc()}\n")
                 continue
             results["suites"][suite] = res.metrics
@@ -59,11 +61,11 @@ def run_eval(cfg: EvalConfig) -> dict:
             if res.plots:
                 all_plots[suite] = res.plots
     if ctx.skipped:
-        with (out / "skipped.jsonl").open("w", encoding="utf-8") as f:
+        with rf.skipped.open("w", encoding="utf-8") as f:
             for s in ctx.skipped:
                 f.write(json.dumps(s, ensure_ascii=False) + "\n")
     results["skipped_rows"] = len(ctx.skipped)
-    write_json(out / "results.json", results)
+    results = rf.write_results(results)
     plots = make_plots(out, all_plots)
     write_report(out, results, plots, cfg.report)
     return results

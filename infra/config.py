@@ -24,7 +24,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "build", "to_dict", "save_config", "parse_overrides",
+__all__ = ["ConfigError", "load_config", "load_yaml", "build", "to_dict", "save_config", "parse_overrides",
            "add_config_arguments", "config_from_args"]
 
 
@@ -36,7 +36,8 @@ def _origin_name(source: str | None) -> str:
     return f" in {source}" if source else ""
 
 
-def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping with its ``base:`` chain merged in (the file's own keys win)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -50,7 +51,7 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base is not None:
-        parent = _load_yaml(path.parent / base, seen + (path.resolve(),))
+        parent = load_yaml(path.parent / base, seen + (path.resolve(),))
         data = _deep_merge(parent, data)
     return data
 
@@ -105,6 +106,10 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        if isinstance(value, dict):  # a mapping can only mean the dataclass: keep its precise message
+            classes = [a for a in args if dataclasses.is_dataclass(a)]
+            if len(classes) == 1 and not any(get_origin(a) is dict for a in args):
+                return _convert(value, classes[0], key, source)
         errors = []
         for a in args:
             if a is type(None):
@@ -206,7 +211,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data: dict = {}
     source = None
     if path is not None:
-        data = _load_yaml(Path(path))
+        data = load_yaml(Path(path))
         source = str(path)
     if overrides:
         data = _deep_merge(data, parse_overrides(overrides))

@@ -1,9 +1,9 @@
-"""The corpus folder that ``datagen run`` writes and the trainer reads.
+"""The corpus folder that ``datagen run`` writes and the trainer reads (paths: ``infra.folders.CorpusFolder``).
 
 ```
 corpus/
   manifest.json      format version, tokenizer (path, sha256, vocab size, eos id, tag token + id),
-                     buckets (documents, tokens), resolved datagen config
+                     buckets (documents, tokens), resolved datagen config, code version
   tokenizer/         the tokenizer used (HF tokenizer folder)
   shards/<bucket>/   index.json (merged) + one MDS folder per writer rank
   quarantine/        what could not be used: one JSON line each (source, line, reason, raw)
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from infra.folders import code_version
 
 FORMAT_VERSION = 1
 TAG_TOKEN = "<potentially unsafe content>"
@@ -59,6 +61,7 @@ class Manifest:
     tokenizer: TokenizerInfo = field(default_factory=TokenizerInfo)
     buckets: dict[str, BucketInfo] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    code_version: dict = field(default_factory=lambda: dict(code_version()))  # of the code that wrote it
 
     def save(self, corpus_dir: str | Path) -> None:
         path = Path(corpus_dir) / "manifest.json"
@@ -81,7 +84,7 @@ class Manifest:
         return cls(format_version=raw["format_version"],
                    tokenizer=TokenizerInfo(**raw.get("tokenizer", {})),
                    buckets={k: BucketInfo(**v) for k, v in raw.get("buckets", {}).items()},
-                   config=raw.get("config", {}))
+                   config=raw.get("config", {}), code_version=raw.get("code_version", {}))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -8,9 +8,10 @@
 3. export   ``trainer export-hf``: an HF Llama folder;
 4. eval     ``evalkit run``: asr, overrefusal, probes and safebeam, with a report and plots.
 
-Each step writes a ``.done`` marker when it succeeds, holding a fingerprint of its command, of the YAML
-configs in its config folder and of the step before it; a second run skips steps whose fingerprint is
-unchanged and reruns a step (and everything after it) whose config changed. ``--fresh`` redoes all.
+Each step writes a completion marker (``infra.marker``, ``<out>/.<step>.done.json``) when it succeeds,
+holding fingerprints of its command, of the YAML configs in its config folder and of the step before it;
+a second run skips steps whose fingerprints are unchanged and reruns a step (and everything after it)
+whose config changed, saying which part changed. ``--fresh`` redoes all.
 Code changes are not fingerprinted: use ``--fresh`` after editing the packages. The timing of every step
 goes to ``<out>/demo_timings.json``.
 """
@@ -21,12 +22,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from infra.folders import ResultsFolder
+from infra.marker import Marker, path_fingerprint, value_fingerprint
 from infra.paths import REPO_ROOT
+from infra.proc import CLIError, run_cli
 
 
 def _steps(out: Path, py: str) -> list[tuple[str, list[str], Path]]:
@@ -42,25 +45,14 @@ def _steps(out: Path, py: str) -> list[tuple[str, list[str], Path]]:
     ]
 
 
-def fingerprint(cmd: list[str], previous: str) -> str:
-    """sha256 over the command (interpreter left out), every YAML beside its ``--config`` file (bases
-    included) and the previous step's fingerprint."""
-    import hashlib
-
-    h = hashlib.sha256(previous.encode())
-    h.update(json.dumps(cmd[1:]).encode())
+def step_parts(cmd: list[str], previous: str) -> dict[str, str]:
+    """What a step's output depends on: its command (interpreter left out), every YAML beside its
+    ``--config`` file (bases included) and the previous step's fingerprint."""
+    configs = {}
     if "--config" in cmd:
         folder = (REPO_ROOT / cmd[cmd.index("--config") + 1]).parent
-        for f in sorted(folder.glob("*.yaml")):
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def _marker_fingerprint(marker: Path) -> str | None:
-    try:
-        return json.loads(marker.read_text()).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None  # missing, or written by an older version: rerun
+        configs = {f.name: path_fingerprint(f) for f in sorted(folder.glob("*.yaml"))}
+    return {"command": value_fingerprint(cmd[1:]), "configs": value_fingerprint(configs), "previous": previous}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,48 +66,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     timings: dict[str, float] = {}
     t_all = time.time()
-    fp = ""
+    previous = ""
     for name, cmd, target in _steps(out, sys.executable):
-        marker = out / f".{name}.done"
-        fp = fingerprint(cmd, fp)
-        done_fp = _marker_fingerprint(marker)
-        if done_fp == fp:
+        marker = Marker(out, name)
+        parts = step_parts(cmd, previous)
+        previous = value_fingerprint(parts)
+        check = marker.check(parts)
+        if check:
             print(f"[demo] {name}: done earlier, reusing {target}", flush=True)
             timings[name] = 0.0
             continue
-        if done_fp is not None or marker.is_file():
-            print(f"[demo] {name}: its config or an earlier step changed, running it again", flush=True)
-            marker.unlink()
-            if target.exists():  # stale outputs would be resumed from, not replaced
-                shutil.rmtree(target)
+        if marker.path.exists():
+            print(f"[demo] {name}: running it again ({check.reason})", flush=True)
+        marker.reuse(parts, stale=target, allowed=False)  # stale outputs would be resumed from, not replaced
         print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
-        t0 = time.time()
-        rc = subprocess.call(cmd, env=env)
-        timings[name] = round(time.time() - t0, 1)
-        if rc != 0:
-            print(f"[demo] step '{name}' failed with exit code {rc}; fix it and run again "
-                  "(finished steps are reused)", file=sys.stderr)
-            return rc
-        marker.write_text(json.dumps({"seconds": timings[name], "fingerprint": fp}) + "\n")
+        try:
+            timings[name] = round(run_cli(cmd[2], cmd[3:], what=name), 1)
+        except CLIError as e:
+            print(f"[demo] step '{name}' failed ({e}); fix it and run again (finished steps are reused)",
+                  file=sys.stderr)
+            return e.returncode or 1
+        marker.write(parts, seconds=timings[name])
         print(f"[demo] {name}: finished in {timings[name]} s", flush=True)
     timings["total"] = round(time.time() - t_all, 1)
     (out / "demo_timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-    ev = out / "eval"
+    ev = ResultsFolder(out / "eval")
     print("\n[demo] where everything went:")
     print(f"  corpus (MDS buckets, stats.json, quarantine/): {out / 'corpus'}")
     print(f"  training run (metrics.jsonl, checkpoints/, tensorboard/): {out / 'run'}")
     print(f"  HF model folder: {out / 'hf'}")
-    print(f"  evaluation (results.json, samples/, report, plots/): {ev}")
-    report = next((p for p in (ev / "report.html", ev / "report.md") if p.is_file()), None)
+    print(f"  evaluation (results.json, samples/, report, plots/): {ev.root}")
+    report = next((p for p in (ev.report_html, ev.report_md) if p.is_file()), None)
     if report:
         print(f"  report: {report}")
-    if (ev / "results.json").is_file():
+    if ev.results.is_file():
         print("\n[demo] headline numbers:")
-        res = json.loads((ev / "results.json").read_text())
-        for suite, metrics in res.get("suites", res).items():
+        for suite, metrics in ev.read_results().get("suites", {}).items():
             if isinstance(metrics, dict):
                 flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
                 print(f"  {suite}: " + ", ".join(f"{k}={v:.3g}" for k, v in list(flat.items())[:6]))

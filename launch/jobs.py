@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from infra.config import ConfigError
+from infra.curriculum import CurriculumConfig, curriculum_yaml, load_curriculum, with_intervention
 from infra.log import get_logger
 from launch import render as R
 from launch.cluster import ClusterInfo, LaunchError, check_environment, check_resources, cluster_info
@@ -254,28 +254,23 @@ def plan_eval(ctx: Context) -> Plan:
 
 
 # -- curriculum sweep ----------------------------------------------------------------------------
-def _find_phases(data: dict, path: str) -> tuple[dict, list]:
-    """The mapping that holds ``phases`` (top level or under ``curriculum``) and the phase list."""
-    holder = data.get("curriculum", data) if isinstance(data, dict) else None
-    phases = holder.get("phases") if isinstance(holder, dict) else None
-    if not isinstance(phases, list) or len(phases) < 2 or not all(isinstance(p, dict) and "weights" in p
-                                                                  for p in phases):
-        raise LaunchError(f"sweep.curriculum_template {path}: needs a 'phases' list (top level or under "
-                          "'curriculum') of at least two phases with 'start' and 'weights' (first: base mix, "
+def load_template(path: Path) -> CurriculumConfig:
+    """The sweep's template curriculum: its first phase is the base mix, its last the intervention mix."""
+    try:
+        template = load_curriculum(path)
+    except ConfigError as e:
+        raise LaunchError(f"sweep.curriculum_template {path}: {e}") from None
+    if len(template.phases) < 2:
+        raise LaunchError(f"sweep.curriculum_template {path}: needs at least two phases (first: base mix, "
                           "last: intervention mix)")
-    return holder, phases
+    return template
 
 
-def curriculum_for(template: dict, path: str, fraction: float) -> str:
-    """The template's curriculum with the intervention mix starting at ``fraction`` of the run."""
-    data = yaml.safe_load(yaml.safe_dump(template))   # deep copy
-    holder, phases = _find_phases(data, path)
-    base, inter = dict(phases[0]), dict(phases[-1])
-    base["start"] = 0.0
-    inter["start"] = float(fraction)
-    holder["phases"] = [inter] if fraction == 0 else [base, inter]
-    head = f"# Intervention from {round(fraction * 100)}% of the run; written by `python -m launch sweep` from {path}\n"
-    return head + yaml.safe_dump(data, sort_keys=False)
+def curriculum_for(template: CurriculumConfig, path: str, fraction: float) -> str:
+    """The template's curriculum with the intervention mix starting at ``fraction`` of the run (YAML)."""
+    cur = with_intervention(template.phases[0].weights, template.phases[-1].weights, fraction, like=template)
+    return curriculum_yaml(cur, f"Intervention from {round(fraction * 100)}% of the run; written by "
+                                f"`python -m launch sweep` from {path}")
 
 
 def plan_sweep(ctx: Context) -> Plan:
@@ -288,11 +283,7 @@ def plan_sweep(ctx: Context) -> Plan:
             else Path(s.curriculum_template)
         if not tpath.is_file():
             raise LaunchError(f"sweep.curriculum_template: {tpath} does not exist")
-        try:
-            template = yaml.safe_load(tpath.read_text())
-        except yaml.YAMLError as e:
-            raise LaunchError(f"sweep.curriculum_template {tpath}: not valid YAML: {e}") from None
-        _find_phases(template, str(tpath))
+        template = load_template(tpath)
     evals, outs = [], []
     for x in s.interventions:
         pct = round(x * 100)

@@ -6,11 +6,12 @@ Every field is documented; unknown keys and wrong types are rejected by ``infra.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from infra.config import ConfigError
-from infra.paths import REPO_ROOT
+from infra.curriculum import CurriculumConfig, resolve_curriculum
+
+__all__ = ["TrainerConfig", "resolve_curriculum"]
 
 
 @dataclass
@@ -55,7 +56,7 @@ class DataConfig:
     """
 
     corpus: str = ""
-    curriculum: Any = None
+    curriculum: str | CurriculumConfig | None = None
     seed: int = 1234
 
 
@@ -183,31 +184,11 @@ class TrainerConfig:
         if self.sft.path is None and self.data.curriculum is None:
             raise ConfigError("key 'data.curriculum': a curriculum (YAML path or inline phases) is required "
                               "for pretraining")
-        if self.data.curriculum is not None and not isinstance(self.data.curriculum, (str, dict)):
-            raise ConfigError("key 'data.curriculum': expected a YAML path or a mapping with 'phases', "
-                              f"got {type(self.data.curriculum).__name__}")
+        if isinstance(self.data.curriculum, str):
+            resolve_curriculum(self.data.curriculum)  # a missing or invalid file fails here, not at step 0
         if self.parallel.tp < 1 or self.parallel.pp < 1:
             raise ConfigError("keys 'parallel.tp'/'parallel.pp' must be >= 1")
 
     @property
     def sft_mode(self) -> bool:
         return self.sft.path is not None
-
-
-def resolve_curriculum(value: Any, source: str = "data.curriculum"):
-    """A ``CurriculumConfig`` from a YAML path (absolute, relative to the working directory or to the
-    repository) or an inline mapping (``{phases: ...}`` or ``{curriculum: {phases: ...}}``)."""
-    from infra.config import build
-    from trainer.data.curriculum import CurriculumConfig, load_curriculum
-
-    if isinstance(value, str):
-        path = Path(value)
-        if not path.is_file() and (REPO_ROOT / value).is_file():
-            path = REPO_ROOT / value
-        if not path.is_file():
-            raise ConfigError(f"key '{source}': curriculum file not found: {value}")
-        return load_curriculum(path)
-    if isinstance(value, dict):
-        inner = value.get("curriculum", value)
-        return build(CurriculumConfig, inner, source=source)
-    raise ConfigError(f"key '{source}': expected a path or a mapping, got {value!r}")

@@ -10,14 +10,15 @@ Every step goes through the real packages: datagen's tokenizer trainer, tagger a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from infra.config import save_config
+from infra.folders import CorpusFolder, RunFolder, code_version
 from infra.log import get_logger
+from infra.marker import Marker, path_fingerprint, value_fingerprint
 from infra.paths import REPO_ROOT
+from infra.proc import CLIError, run_cli
 
 log = get_logger(__name__)
 
@@ -38,18 +39,11 @@ def conditions(cfg) -> list[tuple[str, float | None]]:
 
 def curriculum_for(cfg, start: float | None) -> dict:
     """The curriculum mapping (trainer format) of one condition."""
-    base = {b: float(w) for b, w in cfg.curricula.baseline_weights.items() if w > 0}
-    inter = {b: float(w) for b, w in cfg.curricula.intervention_weights.items() if w > 0}
-    if start is None:
-        phases = [{"start": 0.0, "weights": base}]
-    elif start == 0.0:
-        phases = [{"start": 0.0, "weights": inter}]
-    else:
-        phases = [{"start": 0.0, "weights": base}, {"start": float(start), "weights": inter}]
-    from infra.corpus import BUCKETS
+    from infra.config import to_dict
+    from infra.curriculum import with_intervention
 
-    used = sorted({b for p in phases for b in p["weights"]} - set(BUCKETS))
-    return {"curriculum": {"extra_buckets": used, "phases": phases}}
+    cur = with_intervention(cfg.curricula.baseline_weights, cfg.curricula.intervention_weights, start)
+    return {"curriculum": to_dict(cur)}
 
 
 def _resolve(path: str) -> Path:
@@ -57,70 +51,42 @@ def _resolve(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else REPO_ROOT / p
 
 
-def _run_cmd(cmd: list[str], log_path: Path, timeout_s: float, what: str) -> float:
-    log.info("%s: %s", what, " ".join(cmd))
-    t0 = time.perf_counter()
-    with log_path.open("w") as lf:
-        try:
-            r = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, timeout=timeout_s, cwd=str(REPO_ROOT))
-        except subprocess.TimeoutExpired:
-            raise StudyError(f"{what}: no result within {timeout_s:.0f} s (log: {log_path})") from None
-    if r.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-1500:]
-        raise StudyError(f"{what}: exit status {r.returncode} (log: {log_path})\n{tail}")
-    return time.perf_counter() - t0
-
-
-def _fresh(run_dir: Path, stamp: dict, reuse: bool) -> bool:
-    """True when ``run_dir`` holds a finished result of the same command (``study_stamp.json``); otherwise
-    the folder is removed, because the trainer would resume a different run from its checkpoints."""
-    import shutil
-
-    sp = run_dir / "study_stamp.json"
-    if reuse and (run_dir / "hf" / "config.json").is_file() and sp.is_file() and json.loads(sp.read_text()) == stamp:
-        return True
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    return False
-
-
 def train_condition(cfg, corpus: Path, curriculum_path: Path, run_dir: Path, seed: int) -> dict:
     """Pretrain one condition with ``python -m trainer train`` and export it (``run_dir/hf``)."""
-    hf = run_dir / "hf"
-    cmd = [sys.executable, "-m", "trainer", "train", "--config", str(_resolve(cfg.train.trainer_config)),
-           *cfg.train.overrides, f"run_dir={run_dir}", f"data.corpus={corpus}", f"data.curriculum={curriculum_path}",
-           f"train.seed={1234 + seed}", f"data.seed={1234 + seed}", "export.hf_at_end=true",
-           "logging.progress=false"]
-    stamp = {"cmd": cmd[1:], "curriculum": curriculum_path.read_text(),
-             "corpus": (corpus / "manifest.json").read_text()}
-    if _fresh(run_dir, stamp, cfg.reuse):
-        log.info("reusing %s", hf)
-        return {"hf": hf, "train_s": None}
+    run = RunFolder(run_dir)
+    args = ["train", "--config", str(_resolve(cfg.train.trainer_config)), *cfg.train.overrides, f"run_dir={run_dir}",
+            f"data.corpus={corpus}", f"data.curriculum={curriculum_path}", f"train.seed={1234 + seed}",
+            f"data.seed={1234 + seed}", "export.hf_at_end=true", "logging.progress=false"]
+    parts = {"command": value_fingerprint(args), "curriculum": path_fingerprint(curriculum_path),
+             "corpus": path_fingerprint(CorpusFolder(corpus).manifest)}
+    marker = Marker(run_dir, "study-train")
+    if marker.reuse(parts, outputs=[run.hf / "config.json"], stale=run_dir, allowed=cfg.reuse):
+        log.info("reusing %s", run.hf)
+        return {"hf": run.hf, "train_s": None}
     run_dir.mkdir(parents=True, exist_ok=True)
-    secs = _run_cmd(cmd, run_dir.parent / f"{run_dir.name}.train.log", cfg.train.timeout_s,
-                    f"trainer train ({run_dir.name})")
-    if not (hf / "config.json").is_file():
-        raise StudyError(f"trainer train ({run_dir.name}) finished without writing {hf}")
-    (run_dir / "study_stamp.json").write_text(json.dumps(stamp))
-    return {"hf": hf, "train_s": secs}
+    try:
+        secs = run_cli("trainer", args, log_path=run_dir.parent / f"{run_dir.name}.train.log",
+                       timeout_s=cfg.train.timeout_s, what=f"trainer train ({run_dir.name})")
+    except CLIError as e:
+        raise StudyError(str(e)) from None
+    if not run.has_hf():
+        raise StudyError(f"trainer train ({run_dir.name}) finished without writing {run.hf}")
+    marker.write(parts, seconds=round(secs, 1))
+    return {"hf": run.hf, "train_s": secs}
 
 
 def finetune_condition(cfg, hf: Path, sft_data: Path, run_dir: Path, seed: int) -> dict:
-    """Benign finetuning of an exported model through the trainer's SFT mode; returns its HF folder."""
+    """Benign finetuning of an exported model through the trainer's SFT mode (``evalkit.finetune.sft``,
+    whose completion marker decides reuse); returns its HF folder."""
     from evalkit.finetune import FinetuneError, sft
 
     overrides = [*cfg.train.sft_overrides, f"train.seed={1234 + seed}", "logging.progress=false"]
-    stamp = {"config": cfg.train.sft_config, "overrides": overrides, "data": sft_data.read_text(),
-             "base": (hf.parent / "study_stamp.json").read_text() if (hf.parent / "study_stamp.json").is_file() else ""}
-    if _fresh(run_dir, stamp, cfg.reuse):
-        log.info("reusing %s", run_dir / "hf")
-        return {"hf": run_dir / "hf", "sft_s": None}
     t0 = time.perf_counter()
     try:
-        out = sft(hf, sft_data, run_dir, str(_resolve(cfg.train.sft_config)), overrides, timeout_s=cfg.train.timeout_s)
+        out = sft(hf, sft_data, run_dir, str(_resolve(cfg.train.sft_config)), overrides, timeout_s=cfg.train.timeout_s,
+                  reuse=cfg.reuse)
     except FinetuneError as e:
         raise StudyError(f"benign finetuning of {hf}: {e}") from None
-    (run_dir / "study_stamp.json").write_text(json.dumps(stamp))
     return {"hf": out, "sft_s": time.perf_counter() - t0}
 
 
@@ -209,7 +175,7 @@ def evaluate_model(hf: Path, ev: dict, cfg, seed: int, with_safebeam: bool, with
 
 
 def _final_loss(run_dir: Path) -> float | None:
-    p = run_dir / "metrics.jsonl"
+    p = RunFolder(run_dir).metrics
     if not p.is_file():
         return None
     rows = _read_jsonl(p)
@@ -230,17 +196,14 @@ def run_study(cfg) -> dict:
     t_all = time.perf_counter()
 
     data = out / "data"
-    manifest = data / "corpus" / "manifest.json"
-    stamp = data / "generated_with.json"
-    want = json.dumps({"docs": cfg.data.docs_per_bucket, "seed": cfg.data.seed, "vocab": cfg.data.vocab_size,
-                       "p": cfg.data.tag_probability}, sort_keys=True)
+    parts = {"data": value_fingerprint({"docs": cfg.data.docs_per_bucket, "seed": cfg.data.seed,
+                                        "vocab": cfg.data.vocab_size, "p": cfg.data.tag_probability})}
+    marker = Marker(data, "study-corpus")
     t0 = time.perf_counter()
-    if not (cfg.reuse and manifest.is_file() and stamp.is_file() and stamp.read_text() == want):
-        if stamp.exists():
-            stamp.unlink()
+    if not marker.reuse(parts, outputs=[CorpusFolder(data / "corpus").manifest], allowed=cfg.reuse):
         build_corpus(data, cfg.data.docs_per_bucket, seed=cfg.data.seed, vocab_size=cfg.data.vocab_size,
                      tag_probability=cfg.data.tag_probability)
-        stamp.write_text(want)
+        marker.write(parts)
     timings["corpus_s"] = time.perf_counter() - t0
     corpus = data / "corpus"
     evd = data / "docs" / "eval"
@@ -287,7 +250,7 @@ def run_study(cfg) -> dict:
                      row["asr"], row["asr_after_ft"], row.get("safebeam_asr"), row["overrefusal"],
                      row["probe_best_auroc"])
     timings["total_s"] = time.perf_counter() - t_all
-    results = {"config": json.loads(json.dumps(_cfg_dict(cfg), default=str)), "runs": rows,
+    results = {"code_version": code_version(), "config": json.loads(json.dumps(_cfg_dict(cfg), default=str)), "runs": rows,
                "summary": summarize(rows), "timings": timings,
                "bag_of_words_probe_auroc": _bow(ev["probe"]),
                "n_prompts": {"harmful": len(ev["harmful"]), "benign": len(ev["benign"]), "probe": len(ev["probe"])}}

@@ -87,7 +87,8 @@ def test_fasttext_failure_is_a_clear_error(labels_file, tmp_path):
         train_classifier(cfg)
 
 
-def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tmp_path):
+def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tmp_path, monkeypatch):
+    import datagen.classifier as clf
     from datagen.config import DatagenConfig
     from datagen.pipeline import _ensure_classifier
     from infra.config import ConfigError, load_config
@@ -99,19 +100,18 @@ def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tm
     auto = tmp_path / "auto"
     with pytest.raises(ConfigError, match="has no classifier.json"):
         _ensure_classifier(cfg(auto, False))
+    # trained with other settings than this code's defaults: trained again
+    monkeypatch.setattr(clf, "FASTTEXT_DEFAULTS", {**clf.FASTTEXT_DEFAULTS, "bucket": 50_000})
     _ensure_classifier(cfg(auto, True))
     meta_file, model = auto / "classifier.json", auto / "model.bin"
+    assert json.loads(meta_file.read_text())["params"]["bucket"] == 50_000
+    monkeypatch.undo()
+    _ensure_classifier(cfg(auto, True))
     meta = json.loads(meta_file.read_text())
     assert meta["trained_by"] == "train_if_missing" and meta["params"]["bucket"] == 200_000
     stamp = model.stat().st_mtime_ns
     _ensure_classifier(cfg(auto, True))  # up to date: kept
     assert model.stat().st_mtime_ns == stamp
-    # trained with other settings (fastText's own 2M buckets, as before they were set here): trained again
-    meta["params"]["bucket"] = 2_000_000
-    meta_file.write_text(json.dumps(meta))
-    _ensure_classifier(cfg(auto, True))
-    assert model.stat().st_mtime_ns != stamp
-    assert json.loads(meta_file.read_text())["params"]["bucket"] == 200_000
     # a classifier the user trained with own settings is never replaced because of them
     mine = tmp_path / "mine"
     assert main(["train-classifier", f"labels={labels_file}", f"output={mine}", "fasttext={epoch: 5}"]) == 0

@@ -132,18 +132,3 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     samples = _rows(out / "samples/none_seed0.jsonl")
     assert {s["model"] for s in samples} == {"pretrained", "benign_ft"}
     assert all(s["leaked_steps"] == tw.leaked_steps(s["output"]) for s in samples)
-
-
-def test_finished_runs_are_reused_only_for_the_same_command(tmp_path):
-    from evalkit.study.run import _fresh
-
-    run = tmp_path / "run"
-    (run / "hf").mkdir(parents=True)
-    (run / "hf" / "config.json").write_text("{}")
-    (run / "study_stamp.json").write_text(json.dumps({"cmd": ["a"]}))
-    assert _fresh(run, {"cmd": ["a"]}, reuse=True)
-    assert not _fresh(run, {"cmd": ["a"]}, reuse=False) and not run.exists()  # removed: no stale resume
-    (run / "hf").mkdir(parents=True)
-    (run / "hf" / "config.json").write_text("{}")
-    (run / "study_stamp.json").write_text(json.dumps({"cmd": ["a"]}))
-    assert not _fresh(run, {"cmd": ["b"]}, reuse=True) and not run.exists()

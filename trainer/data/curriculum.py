@@ -1,4 +1,4 @@
-"""Curricula: phases of bucket weights over the run's token budget, and the exact per-step mix.
+"""Curricula: the exact per-step bucket mix of a curriculum (the schema lives in ``infra.curriculum``).
 
 A curriculum is data (YAML under ``configs/trainer/curricula/``)::
 
@@ -28,96 +28,11 @@ of the remainders changes, the Alabama paradox, so it cannot drive a loader.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from infra.config import ConfigError, load_config
-from infra.corpus import BUCKETS
+from infra.config import ConfigError
+from infra.curriculum import CurriculumConfig, Phase, load_curriculum
 
 __all__ = ["Phase", "CurriculumConfig", "load_curriculum", "MixScheduler", "plan_counts"]
-
-_SUM_TOL = 1e-6
-
-
-@dataclass
-class Phase:
-    """One phase of a curriculum.
-
-    Args:
-        start: where the phase begins, as a fraction of the run's token budget (the first phase
-            starts at 0.0; a phase lasts until the next one starts, the last one until the end).
-        weights: share of the phase's samples per bucket; non-negative, summing to 1. Buckets not
-            named get weight 0 in this phase.
-    """
-
-    start: float
-    weights: dict[str, float]
-
-
-@dataclass
-class CurriculumConfig:
-    """A list of phases. ``extra_buckets`` names buckets beyond the standard ones
-    (``infra.corpus.BUCKETS``) that a datagen config added; any other name is rejected as a typo."""
-
-    phases: list[Phase]
-    extra_buckets: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if not self.phases:
-            raise ConfigError("curriculum: 'phases' is empty; give at least one phase starting at 0.0")
-        known = set(BUCKETS) | set(self.extra_buckets)
-        prev = None
-        for i, p in enumerate(self.phases):
-            name = f"curriculum phases[{i}] (start={p.start})"
-            if not math.isfinite(p.start) or not 0.0 <= p.start < 1.0:
-                raise ConfigError(f"{name}: start must be a fraction in [0, 1), got {p.start}")
-            if i == 0 and p.start != 0.0:
-                raise ConfigError(f"{name}: the first phase must start at 0.0")
-            if prev is not None and p.start <= prev:
-                raise ConfigError(f"{name}: starts must increase strictly (previous phase starts at {prev})")
-            prev = p.start
-            if not p.weights:
-                raise ConfigError(f"{name}: 'weights' is empty")
-            for b, w in p.weights.items():
-                if b not in known:
-                    raise ConfigError(f"{name}: unknown bucket '{b}' (known: {', '.join(sorted(known))}; "
-                                      "declare added buckets in 'extra_buckets')")
-                if not math.isfinite(w) or w < 0:
-                    raise ConfigError(f"{name}: weight of '{b}' must be >= 0, got {w}")
-            total = sum(p.weights.values())
-            if abs(total - 1.0) > _SUM_TOL:
-                raise ConfigError(f"{name}: weights must sum to 1, they sum to {total:.6g}")
-
-    def active_buckets(self) -> list[str]:
-        """Buckets with a positive weight in some phase, in order of first appearance."""
-        out: list[str] = []
-        for p in self.phases:
-            for b, w in p.weights.items():
-                if w > 0 and b not in out:
-                    out.append(b)
-        return out
-
-
-@dataclass
-class _CurriculumFile:
-    curriculum: CurriculumConfig
-
-
-def load_curriculum(path: str | Path, overrides: list[str] | None = None) -> CurriculumConfig:
-    """Load a curriculum YAML file (``base:`` inheritance and dotted overrides as everywhere).
-
-    Args:
-        path: a file whose top level is either ``curriculum: {phases: ...}`` (the shipped form, which a
-            trainer config can inherit with ``base:``) or ``phases: ...`` directly.
-        overrides: ``key=value`` strings relative to that top level.
-    """
-    from infra.config import _load_yaml
-
-    path = Path(path)
-    top = _load_yaml(path)  # resolves ``base:`` so that an inherited top level is seen too
-    if "curriculum" in top:
-        return load_config(_CurriculumFile, path, overrides).curriculum
-    return load_config(CurriculumConfig, path, overrides)
 
 
 class MixScheduler:
