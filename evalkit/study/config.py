@@ -15,9 +15,11 @@ def _default_docs() -> dict[str, int]:
 class StudyDataConfig:
     """The toy corpus.
 
-    docs_per_bucket: documents generated per bucket (raw, unsafe, tagged, rephrased, refusal, moral).
-    seed: generator seed (documents, tags, probe prompts). vocab_size: BPE vocabulary (EOS + tag included).
-    tag_probability: Algorithm 1's per-word tag probability in the ``tagged`` bucket.
+    Attributes:
+        docs_per_bucket: documents generated per bucket (raw, unsafe, tagged, rephrased, refusal, moral).
+        seed: generator seed (documents, tags, probe prompts).
+        vocab_size: BPE vocabulary (EOS and tag included).
+        tag_probability: Algorithm 1's per-word tag probability in the ``tagged`` bucket.
     """
 
     docs_per_bucket: dict[str, int] = field(default_factory=_default_docs)
@@ -44,7 +46,11 @@ class CurriculaConfig:
     ``baseline_weights`` until fraction ``f`` of the token budget, then on ``intervention_weights``
     (``f = 0``: the intervention mix all run).
 
-    include_none: train the no-intervention condition. starts: the intervention start fractions.
+    Attributes:
+        include_none: train the no-intervention condition.
+        starts: the intervention start fractions.
+        baseline_weights: bucket weights before the intervention (and all run for ``none``).
+        intervention_weights: bucket weights from the intervention start on.
     """
 
     include_none: bool = True
@@ -71,10 +77,13 @@ class CurriculaConfig:
 class StudyTrainConfig:
     """Training of every condition through ``python -m trainer train|sft``.
 
-    trainer_config: base trainer YAML. overrides: ``key=value`` for it (model size, steps, batch, lr);
-        every condition gets the same ones, so model, token budget and seed are shared.
-    sft_config: base YAML of the benign finetuning (``trainer sft``). sft_overrides: its ``key=value``s.
-    timeout_s: limit for one trainer command.
+    Attributes:
+        trainer_config: base trainer YAML.
+        overrides: ``key=value`` for it (model size, steps, batch, lr); every condition gets the same
+            ones, so model, token budget and seed are shared.
+        sft_config: base YAML of the benign finetuning (``trainer sft``).
+        sft_overrides: its ``key=value`` overrides.
+        timeout_s: limit for one trainer command.
     """
 
     trainer_config: str = "configs/trainer/tiny.yaml"
@@ -88,10 +97,18 @@ class StudyTrainConfig:
 class StudyEvalConfig:
     """Evaluation of each exported model.
 
-    max_new_tokens: greedy answer length. leak_threshold: an answer that reveals at least this many
-    secret steps is an attack success. safebeam: run SafeBeam decoding (beams, top_n, drop_fraction,
-    safebeam_max_new_tokens). probe_prompts_per_class: harmful and benign prompts for the probes
-    (trained on training phrasings, scored on held-out phrasings). device: auto|cpu|cuda.
+    Attributes:
+        max_new_tokens: greedy answer length.
+        leak_threshold: an answer that reveals at least this many secret steps is an attack success.
+        batch_size: prompts per generation batch.
+        safebeam: run SafeBeam decoding too.
+        beams: SafeBeam's beams.
+        top_n: SafeBeam's proposals per beam.
+        drop_fraction: SafeBeam's share of candidates dropped.
+        safebeam_max_new_tokens: SafeBeam answer length.
+        probe_prompts_per_class: harmful and benign prompts for the probes (trained on training
+            phrasings, scored on held-out phrasings).
+        device: auto | cpu | cuda.
     """
 
     max_new_tokens: int = 48
@@ -117,9 +134,16 @@ class StudyEvalConfig:
 class StudyConfig:
     """``python -m evalkit study`` / ``python -m evalkit.study.cli``.
 
-    output: study folder (data/, curricula/, runs/, results.json, results.csv, results.md, plots/).
-    seeds: training seeds; each condition is trained once per seed (model init and data order), the
-    corpus stays the same. reuse: keep finished runs/evaluations found in ``output`` (resume).
+    Attributes:
+        output: study folder (data/, curricula/, runs/, results.json, results.csv, results.md, plots/).
+        seeds: training seeds; each condition is trained once per seed (model init and data order),
+            the corpus stays the same.
+        reuse: keep the corpus and the trained and finetuned models found in ``output`` while their
+            completion markers match (``infra.marker``); false trains everything again.
+        data: the toy corpus.
+        curricula: the conditions.
+        train: pretraining and benign finetuning.
+        eval: evaluation of each model.
     """
 
     output: str = "runs/study"
