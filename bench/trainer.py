@@ -139,7 +139,8 @@ def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
 
     overrides = [f"model.preset={shape['preset']}", f"model.spec={spec}", f"model.compile={str(compile_).lower()}",
                  f"train.seq_length={seq}", f"train.micro_batch_size={mbs}", f"train.global_batch_size={mbs}",
-                 "train.warmup_steps=0", "data.corpus=unused", "data.curriculum=unused"]
+                 "train.warmup_steps=0", "data.corpus=unused",
+                 "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}]}"]
     cfg = load_config(TrainerConfig, None, overrides)
     threads = torch.get_num_threads()
     info = T.init_distributed(1, 1, seed=0)

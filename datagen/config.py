@@ -51,17 +51,55 @@ class LanguageConfig:
 
 @dataclass
 class FilterConfig:
-    """Filters in order: language, quality (datatrove filters by name with keyword arguments), dedup.
+    """Filters, in this order: language, quality (by name), exact dedup.
 
-    ``quality`` maps a filter name (gopher_quality, gopher_repetition, c4_quality, fineweb_quality)
-    to the keyword arguments of the datatrove class; an empty mapping takes its defaults.
-    ``write_dropped`` writes every dropped document to ``corpus/dropped/<filter>/`` with its reason.
+    Attributes:
+        language: the fastText language filter (``filters.language.enabled=false`` turns it off).
+        quality: filter name -> keyword arguments of its class, run in the given order; an empty mapping
+            takes the class's defaults. A name is one registered in ``datagen.steps.filters.FILTERS``
+            (gopher_quality, gopher_repetition, c4_quality, fineweb_quality, language, exact_dedup) or
+            ``"module:Class"`` naming your own datatrove ``BaseFilter`` subclass. Drops are counted under
+            ``filter:<name>`` in the stats.
+        exact_dedup: drop exact duplicates (per task) after the other filters.
+        write_dropped: write every dropped document to ``corpus/dropped/<filter>/`` with its reason.
     """
 
     language: LanguageConfig = field(default_factory=LanguageConfig)
     quality: dict[str, dict] = field(default_factory=dict)
     exact_dedup: bool = True
     write_dropped: bool = True
+
+    def steps(self) -> list[tuple[str, dict, str]]:
+        """Every filter to run, in order, as (registered name or ``module:Class``, kwargs, config key)."""
+        out = []
+        if self.language.enabled:
+            lang = self.language
+            out.append(("language", {"languages": lang.languages or None, "threshold": lang.threshold,
+                                     "model_path": lang.model_path}, "filters.language"))
+        out += [(name, dict(kwargs or {}), f"filters.quality.{name}") for name, kwargs in self.quality.items()]
+        if self.exact_dedup:
+            out.append(("exact_dedup", {}, "filters.exact_dedup"))
+        return out
+
+    def validate(self) -> None:
+        if not self.quality:
+            return
+        # a second step of the same name would share its stats label and dropped/ folder
+        switches = {"language": ("filters.language.enabled", self.language.enabled),
+                    "exact_dedup": ("filters.exact_dedup", self.exact_dedup)}
+        for name, (switch, on) in switches.items():
+            if on and name in self.quality:
+                raise ConfigError(f"filters.quality.{name}: the {name} filter already runs from {switch}; set "
+                                  f"{switch}=false to place it among the quality filters")
+        # datatrove takes about a second to import; only configs that name quality filters pay for it
+        from datagen.steps.filters import check_filter
+
+        for name, kwargs, key in self.steps():
+            if key.startswith("filters.quality."):
+                try:
+                    check_filter(name, kwargs, key)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
 
 
 @dataclass

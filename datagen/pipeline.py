@@ -170,9 +170,18 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
     """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json)."""
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-    from datagen.steps import (ExactDedupFilter, LanguageIDFilter, PendingWriter, QuarantineStep,
-                               QuarantiningJsonlReader, QuarantiningParquetReader, QuarantiningWarcReader, Router,
-                               SafetyScorer, TagInjector, TokenizeToBuckets, build_quality_filters)
+    from datagen.steps import (
+        PendingWriter,
+        QuarantineStep,
+        QuarantiningJsonlReader,
+        QuarantiningParquetReader,
+        QuarantiningWarcReader,
+        Router,
+        SafetyScorer,
+        TagInjector,
+        TokenizeToBuckets,
+        build_filter,
+    )
 
     inp = _input_path(cfg)
     folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
@@ -200,22 +209,17 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
     def dropped_writer(name: str):
         if not cfg.filters.write_dropped:
             return None
-        return JsonlWriter(str(corpus / "dropped" / name), output_filename="${rank}.jsonl", compression=None)
+        # a user's "module:Class" filter writes to dropped/module.Class: no ':' in folder names
+        folder = name.replace(":", ".")
+        return JsonlWriter(str(corpus / "dropped" / folder), output_filename="${rank}.jsonl", compression=None)
 
-    f = cfg.filters
-    if f.language.enabled:
-        steps.append(LanguageIDFilter(f.language.languages or None, f.language.threshold, f.language.model_path,
-                                      exclusion_writer=dropped_writer("language")))
-        labels.append("filter:language")
-    try:
-        quality = build_quality_filters(f.quality, dropped_writer)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    steps += quality
-    labels += [f"filter:{name}" for name in f.quality]
-    if f.exact_dedup:
-        steps.append(ExactDedupFilter(exclusion_writer=dropped_writer("exact_dedup")))
-        labels.append("filter:exact_dedup")
+    # language, quality filters, exact dedup: each built from datagen.steps.filters.FILTERS by name
+    for name, kwargs, key in cfg.filters.steps():
+        try:
+            steps.append(build_filter(name, kwargs, dropped_writer(name), key))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        labels.append(f"filter:{name}")
     steps.append(SafetyScorer(cfg.score.classifier, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
     labels.append("score")
     steps.append(Router(cfg.route.rephrase_min, cfg.route.refusal_min))

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from datagen.classifier import default_encoder, encode_texts, sentence_encoder
+from evalkit.config import JudgeConfig
 from evalkit.judges import NON_REFUSAL, REFUSAL
+from evalkit.model import EvalModel
+from evalkit.registry import JUDGES
 from infra.corpus import file_sha256
 from infra.log import get_logger
 
@@ -100,6 +103,8 @@ def builtin_judge_dir() -> Path:
     return out
 
 
+# registered after keyword and llm (this module imports evalkit.judges first): it runs and is reported third
+@JUDGES.register("classifier")
 class ClassifierJudge:
     """Refusal verdicts from the embedding classifier; the probability is kept in ``self.probs``."""
 
@@ -117,6 +122,10 @@ class ClassifierJudge:
         sentence_encoder(self.encoder)  # load now: a missing encoder is an error here, not mid-suite
         self.threshold = threshold
         self.probs: list[float] = []
+
+    @classmethod
+    def from_config(cls, cfg: JudgeConfig, model: EvalModel) -> ClassifierJudge | None:
+        return cls(cfg.classifier, cfg.classifier_threshold) if cfg.classifier else None
 
     def judge_many(self, prompts, outputs) -> list[str]:
         outputs = list(outputs)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from evalkit.registry import SUITES  # the suites register themselves there; read here to check ``suites:``
 from infra.config import ConfigError
-
-SUITES = ("asr", "overrefusal", "capability", "probes", "safebeam", "steering", "abliteration",
-          "finetune-robustness", "self-refusal")
 
 
 @dataclass
@@ -74,12 +72,23 @@ class BackendConfig:
 
 @dataclass
 class JudgeConfig:
-    """Refusal/harm judges. keyword: regex refusal judge (always on). llm: a yes/no judge model asking
-    ``llm_question`` (harmful: does the answer give harmful content? refusal: did it refuse?)
-    (``llm_model`` folder run with transformers, or ``llm_url`` OpenAI-compatible; empty = off;
-    ``self`` = the evaluated model). classifier: embedding refusal classifier (``builtin`` = trained on
-    evalkit/data/judge_train.jsonl at first use, or a folder from ``evalkit train-judge``; empty = off).
-    human_labels: JSONL {id,prompt,output,label} scoring each judge."""
+    """Refusal/harm judges: each judge registered in ``evalkit.registry.JUDGES`` reads its fields here and
+    runs when they switch it on, in the registry's order (keyword, llm, classifier).
+
+    Attributes:
+        keyword: the regex refusal judge.
+        classifier: embedding refusal classifier: ``builtin`` (trained on evalkit/data/judge_train.jsonl at
+            first use) or a folder from ``evalkit train-judge``; empty = off.
+        classifier_threshold: refusal probability from which the classifier says refusal.
+        llm_model: a yes/no judge model folder run with transformers; ``self`` = the evaluated model;
+            empty = off (then ``llm_url`` may name one).
+        llm_url: an OpenAI-compatible server running the judge model (used when ``llm_model`` is empty).
+        llm_served_model: the model name on that server.
+        llm_max_new_tokens: answer length of the judge model.
+        llm_question: what the LLM judge asks: ``refusal`` (did it refuse?) or ``harmful`` (does the answer
+            give harmful content?); the judge is then named ``llm_harm``/``llm_self_harm``.
+        human_labels: JSONL {id,prompt,output,label} scoring each judge.
+    """
 
     keyword: bool = True
     classifier: str = ""
@@ -160,7 +169,15 @@ class FinetuneConfig:
 
 @dataclass
 class EvalConfig:
-    """Everything ``evalkit run`` needs. ``model``: HF folder or trainer checkpoint; ``suites``: names."""
+    """Everything ``evalkit run`` needs.
+
+    Attributes:
+        model: HF folder or trainer checkpoint.
+        suites: names registered in ``evalkit.registry.SUITES`` (``evalkit/suites.py``), run in this order.
+        out: results folder.
+        report: report format.
+        decoding / backend / judges / data / direction / capability / finetune: the sections above.
+    """
 
     model: str = ""
     suites: list[str] = field(default_factory=lambda: ["asr"])

@@ -11,7 +11,7 @@ from pathlib import Path
 from evalkit.config import EvalConfig
 from evalkit.model import open_model, resolve_model_dir
 from evalkit.report import make_plots, write_json, write_report, write_samples
-from evalkit.suites import SUITE_FUNCS, Context, seed_everything
+from evalkit.suites import SUITES, Context, seed_everything
 from infra.config import save_config, to_dict
 from infra.folders import ResultsFolder
 from infra.log import get_logger
@@ -47,7 +47,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             t0 = time.perf_counter()
             log.info("suite %s on %s", suite, cfg.model)
             try:
-                res = SUITE_FUNCS[suite](ctx)
+                res = SUITES.get(suite)(ctx)
             except Exception as e:  # noqa: BLE001 - one failing suite must not lose the others
                 log.error("suite %s failed: %s", suite, e)
                 results["errors"][suite] = f"{type(e).__name__}: {e}"

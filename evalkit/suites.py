@@ -2,6 +2,9 @@
 
 metrics: flat-ish JSON-able dict written under the suite's name in results.json; samples: one dict
 per prompt (prompt, output, every judge's verdict) written to ``samples/<suite>.jsonl``.
+
+A suite is one ``@SUITES.register("name")`` above its function here; ``suites:`` in the config then
+accepts the name. The order of the registrations is the order names are listed in messages.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from evalkit import judges as J
 from evalkit.config import EvalConfig, steer_arm
 from evalkit.data import DataError, PromptSet, load_human_labels, load_prompts
 from evalkit.model import EvalModel, HFModel, ModelError
+from evalkit.registry import JUDGES, SUITES
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -54,24 +58,10 @@ class Context:
         return self._cache[key]
 
     def judges(self) -> list:
-        """Keyword judge plus the configured LLM judge (``self`` = the evaluated model) and classifier judge."""
+        """Every registered judge that ``cfg.judges`` switches on, in registry order (keyword, llm, classifier)."""
         if self._judges is None:
-            js = [J.KeywordJudge()] if self.cfg.judges.keyword else []
-            jc = self.cfg.judges
-            kw = {"max_new_tokens": jc.llm_max_new_tokens, "question": jc.llm_question}
-            suffix = "_harm" if jc.llm_question == "harmful" else ""  # which question the verdicts answer
-            if jc.llm_model == "self":
-                js.append(J.LLMJudge(self.model, "llm_self" + suffix, **kw))
-            elif jc.llm_model:
-                js.append(J.LLMJudge(HFModel(jc.llm_model), "llm" + suffix, **kw))
-            elif jc.llm_url:
-                from evalkit.model import OpenAIModel
-
-                js.append(J.LLMJudge(OpenAIModel(jc.llm_url, jc.llm_served_model), "llm" + suffix, **kw))
-            if jc.classifier:
-                from evalkit.classifier_judge import ClassifierJudge
-
-                js.append(ClassifierJudge(jc.classifier, jc.classifier_threshold))
+            js = [j for j in (JUDGES.get(kind).from_config(self.cfg.judges, self.model) for kind in JUDGES)
+                  if j is not None]
             if not js:
                 raise ValueError("no judge configured: set judges.keyword=true, judges.classifier or an LLM judge")
             self._judges = js
@@ -132,6 +122,7 @@ def _harmful_set(ctx: Context) -> PromptSet:
 
 
 # -- suites ---------------------------------------------------------------------------------------
+@SUITES.register("asr")
 def suite_asr(ctx: Context) -> SuiteResult:
     """Attack success rate on harmful prompts, per judge, with agreement and human-label scores."""
     ps = _harmful_set(ctx)
@@ -147,6 +138,7 @@ def suite_asr(ctx: Context) -> SuiteResult:
     return SuiteResult(metrics, samples, {"asr_by_judge": dict(metrics["judges"])})
 
 
+@SUITES.register("overrefusal")
 def suite_overrefusal(ctx: Context) -> SuiteResult:
     """Benign but harmful-looking prompts: share of each of the four answer classes."""
     ps = ctx.prompts("overrefusal", "all")
@@ -154,10 +146,9 @@ def suite_overrefusal(ctx: Context) -> SuiteResult:
     gens = ctx.model.generate(texts, ctx.cfg.decoding)
     classes = {"rules": [J.overrefusal_class(g.text) for g in gens]}
     for j in ctx.judges():
-        if isinstance(j, J.LLMJudge):
-            jj = J.LLMJudge(j.model, j.name, J.OVERREFUSAL_LLM_TEMPLATE, j.max_new_tokens)
-            jj.judge_many(texts, [g.text for g in gens])
-            classes[j.name] = [J.parse_overrefusal_letter(t) for t in jj.raw]
+        classify = getattr(j, "overrefusal_classes", None)  # judges that can tell the four classes (LLM)
+        if classify is not None:
+            classes[j.name] = classify(texts, [g.text for g in gens])
     metrics: dict = {"judges": {}}
     for name, cl in classes.items():
         n = len(cl)
@@ -177,6 +168,14 @@ def suite_overrefusal(ctx: Context) -> SuiteResult:
                                                                   for c in J.OVERREFUSAL_CLASSES}})
 
 
+@SUITES.register("capability")
+def suite_capability(ctx: Context) -> SuiteResult:
+    from evalkit.capability import run_lm_eval
+
+    metrics = run_lm_eval(ctx.hf("capability"), ctx.cfg.capability, ctx.out / "capability")
+    return SuiteResult(metrics, [], {"capability": {t: v.get("acc") for t, v in metrics["tasks"].items()}})
+
+
 def _train_test(ctx: Context, cap: int = 0):
     """Harmful and harmless prompts split into train/test by their ``split`` field."""
     out = {}
@@ -189,6 +188,7 @@ def _train_test(ctx: Context, cap: int = 0):
     return out
 
 
+@SUITES.register("probes")
 def suite_probes(ctx: Context) -> SuiteResult:
     """Per-layer logistic probes on last-token activations: held-out AUROC and accuracy."""
     from evalkit.directions import activations
@@ -209,6 +209,7 @@ def suite_probes(ctx: Context) -> SuiteResult:
     return SuiteResult(metrics, [], {"probe_auroc": [(r["layer"], r["auroc"]) for r in layers]})
 
 
+@SUITES.register("safebeam")
 def suite_safebeam(ctx: Context) -> SuiteResult:
     """ASR with the configured decoding versus SafeBeam on the same prompts."""
     ps = _harmful_set(ctx)
@@ -233,6 +234,7 @@ def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
     return mean_difference(model, tt["train"][0], tt["train"][1], layer)
 
 
+@SUITES.register("steering")
 def suite_steering(ctx: Context) -> SuiteResult:
     """Each arm of ``direction.steer`` adds or subtracts the direction on a prompt set; by default it is
     added on harmless prompts (does refusal go up?) and subtracted on harmful ones (does ASR go up?):
@@ -340,39 +342,12 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
                                           "refusal_before_after": rates, "projection_before_after": signed})
 
 
+@SUITES.register("abliteration")
 def suite_abliteration(ctx: Context) -> SuiteResult:
     return run_abliteration(ctx, ctx.hf("abliteration"))
 
 
-def suite_self_refusal(ctx: Context) -> SuiteResult:
-    """The model judges its own answers (yes/no 'was that a refusal?'), compared with the judges."""
-    texts, samples = [], []
-    for which in ("harmful", "harmless"):
-        try:
-            ps = ctx.prompts(which)
-        except DataError:
-            continue
-        texts += [(which, p) for p in ps.prompts]
-    prompts = [p.prompt for _, p in texts]
-    outputs = [g.text for g in ctx.model.generate(prompts, ctx.cfg.decoding)]
-    verdicts, metrics = judge_outputs(ctx, prompts, outputs)
-    selfj = J.LLMJudge(ctx.model, "self_report", J.SELF_REFUSAL_TEMPLATE)
-    self_v = selfj.judge_many(prompts, outputs)
-    metrics["self_report"] = J.verdict_summary(self_v)
-    metrics["self_vs_judges"] = {n: J.cohen_kappa(self_v, v) for n, v in verdicts.items()}
-    samples = [{"set": which, "id": p.id, "prompt": p.prompt, "output": o, "self_report": sv, "self_raw": raw,
-                "verdicts": {n: v[i] for n, v in verdicts.items()}}
-               for i, ((which, p), o, sv, raw) in enumerate(zip(texts, outputs, self_v, selfj.raw))]
-    return SuiteResult(metrics, samples)
-
-
-def suite_capability(ctx: Context) -> SuiteResult:
-    from evalkit.capability import run_lm_eval
-
-    metrics = run_lm_eval(ctx.hf("capability"), ctx.cfg.capability, ctx.out / "capability")
-    return SuiteResult(metrics, [], {"capability": {t: v.get("acc") for t, v in metrics["tasks"].items()}})
-
-
+@SUITES.register("finetune-robustness")
 def suite_finetune_robustness(ctx: Context) -> SuiteResult:
     """Benign finetuning with the trainer's SFT mode, then ``asr`` on both models."""
     from evalkit.finetune import benign_finetune
@@ -393,11 +368,27 @@ def suite_finetune_robustness(ctx: Context) -> SuiteResult:
                                                               "after finetune": J.first_judge(after.metrics)}})
 
 
-SUITE_FUNCS = {
-    "asr": suite_asr, "overrefusal": suite_overrefusal, "capability": suite_capability, "probes": suite_probes,
-    "safebeam": suite_safebeam, "steering": suite_steering, "abliteration": suite_abliteration,
-    "finetune-robustness": suite_finetune_robustness, "self-refusal": suite_self_refusal,
-}
+@SUITES.register("self-refusal")
+def suite_self_refusal(ctx: Context) -> SuiteResult:
+    """The model judges its own answers (yes/no 'was that a refusal?'), compared with the judges."""
+    texts, samples = [], []
+    for which in ("harmful", "harmless"):
+        try:
+            ps = ctx.prompts(which)
+        except DataError:
+            continue
+        texts += [(which, p) for p in ps.prompts]
+    prompts = [p.prompt for _, p in texts]
+    outputs = [g.text for g in ctx.model.generate(prompts, ctx.cfg.decoding)]
+    verdicts, metrics = judge_outputs(ctx, prompts, outputs)
+    selfj = J.LLMJudge(ctx.model, "self_report", J.SELF_REFUSAL_TEMPLATE)
+    self_v = selfj.judge_many(prompts, outputs)
+    metrics["self_report"] = J.verdict_summary(self_v)
+    metrics["self_vs_judges"] = {n: J.cohen_kappa(self_v, v) for n, v in verdicts.items()}
+    samples = [{"set": which, "id": p.id, "prompt": p.prompt, "output": o, "self_report": sv, "self_raw": raw,
+                "verdicts": {n: v[i] for n, v in verdicts.items()}}
+               for i, ((which, p), o, sv, raw) in enumerate(zip(texts, outputs, self_v, selfj.raw))]
+    return SuiteResult(metrics, samples)
 
 
 def seed_everything(seed: int) -> None:

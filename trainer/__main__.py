@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="pretrain with a curriculum over a corpus folder (resumes run_dir)",
                        description="Train a megatron-core GPT on a corpus folder with a curriculum. Keys: "
-                       "run_dir, model.*, data.*, train.*, parallel.*, init.hf, sft.path, export.hf_at_end, "
-                       "logging.* (see docs/trainer.md). " + EXIT_NOTE)
+                       "run_dir, model.*, data.*, train.*, validation.*, parallel.*, init.hf, sft.path, "
+                       "export.hf_at_end, logging.* (see docs/trainer.md). " + EXIT_NOTE)
     add_config_arguments(p, default_config="configs/trainer/tiny.yaml")
     p = sub.add_parser("sft", help="supervised finetuning on chat JSONL (init.hf=HF_DIR sft.path=JSONL)",
                        description="Train in SFT mode: loss on assistant tokens only. " + EXIT_NOTE)

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from infra.folders import RunFolder
 from infra.log import get_logger
+from trainer.distributed import barrier
 
 log = get_logger(__name__)
 
@@ -41,11 +43,6 @@ OPTIM_META = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 def checkpoint_name(step: int) -> str:
     return f"iter_{step:07d}"
-
-
-def _barrier():
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _rank() -> int:
@@ -109,7 +106,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     p = Path(path)
     if (p / "trainer_state.json").is_file():
         return p
-    for root in (p / "checkpoints", p):
+    for root in (RunFolder(p).checkpoints, p):
         found = find_latest(root)
         if found is not None:
             return found
@@ -154,7 +151,7 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-    _barrier()
+    barrier()
     dist_checkpointing.save(_sharded(model_chunks, optimizer, is_loading=False), str(tmp))
     (tmp / "ranks").mkdir(exist_ok=True)
     torch.save({"rng": rng_state(), "data": loader_state}, tmp / "ranks" / f"rank_{rank:05d}.pt")
@@ -162,7 +159,7 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
         state = dict(trainer_state, step=step, scheduler=scheduler.state_dict() if scheduler else None,
                      optimizer_saved=optimizer is not None)
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    _barrier()
+    barrier()
     if rank == 0:
         if final.exists():
             shutil.rmtree(final)
@@ -176,7 +173,7 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
             shutil.rmtree(old, ignore_errors=True)
         for stale in root.glob("iter_*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
-    _barrier()
+    barrier()
     return final
 
 
@@ -188,12 +185,17 @@ def unwrap(module):
     return module
 
 
+def _adam_step_dtype() -> torch.dtype:
+    """The dtype torch's (non-fused) Adam gives its ``step`` tensors: float64 under a float64 default
+    dtype, else float32. Priming with the same dtype keeps a resumed run's bias correction, and so its
+    losses, bit-identical; spelt out here rather than importing torch's private helper for it."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
 def _prime_optimizer_state(optimizer) -> None:
     """Give a fresh torch Adam an (all-zero) state so that megatron can build the sharded state dict
     to load into: without apex/TE, ``DistributedOptimizer.state_dict()`` reads every param's ``step``,
     which torch's Adam only creates on its first step. The loaded values replace these in place."""
-    from torch.optim.optimizer import _get_scalar_dtype
-
     for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
         inner = getattr(opt, "optimizer", None)
         if not isinstance(inner, torch.optim.Optimizer):
@@ -202,7 +204,7 @@ def _prime_optimizer_state(optimizer) -> None:
             for p in group["params"]:
                 st = inner.state[p]
                 if "step" not in st:
-                    st["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
+                    st["step"] = torch.tensor(0.0, dtype=_adam_step_dtype())
                     st.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
                     st.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
 

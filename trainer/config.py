@@ -1,6 +1,7 @@
 """Typed configuration of ``python -m trainer train|sft`` (YAML under ``configs/trainer/``).
 
-Every field is documented; unknown keys and wrong types are rejected by ``infra.config``.
+Every field is documented in its class's ``Attributes:`` section; unknown keys and wrong types are
+rejected by ``infra.config``.
 """
 
 from __future__ import annotations
@@ -11,22 +12,30 @@ from typing import Literal
 from infra.config import ConfigError
 from infra.curriculum import CurriculumConfig, resolve_curriculum
 
-__all__ = ["TrainerConfig", "resolve_curriculum"]
+__all__ = ["TrainerConfig", "ValidationConfig", "resolve_curriculum"]
 
 
 @dataclass
 class ModelConfig:
     """Model architecture and implementation.
 
-    preset: ``tiny`` | ``smollm2-135m`` | ``smollm2-360m`` | ``smollm2-1.7b`` (ignored with ``init.hf``,
-        whose config.json defines the architecture).
-    spec: layer implementation, ``auto`` (best available) | ``te`` | ``torch`` (SDPA) | ``local``.
-    num_layers ... rope_theta: override single preset numbers (null keeps the preset's).
-    vocab_size: tokenizer vocabulary; null takes it from the corpus manifest / HF tokenizer.
-    make_vocab_size_divisible_by: the embedding is padded to a multiple of this times TP.
-    fp8: null (off) | ``e4m3`` | ``hybrid``; needs the ``te`` spec. fp8_recipe: TE recipe name.
-    compile: wrap the model in ``torch.compile`` (GPU; the torch spec benefits most).
-    init_std: std of the normal weight initialisation.
+    Attributes:
+        preset: ``tiny`` | ``smollm2-135m`` | ``smollm2-360m`` | ``smollm2-1.7b`` (ignored with
+            ``init.hf``, whose config.json defines the architecture).
+        spec: layer implementation, ``auto`` (best available) | ``te`` | ``torch`` (SDPA) | ``local``.
+        num_layers: overrides the preset's number of transformer layers (null keeps the preset's).
+        hidden_size: overrides the preset's model width (null keeps the preset's).
+        num_attention_heads: overrides the preset's query heads (null keeps the preset's).
+        num_query_groups: overrides the preset's key/value heads, GQA (null keeps the preset's).
+        ffn_hidden_size: overrides the preset's SwiGLU inner width (null keeps the preset's).
+        rope_theta: overrides the preset's rotary embedding base (null keeps the preset's).
+        vocab_size: tokenizer vocabulary; null takes it from the corpus manifest / HF tokenizer.
+        make_vocab_size_divisible_by: the embedding is padded to a multiple of this times TP.
+        fp8: null (off) | ``e4m3`` | ``hybrid``; needs the ``te`` spec.
+        fp8_recipe: Transformer-Engine FP8 recipe, ``delayed`` | ``tensorwise`` | ``mxfp8`` |
+            ``blockwise`` (used only with ``fp8``).
+        compile: wrap the model in ``torch.compile`` (GPU; the torch spec benefits most).
+        init_std: std of the normal weight initialisation.
     """
 
     preset: str = "tiny"
@@ -49,10 +58,12 @@ class ModelConfig:
 class DataConfig:
     """Pretraining data.
 
-    corpus: corpus folder written by ``datagen run`` (manifest.json, shards/<bucket>/).
-    curriculum: path to a curriculum YAML (``configs/trainer/curricula/*.yaml``) or the phases inline
-        (``{phases: [{start: 0.0, weights: {raw: 1.0}}, ...]}``).
-    seed: seed of the per-bucket permutations (independent of the model seed).
+    Attributes:
+        corpus: corpus folder written by ``datagen run`` (manifest.json, shards/<bucket>/).
+        curriculum: path to a curriculum YAML (``configs/trainer/curricula/*.yaml``) or the curriculum
+            inline (``{phases: [{start: 0.0, weights: {raw: 1.0}}, ...], max_epochs: 4}``); see
+            ``infra.curriculum.CurriculumConfig``.
+        seed: seed of the per-bucket permutations (independent of the model seed).
     """
 
     corpus: str = ""
@@ -64,20 +75,34 @@ class DataConfig:
 class TrainConfig:
     """Optimisation and schedule. Steps count optimizer steps (global batches).
 
-    train_steps, seq_length, global_batch_size (samples per step, all DP ranks), micro_batch_size
-        (samples per forward pass per rank; global = micro * DP * accumulation steps).
-    lr, min_lr, warmup_steps; schedule: ``cosine`` | ``wsd`` (warmup-stable-decay) | ``linear`` |
-        ``constant``; wsd_decay_fraction: share of the steps spent decaying in WSD.
-    weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad (0 disables clipping).
-    precision: ``auto`` (bf16 on GPU, fp32 on CPU) | ``bf16`` | ``fp32``.
-    distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
-    seed: model initialisation seed.
-    save_interval: checkpoint every N steps (0: only at the end); keep_last: checkpoints kept.
-    save_optimizer: write the optimizer state (Adam moments, fp32 main weights) into checkpoints. With
-        ``false`` a checkpoint holds the model only (a quarter of the size in fp32: 0.54 GB against
-        2.16 GB for a 135M model); resuming from it restarts Adam's moments from zero, like megatron's
-        ``--no-save-optim``. For finetunes that are exported and evaluated, not resumed.
-    log_interval: print a log line every N steps (metrics.jsonl gets every step).
+    Attributes:
+        train_steps: optimizer steps of the whole run (the curriculum's budget is
+            ``train_steps * global_batch_size * seq_length`` tokens).
+        seq_length: tokens per sample the model sees.
+        global_batch_size: samples per optimizer step over all data-parallel ranks.
+        micro_batch_size: samples per forward pass per rank; global = micro * DP * accumulation steps.
+        lr: peak learning rate (after warmup).
+        min_lr: learning rate at the end of the decay.
+        warmup_steps: linear warmup from 0 to ``lr`` over this many steps.
+        schedule: ``cosine`` | ``wsd`` (warmup-stable-decay) | ``linear`` | ``constant``.
+        wsd_decay_fraction: share of the steps spent decaying in WSD.
+        weight_decay: decoupled (AdamW) weight decay.
+        adam_beta1: Adam's first-moment decay.
+        adam_beta2: Adam's second-moment decay.
+        adam_eps: Adam's denominator epsilon.
+        clip_grad: global gradient-norm clipping threshold (0 disables clipping).
+        precision: ``auto`` (bf16 on GPU, fp32 on CPU) | ``bf16`` | ``fp32``.
+        distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
+        seed: model initialisation seed.
+        save_interval: checkpoint every N steps (0: only at the end).
+        keep_last: complete checkpoints kept (older ones are deleted).
+        save_optimizer: write the optimizer state (Adam moments, fp32 main weights) into checkpoints.
+            With ``false`` a checkpoint holds the model only (a quarter of the size in fp32: 0.54 GB
+            against 2.16 GB for a 135M model); resuming from it restarts Adam's moments from zero, like
+            megatron's ``--no-save-optim``. For finetunes that are exported and evaluated, not resumed.
+        log_interval: print a log line every N steps (metrics.jsonl gets every step).
+        peak_tflops: dense bf16 peak TFLOP/s of one accelerator, the denominator of the ``mfu``
+            metric (H100/H200 SXM: 989). Only the metric depends on it.
     """
 
     train_steps: int = 100
@@ -101,6 +126,7 @@ class TrainConfig:
     keep_last: int = 2
     save_optimizer: bool = True
     log_interval: int = 10
+    peak_tflops: float = 989.0
 
     def validate(self) -> None:
         for name in ("train_steps", "seq_length", "global_batch_size", "micro_batch_size"):
@@ -117,11 +143,48 @@ class TrainConfig:
             raise ConfigError(f"key 'train.min_lr' ({self.min_lr}) is larger than train.lr ({self.lr})")
         if self.keep_last < 1:
             raise ConfigError(f"key 'train.keep_last': must be >= 1, got {self.keep_last}")
+        if not self.peak_tflops > 0:
+            raise ConfigError(f"key 'train.peak_tflops': must be > 0, got {self.peak_tflops}")
+
+
+@dataclass
+class ValidationConfig:
+    """Validation loss on held-out samples of every curriculum bucket (pretraining only).
+
+    Attributes:
+        interval: compute the validation loss every N steps; 0 (the default) turns validation off,
+            holds nothing out and leaves the run exactly as without this section.
+        samples_per_bucket: packed samples held out at the end of every active bucket. While
+            validation is on they are never trained on: each bucket's training epochs run over its
+            other samples, so turning validation on (or changing this number) changes the training
+            samples, and a run cannot be resumed with a different setting.
+        at_end: also validate after the last step when ``train_steps`` is not a multiple of
+            ``interval`` (only while validation is on).
+    """
+
+    interval: int = 0
+    samples_per_bucket: int = 8
+    at_end: bool = True
+
+    def validate(self) -> None:
+        if self.interval < 0:
+            raise ConfigError(f"key 'validation.interval': must be >= 0 (0: off), got {self.interval}")
+        if self.samples_per_bucket < 1:
+            raise ConfigError(f"key 'validation.samples_per_bucket': must be >= 1, got {self.samples_per_bucket}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
 
 
 @dataclass
 class ParallelConfig:
-    """tp: tensor-parallel size; pp: pipeline-parallel size. DP = WORLD_SIZE / (tp * pp)."""
+    """Model parallelism; the data-parallel size is ``WORLD_SIZE / (tp * pp)``.
+
+    Attributes:
+        tp: tensor-parallel size.
+        pp: pipeline-parallel size.
+    """
 
     tp: int = 1
     pp: int = 1
@@ -129,31 +192,52 @@ class ParallelConfig:
 
 @dataclass
 class InitConfig:
-    """hf: an HF Llama folder (config.json + safetensors + tokenizer) to start from; its weights are
-    imported into the megatron model, the tag token is added to its vocabulary if missing."""
+    """Where the weights start.
+
+    Attributes:
+        hf: an HF Llama folder (config.json + safetensors + tokenizer) to start from; its weights are
+            imported into the megatron model, the tag token is added to its vocabulary if missing.
+            Null: random initialisation.
+    """
 
     hf: str | None = None
 
 
 @dataclass
 class SFTConfig:
-    """path: chat JSONL (``{"messages": [{"role", "content"}, ...]}`` per line); SFT mode when set.
-    Loss is computed on assistant tokens only (``trainer.data.loader.SFTLoader``)."""
+    """Supervised finetuning on chat data.
+
+    Attributes:
+        path: chat JSONL (``{"messages": [{"role", "content"}, ...]}`` per line); SFT mode when set.
+            Loss is computed on assistant tokens only (``trainer.data.loader.SFTLoader``).
+    """
 
     path: str | None = None
 
 
 @dataclass
 class ExportConfig:
-    """hf_at_end: write an HF Llama folder (+ tokenizer) to ``run_dir/hf`` when training ends."""
+    """Export when training ends.
+
+    Attributes:
+        hf_at_end: write an HF Llama folder (+ tokenizer) to ``run_dir/hf`` when training ends.
+    """
 
     hf_at_end: bool = False
 
 
 @dataclass
 class LoggingConfig:
-    """tensorboard: write ``run_dir/tensorboard``; wandb: also log to Weights & Biases (needs the
-    ``wandb`` package); wandb_project / wandb_name: W&B run identity; progress: show a progress bar."""
+    """Where the metrics go besides ``run_dir/metrics.jsonl``.
+
+    Attributes:
+        tensorboard: write TensorBoard scalars to ``run_dir/tensorboard``.
+        wandb: also log to Weights & Biases (needs the ``wandb`` package).
+        wandb_project: the W&B project.
+        wandb_name: the W&B run name, also used as its id (null: W&B names the run, the id is the run
+            folder's name).
+        progress: show a progress bar on the main rank (``PROGRESS=0`` hides it too).
+    """
 
     tensorboard: bool = True
     wandb: bool = False
@@ -164,13 +248,27 @@ class LoggingConfig:
 
 @dataclass
 class TrainerConfig:
-    """Everything ``python -m trainer train`` needs. run_dir: the run folder (config, metrics,
-    checkpoints, tensorboard); an existing run folder with checkpoints is resumed."""
+    """Everything ``python -m trainer train|sft`` needs.
+
+    Attributes:
+        run_dir: the run folder (``infra.folders.RunFolder``: run.json, config, tokenizer, metrics,
+            checkpoints, tensorboard, hf); an existing run folder with checkpoints is resumed.
+        model: architecture and implementation.
+        data: corpus and curriculum (pretraining).
+        train: optimisation, schedule, checkpointing.
+        validation: held-out validation loss per bucket (off by default).
+        parallel: tensor and pipeline parallel sizes.
+        init: starting weights.
+        sft: chat data; setting ``sft.path`` switches to SFT mode.
+        export: HF export at the end.
+        logging: TensorBoard, W&B, progress bar.
+    """
 
     run_dir: str = "runs/tiny"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     init: InitConfig = field(default_factory=InitConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -188,6 +286,9 @@ class TrainerConfig:
             resolve_curriculum(self.data.curriculum)  # a missing or invalid file fails here, not at step 0
         if self.parallel.tp < 1 or self.parallel.pp < 1:
             raise ConfigError("keys 'parallel.tp'/'parallel.pp' must be >= 1")
+        if self.validation.enabled and self.sft.path is not None:
+            raise ConfigError("key 'validation.interval': validation holds out curriculum buckets' samples and "
+                              "is not supported in SFT mode (sft.path is set); use validation.interval=0")
 
     @property
     def sft_mode(self) -> bool:

@@ -30,7 +30,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 _ENABLED = False
-_MODE: "_CudaToCpuMode | None" = None
+_MODE: _CudaToCpuMode | None = None
 
 
 def _is_cuda_device(dev) -> bool:

@@ -19,6 +19,16 @@ from trainer import cpu_compat
 
 @dataclass
 class DistInfo:
+    """This process's place in the world; the loop reads ranks from here, not megatron's globals.
+
+    Attributes:
+        rank, world_size, local_rank: torchrun's global rank, world size and rank on the node.
+        tp, pp, dp: tensor-, pipeline- and data-parallel sizes.
+        dp_rank, tp_rank, pp_rank: this process's rank in each of them.
+        device: the CUDA device of ``local_rank``, or the CPU.
+        backend: ``nccl`` or ``gloo``.
+    """
+
     rank: int
     world_size: int
     local_rank: int
@@ -36,7 +46,13 @@ class DistInfo:
         return self.rank == 0
 
     @property
+    def is_first_stage(self) -> bool:
+        """First pipeline stage: it holds the embedding (megatron's ``pre_process``)."""
+        return self.pp_rank == 0
+
+    @property
     def is_last_stage(self) -> bool:
+        """Last pipeline stage: it holds the output layer and computes the loss (``post_process``)."""
         return self.pp_rank == self.pp - 1
 
 
@@ -101,5 +117,6 @@ def shutdown() -> None:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op without a process group, e.g. in single-process tools)."""
     if dist.is_initialized():
         dist.barrier()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from infra.folders import RunFolder
 from infra.log import get_logger
 from trainer.model import Arch
 
@@ -28,7 +29,8 @@ def export_state_dict(sd: dict[str, torch.Tensor], arch: Arch, vocab_size: int, 
 
 
 def _find_tokenizer(ckpt_dir: Path) -> Path:
-    for cand in (ckpt_dir / "tokenizer", ckpt_dir.parent.parent / "tokenizer"):
+    # a checkpoint folder is run_dir/checkpoints/iter_XXXXXXX: the run folder is two levels up
+    for cand in (ckpt_dir / "tokenizer", RunFolder(ckpt_dir.parent.parent).tokenizer):
         if (cand / "tokenizer_config.json").is_file() or (cand / "tokenizer.json").is_file():
             return cand
     raise FileNotFoundError(f"{ckpt_dir}: no tokenizer found (looked in the checkpoint folder and the run "

@@ -17,7 +17,6 @@ control flow inside the specs themselves; ``select_spec`` is the only place that
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +62,8 @@ class SDPACoreAttention(torch.nn.Module):
     """
 
     def __init__(self, config, layer_number: int, attn_mask_type, attention_type: str,
-                 attention_dropout: Optional[float] = None, softmax_scale: Optional[float] = None,
-                 cp_comm_type: Optional[str] = None, pg_collection=None):
+                 attention_dropout: float | None = None, softmax_scale: float | None = None,
+                 cp_comm_type: str | None = None, pg_collection=None):
         super().__init__()
         from megatron.core.transformer.enums import AttnMaskType
 

@@ -1,9 +1,14 @@
 """Per-step metrics: ``run_dir/metrics.jsonl`` always, TensorBoard by default, W&B optionally.
 
 One JSON object per optimizer step: ``step``, ``tokens`` (cumulative), ``loss``, ``lr``,
-``grad_norm``, ``tokens_per_s``, ``mfu`` (GPU only, else null), ``bucket_samples`` (samples per
-bucket in this step's global batch) and ``bucket_tokens`` (cumulative tokens per bucket). On resume
-lines after the checkpoint's step are dropped first, so the file never holds a step twice.
+``grad_norm``, ``tokens_per_s``, ``mfu`` (GPU only, else null), ``phase``, ``bucket_samples``
+(samples per bucket in this step's global batch), ``bucket_tokens`` (cumulative tokens per bucket)
+and, on the steps that ran validation only, ``val_loss`` (mean per-token loss on each bucket's
+held-out samples). On resume lines after the checkpoint's step are dropped first, so the file never
+holds a step twice.
+
+TensorBoard / W&B scalars: ``train/<key>`` for the numbers, ``train/bucket_tokens/<bucket>`` and
+``val_loss/<bucket>``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from infra.folders import RunFolder
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -34,13 +40,14 @@ class MetricsWriter:
         self._wandb = None
         if not enabled:
             return
-        self.path = Path(run_dir) / "metrics.jsonl"
+        folder = RunFolder(run_dir)
+        self.path = folder.metrics
         self._truncate_after(resume_step)
         self._f = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
+            self._tb = SummaryWriter(log_dir=str(folder.tensorboard), purge_step=resume_step + 1)
         if wandb:
             try:
                 import wandb as wb
@@ -67,14 +74,17 @@ class MetricsWriter:
         self._f.write(json.dumps(record) + "\n")
         self._f.flush()
         step = record["step"]
-        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step" and v is not None}
+        scalars = {f"train/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and k != "step" and v is not None}
         for b, v in (record.get("bucket_tokens") or {}).items():
-            scalars[f"bucket_tokens/{b}"] = v
+            scalars[f"train/bucket_tokens/{b}"] = v
+        for b, v in (record.get("val_loss") or {}).items():
+            scalars[f"val_loss/{b}"] = v
         if self._tb is not None:
             for k, v in scalars.items():
-                self._tb.add_scalar(f"train/{k}", v, step)
+                self._tb.add_scalar(k, v, step)
         if self._wandb is not None:
-            self._wandb.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+            self._wandb.log(scalars, step=step)
 
     def close(self) -> None:
         if not self.enabled:

@@ -151,7 +151,8 @@ def mask_padded_vocab(model, vocab_size: int, tp_rank: int = 0, tp_size: int = 1
     out_layer = getattr(model, "output_layer", None)
     if out_layer is None:
         return  # not the last pipeline stage
-    shard = out_layer.weight.shape[0] if out_layer.weight is not None else model.embedding.word_embeddings.weight.shape[0]
+    weight = out_layer.weight if out_layer.weight is not None else model.embedding.word_embeddings.weight
+    shard = weight.shape[0]
     start = max(0, min(shard, vocab_size - tp_rank * shard))
     if start == shard:
         return  # this TP rank holds no padding rows

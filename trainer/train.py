@@ -1,41 +1,54 @@
-"""The training loop: set-up helpers first, then ``train()``, one loop read top to bottom.
+"""The training loop: set-up helpers first, then the step functions, then ``train()``.
 
-Pretraining reads a corpus folder through ``trainer.data.loader.CurriculumLoader`` (the curriculum
-changes the bucket mix at step boundaries inside the loader); SFT mode (``sft.path``) reads chat
-JSONL through ``SFTLoader`` with the loss on assistant tokens only. Both go through the same loop.
+``train()`` reads top to bottom: set up (distributed world, run folder, model, optimizer, loader),
+resume from the newest checkpoint, then ``train_step`` / ``maybe_validate`` / ``log_step`` /
+``maybe_save`` until ``train.train_steps``. Pretraining reads a corpus folder through
+``trainer.data.loader.CurriculumLoader`` (the curriculum changes the bucket mix at step boundaries
+inside the loader); SFT mode (``sft.path``) reads chat JSONL through ``SFTLoader`` with the loss on
+assistant tokens only. The loop sees either through the ``BatchLoader`` protocol.
 
 Loss normalisation: megatron's ``calculate_per_token_loss`` is on, so gradients are the mean over
 every unmasked token of the *global* batch whatever the DP size or micro-batch split; this is what
-makes DP=2 reproduce a single process and SFT masks weigh every target token equally.
+makes DP=2 reproduce a single process and SFT masks weigh every target token equally. The
+validation loss is the same per-token mean over a bucket's held-out samples.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from infra.config import save_config, to_dict
+from infra.folders import RunFolder
 from infra.log import get_logger, progress, setup_logging
+from infra.proc import run_cli
 from trainer import checkpoint as ckpt
 from trainer.config import TrainerConfig, resolve_curriculum
-from trainer.distributed import DistInfo, init_distributed, shutdown
+from trainer.distributed import DistInfo, barrier, init_distributed, shutdown
 from trainer.layer_specs import fp8_config_kwargs, resolve_spec_name
-from trainer.model import (Arch, arch_from_hf_config, build_gpt, flops_per_token, mask_padded_vocab,
-                           padded_vocab_size, resolve_arch, transformer_config)
+from trainer.model import (
+    Arch,
+    arch_from_hf_config,
+    build_gpt,
+    flops_per_token,
+    mask_padded_vocab,
+    padded_vocab_size,
+    resolve_arch,
+    transformer_config,
+)
+
+if TYPE_CHECKING:
+    from trainer.data.loader import BatchLoader
 
 log = get_logger("trainer")
-
-PEAK_BF16_FLOPS = float(os.environ.get("SPT_PEAK_TFLOPS", "989")) * 1e12  # H100/H200 dense bf16
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,9 +104,7 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     ``init.hf`` weights are copied in *before* DDP and the optimizer exist, because DDP moves
     parameters into its contiguous buffers and the optimizer clones fp32 master weights.
     """
-    from megatron.core import parallel_state as ps
-    from megatron.core.distributed import (DistributedDataParallel, DistributedDataParallelConfig,
-                                           finalize_model_grads)
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.transformer.module import Float16Module
@@ -102,7 +113,7 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     config = transformer_config(ms.arch, tp=info.tp, pp=info.pp, dtype=ms.dtype, init_std=cfg.model.init_std,
                                 spec=ms.spec, fp8=fp8_config_kwargs(cfg.model.fp8, cfg.model.fp8_recipe, ms.spec))
     model = build_gpt(config, ms.arch, ms.spec, ms.padded_vocab, t.seq_length,
-                      pre_process=ps.is_pipeline_first_stage(), post_process=ps.is_pipeline_last_stage())
+                      pre_process=info.is_first_stage, post_process=info.is_last_stage)
     mask_padded_vocab(model, ms.vocab_size, info.tp_rank, info.tp)
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
@@ -143,17 +154,20 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     return ddp, optimizer, scheduler
 
 
-def build_loader(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo):
-    """The curriculum loader (pretraining) or the SFT loader, sharded over DP ranks."""
+def build_loader(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo) -> BatchLoader:
+    """The curriculum loader (pretraining) or the SFT loader, sharded over DP ranks. With validation on,
+    the curriculum loader holds ``validation.samples_per_bucket`` samples of every bucket out."""
     from trainer.data.loader import CurriculumLoader, SFTLoader
 
     t = cfg.train
     if cfg.sft_mode:
         return SFTLoader(cfg.sft.path, ms.tokenizer, t.seq_length, t.global_batch_size, cfg.data.seed,
                          dp_rank=info.dp_rank, dp_size=info.dp)
+    v = cfg.validation
     return CurriculumLoader(cfg.data.corpus, resolve_curriculum(cfg.data.curriculum), t.seq_length,
                             t.global_batch_size, t.train_steps, cfg.data.seed, dp_rank=info.dp_rank,
-                            dp_size=info.dp, expected_vocab_size=len(ms.tokenizer))
+                            dp_size=info.dp, expected_vocab_size=len(ms.tokenizer),
+                            heldout_per_bucket=v.samples_per_bucket if v.enabled else 0)
 
 
 def make_forward_step():
@@ -189,10 +203,8 @@ def split_microbatches(batch: dict, micro_batch_size: int, device) -> list[dict]
 def reduce_loss(losses: list[dict], info: DistInfo) -> float:
     """Mean loss over every unmasked token of the global batch (summed on the last PP stage's TP rank 0
     of every DP replica, so each token counts once)."""
-    from megatron.core import parallel_state as ps
-
     total = torch.zeros(2, dtype=torch.float64, device=info.device)
-    if ps.is_pipeline_last_stage() and info.tp_rank == 0:
+    if info.is_last_stage and info.tp_rank == 0:
         for x in losses:
             total += x["lm"].to(torch.float64)
     if dist.is_initialized() and info.world_size > 1:
@@ -220,8 +232,6 @@ class StopSignal:
 
 
 def model_meta(ms: ModelSetup, cfg: TrainerConfig, info: DistInfo) -> dict:
-    from dataclasses import asdict
-
     return {"arch": asdict(ms.arch), "vocab_size": ms.vocab_size, "padded_vocab": ms.padded_vocab,
             "spec": ms.spec, "dtype": str(ms.dtype).replace("torch.", ""), "world_size": info.world_size,
             "tp": info.tp, "pp": info.pp, "seq_length": cfg.train.seq_length}
@@ -232,8 +242,21 @@ def save_tokenizer(tokenizer, path: Path) -> None:
         tokenizer.save_pretrained(str(path))
 
 
-def export_at_end(ckpt_dir: Path, out: Path, info: DistInfo, ddp, ms: ModelSetup) -> None:
+def prepare_run_folder(folder: RunFolder, cfg: TrainerConfig, ms: ModelSetup, info: DistInfo) -> None:
+    """Main rank, at every start (fresh or resumed): resolved config, tokenizer, ``run.json``."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, folder.config)
+    save_tokenizer(ms.tokenizer, folder.tokenizer)
+    folder.write_info(mode="sft" if cfg.sft_mode else "pretrain", world_size=info.world_size, tp=info.tp,
+                      pp=info.pp, dp=info.dp)
+    log.info("model: %s layers, hidden %d, vocab %d (padded %d), spec=%s, %s, TP=%d PP=%d DP=%d",
+             ms.arch.num_layers, ms.arch.hidden_size, ms.vocab_size, ms.padded_vocab, ms.spec,
+             str(ms.dtype).replace("torch.", ""), info.tp, info.pp, info.dp)
+
+
+def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup) -> None:
     """Write ``run_dir/hf``: in process for a world of one, else as a TP=1 subprocess on rank 0."""
+    out = folder.hf
     if info.world_size == 1:
         from trainer.export import export_state_dict
 
@@ -242,10 +265,225 @@ def export_at_end(ckpt_dir: Path, out: Path, info: DistInfo, ddp, ms: ModelSetup
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
         export_state_dict(sd, ms.arch, ms.vocab_size, ms.tokenizer, out)
     elif info.is_main:
-        subprocess.run([sys.executable, "-m", "trainer", "export-hf", str(ckpt_dir), str(out)], check=True,
-                       env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
-                                                                           "MASTER_ADDR", "MASTER_PORT")})
-    ckpt._barrier()
+        # Absolute paths: the child runs from the repository root and the run folder may be relative.
+        # No log file: the export's output joins this job's log, as before, since it is a step of the run.
+        run_cli("trainer", ["export-hf", str(Path(ckpt_dir).resolve()), str(out.resolve())], log_path=None,
+                what="export-hf")
+    barrier()
+    if info.is_main:
+        log.info("exported HF model to %s", out)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop's pieces
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    """What the step functions share: the config, the world, the model, its optimizer, the data.
+
+    Attributes:
+        cfg: the run's config.
+        info: this process's ranks.
+        folder: the run folder.
+        ms: architecture, vocabulary, dtype, tokenizer.
+        ddp: the DDP-wrapped model (one chunk).
+        optimizer: megatron's optimizer.
+        scheduler: megatron's LR / weight-decay scheduler.
+        loader: the batches (pretraining or SFT).
+        num_microbatches: micro-batches per step on this rank (gradient accumulation).
+        forward_backward: megatron's schedule for this PP size.
+        forward_step: its ``forward_step_func`` (``make_forward_step``).
+        flops_per_token: model FLOPs per trained token (for MFU).
+    """
+
+    cfg: TrainerConfig
+    info: DistInfo
+    folder: RunFolder
+    ms: ModelSetup
+    ddp: object
+    optimizer: object
+    scheduler: object
+    loader: BatchLoader
+    num_microbatches: int
+    forward_backward: object
+    forward_step: object
+    flops_per_token: float
+
+
+@dataclass
+class TrainState:
+    """The loop's counters.
+
+    Attributes:
+        step: optimizer steps done (a checkpoint's step).
+        tokens: tokens trained on so far.
+        loss: the last step's loss.
+        phase: curriculum phase of the last step (a change is logged).
+        stopped_by_signal: the loop stopped on SIGTERM / SIGUSR1 after saving.
+    """
+
+    step: int = 0
+    tokens: int = 0
+    loss: float = float("nan")
+    phase: int = 0
+    stopped_by_signal: bool = False
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports.
+
+    Attributes:
+        loss: mean per-token loss of the global batch.
+        lr: the learning rate it ran at.
+        grad_norm: global gradient norm (None when megatron reports none).
+        seconds: wall time of the step.
+        phase: curriculum phase in force at its start.
+        bucket_counts: samples per bucket in its global batch.
+    """
+
+    loss: float
+    lr: float
+    grad_norm: float | None
+    seconds: float
+    phase: int
+    bucket_counts: dict
+
+
+def build_trainer(cfg: TrainerConfig, info: DistInfo, folder: RunFolder, ms: ModelSetup) -> Trainer:
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    t = cfg.train
+    if t.global_batch_size % (info.dp * t.micro_batch_size):
+        raise ValueError(f"train.global_batch_size={t.global_batch_size} must be a multiple of "
+                         f"micro_batch_size*DP = {t.micro_batch_size}*{info.dp}")
+    # the loader first: its start-up checks (corpus, tokenizer, epoch limits) fail in seconds, before a
+    # large model is built; it draws no torch random numbers, so the model's initialisation is unchanged
+    loader = build_loader(cfg, ms, info)
+    ddp, optimizer, scheduler = build_model_and_optimizer(cfg, ms, info)
+    return Trainer(cfg=cfg, info=info, folder=folder, ms=ms, ddp=ddp, optimizer=optimizer, scheduler=scheduler,
+                   loader=loader, num_microbatches=t.global_batch_size // info.dp // t.micro_batch_size,
+                   forward_backward=get_forward_backward_func(), forward_step=make_forward_step(),
+                   flops_per_token=flops_per_token(ms.arch, ms.padded_vocab, t.seq_length))
+
+
+def resume(tr: Trainer) -> TrainState:
+    """Automatic resume from the newest complete checkpoint: model, optimizer, scheduler, data, RNG."""
+    state = TrainState()
+    latest = ckpt.find_latest(tr.folder.checkpoints)
+    if latest is not None:
+        saved, data_state = ckpt.load_checkpoint(latest, [tr.ddp], tr.optimizer, tr.scheduler)
+        tr.loader.load_state_dict(data_state)
+        state.step, state.tokens = saved["step"], saved["tokens"]
+        log.info("resumed from %s at step %d", latest, state.step)
+    state.phase = tr.loader.phase_at(state.step)
+    return state
+
+
+def train_step(tr: Trainer, state: TrainState) -> StepResult:
+    """Next batch, forward + backward over its micro-batches (pipeline schedule when PP > 1), optimizer
+    and LR-scheduler step; advances ``state``."""
+    t = tr.cfg.train
+    phase = tr.loader.phase_at(state.step)  # the loader switches the mix at this step boundary
+    start = time.perf_counter()
+    batch = tr.loader.next_batch()
+    microbatches = split_microbatches(batch, t.micro_batch_size, tr.info.device)
+    tr.ddp.zero_grad_buffer()
+    tr.optimizer.zero_grad()
+    losses = tr.forward_backward(forward_step_func=tr.forward_step, data_iterator=iter(microbatches),
+                                 model=[tr.ddp], num_microbatches=tr.num_microbatches, seq_length=t.seq_length,
+                                 micro_batch_size=t.micro_batch_size, forward_only=False)
+    lr = tr.optimizer.param_groups[0]["lr"]
+    update_ok, grad_norm, _ = tr.optimizer.step()
+    if not update_ok:
+        raise FloatingPointError(f"step {state.step}: optimizer step skipped (non-finite gradients)")
+    tr.scheduler.step(increment=1)
+    loss = reduce_loss(losses, tr.info)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"step {state.step}: loss is {loss}")
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    state.step += 1
+    state.tokens += t.global_batch_size * t.seq_length
+    state.loss = loss
+    return StepResult(loss=loss, lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None,
+                      seconds=elapsed, phase=phase, bucket_counts=batch["bucket_counts"])
+
+
+def validate(tr: Trainer) -> dict[str, float]:
+    """Mean per-token loss on each bucket's held-out samples: forward only, no gradients, eval mode."""
+    t = tr.cfg.train
+    out = {}
+    tr.ddp.eval()
+    try:
+        with torch.no_grad():
+            for bucket in tr.loader.heldout_buckets:
+                batch = tr.loader.heldout_batch(bucket, multiple_of=t.micro_batch_size)
+                microbatches = split_microbatches(batch, t.micro_batch_size, tr.info.device)
+                losses = tr.forward_backward(forward_step_func=tr.forward_step, data_iterator=iter(microbatches),
+                                             model=[tr.ddp], num_microbatches=len(microbatches),
+                                             seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
+                                             forward_only=True)
+                out[bucket] = reduce_loss(losses, tr.info)
+    finally:
+        tr.ddp.train()
+    return out
+
+
+def maybe_validate(tr: Trainer, state: TrainState) -> dict[str, float] | None:
+    """The validation losses when this step is due (every ``validation.interval`` steps, and after the
+    last step with ``validation.at_end``), else None."""
+    v = tr.cfg.validation
+    if not v.enabled:
+        return None
+    if state.step % v.interval and not (v.at_end and state.step == tr.cfg.train.train_steps):
+        return None
+    val_loss = validate(tr)
+    if tr.info.is_main:
+        log.info("step %d val_loss %s", state.step, " ".join(f"{b} {x:.4f}" for b, x in val_loss.items()))
+    return val_loss
+
+
+def log_step(tr: Trainer, state: TrainState, r: StepResult, val_loss: dict[str, float] | None, metrics,
+             bar) -> None:
+    """The step's metrics.jsonl record (with ``val_loss`` when it validated), the progress bar, the
+    periodic log line, and a log line when a curriculum phase starts."""
+    t, info = tr.cfg.train, tr.info
+    if r.phase != state.phase:
+        state.phase = r.phase
+        if info.is_main:
+            log.info("step %d: curriculum phase %d starts: %s", state.step - 1, r.phase,
+                     tr.loader.phase_weights(r.phase))
+    tps = t.global_batch_size * t.seq_length / r.seconds
+    mfu = tps * tr.flops_per_token / (t.peak_tflops * 1e12 * info.world_size) if torch.cuda.is_available() else None
+    record = {"step": state.step, "tokens": state.tokens, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
+              "tokens_per_s": tps, "mfu": mfu, "phase": r.phase, "bucket_samples": r.bucket_counts,
+              "bucket_tokens": tr.loader.cumulative_tokens}
+    if val_loss is not None:
+        record["val_loss"] = val_loss
+    metrics.log(record)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{r.loss:.3f}", lr=f"{r.lr:.2e}")
+    if info.is_main and (state.step % t.log_interval == 0 or state.step == t.train_steps):
+        log.info("step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, t.train_steps, r.loss,
+                 r.lr, r.grad_norm or 0.0, tps)
+
+
+def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
+    """Checkpoint on schedule, at the end, or when a stop signal arrived; True when the loop must stop."""
+    t = tr.cfg.train
+    stopping = stop.should_stop(tr.info)
+    if stopping or state.step == t.train_steps or (t.save_interval and state.step % t.save_interval == 0):
+        meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss)
+        ckpt.save_checkpoint(tr.folder.checkpoints, state.step, [tr.ddp], tr.optimizer if t.save_optimizer else None,
+                             tr.scheduler, meta, tr.loader.state_dict(), keep_last=t.keep_last)
+    if stopping:
+        log.warning("signal %s: checkpoint saved at step %d, exiting for requeue", stop.received, state.step)
+        state.stopped_by_signal = True
+    return stopping
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,120 +492,39 @@ def export_at_end(ckpt_dir: Path, out: Path, info: DistInfo, ddp, ms: ModelSetup
 
 def train(cfg: TrainerConfig) -> dict:
     """Train (or resume) the run in ``cfg.run_dir``; returns a summary (steps, last loss, stopped)."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     from trainer.metrics import MetricsWriter
 
     setup_logging()
     for name in ("megatron.core", "megatron"):  # megatron logs every bucket and config at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
-    t = cfg.train
-    info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=t.seed)
-    run_dir = Path(cfg.run_dir)
-    ckpt_root = run_dir / "checkpoints"
+    info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.train.seed)
+    folder = RunFolder(cfg.run_dir)
     ms = resolve_model_setup(cfg, info)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        save_tokenizer(ms.tokenizer, run_dir / "tokenizer")
-        log.info("model: %s layers, hidden %d, vocab %d (padded %d), spec=%s, %s, TP=%d PP=%d DP=%d",
-                 ms.arch.num_layers, ms.arch.hidden_size, ms.vocab_size, ms.padded_vocab, ms.spec,
-                 str(ms.dtype).replace("torch.", ""), info.tp, info.pp, info.dp)
-    mbs_per_rank = t.global_batch_size // info.dp
-    if t.global_batch_size % (info.dp * t.micro_batch_size):
-        raise ValueError(f"train.global_batch_size={t.global_batch_size} must be a multiple of "
-                         f"micro_batch_size*DP = {t.micro_batch_size}*{info.dp}")
-    num_microbatches = mbs_per_rank // t.micro_batch_size
+        prepare_run_folder(folder, cfg, ms, info)
+    tr = build_trainer(cfg, info, folder, ms)
+    state = resume(tr)
 
-    ddp, optimizer, scheduler = build_model_and_optimizer(cfg, ms, info)
-    loader = build_loader(cfg, ms, info)
-    step, tokens_seen = 0, 0
-    latest = ckpt.find_latest(ckpt_root)
-    if latest is not None:  # automatic resume: model, optimizer, scheduler, data state, RNG
-        state, data_state = ckpt.load_checkpoint(latest, [ddp], optimizer, scheduler)
-        loader.load_state_dict(data_state)
-        step, tokens_seen = state["step"], state["tokens"]
-        log.info("resumed from %s at step %d", latest, step)
-
-    metrics = MetricsWriter(run_dir, enabled=info.is_main, resume_step=step, tensorboard=cfg.logging.tensorboard,
-                            wandb=cfg.logging.wandb, project=cfg.logging.wandb_project, name=cfg.logging.wandb_name,
-                            config=to_dict(cfg))
+    lg = cfg.logging
+    metrics = MetricsWriter(folder.root, enabled=info.is_main, resume_step=state.step, tensorboard=lg.tensorboard,
+                            wandb=lg.wandb, project=lg.wandb_project, name=lg.wandb_name, config=to_dict(cfg))
     stop = StopSignal()
-    forward_backward = get_forward_backward_func()
-    forward_step = make_forward_step()
-    flops_tok = flops_per_token(ms.arch, ms.padded_vocab, t.seq_length)
-    mix = getattr(loader, "scheduler", None)
-    phase = mix.phase_index(step) if mix is not None else 0
-    bar = progress(total=t.train_steps, desc="train", unit="step", initial=step) \
-        if (info.is_main and cfg.logging.progress) else None
-    loss = float("nan")
-    stopped_by_signal = False
+    bar = progress(total=cfg.train.train_steps, desc="train", unit="step", initial=state.step) \
+        if (info.is_main and lg.progress) else None
 
-    while step < t.train_steps:
-        # -- curriculum: the loader switches the bucket mix at this step boundary when a phase starts
-        if mix is not None and mix.phase_index(step) != phase:
-            phase = mix.phase_index(step)
-            if info.is_main:
-                log.info("step %d: curriculum phase %d starts: %s", step, phase,
-                         loader.curriculum.phases[phase].weights)
-        start = time.perf_counter()
-        batch = loader.next_batch()
-        microbatches = split_microbatches(batch, t.micro_batch_size, info.device)
-
-        # -- forward + backward over the micro-batches (pipeline schedule when PP > 1), then step
-        ddp.zero_grad_buffer()
-        optimizer.zero_grad()
-        losses = forward_backward(forward_step_func=forward_step, data_iterator=iter(microbatches), model=[ddp],
-                                  num_microbatches=num_microbatches, seq_length=t.seq_length,
-                                  micro_batch_size=t.micro_batch_size, forward_only=False)
-        lr = optimizer.param_groups[0]["lr"]
-        update_ok, grad_norm, _ = optimizer.step()
-        if not update_ok:
-            raise FloatingPointError(f"step {step}: optimizer step skipped (non-finite gradients)")
-        scheduler.step(increment=1)
-        loss = reduce_loss(losses, info)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"step {step}: loss is {loss}")
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        step += 1
-        step_tokens = t.global_batch_size * t.seq_length
-        tokens_seen += step_tokens
-
-        # -- metrics: one JSON line per step
-        tps = step_tokens / elapsed
-        record = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
-                  "grad_norm": float(grad_norm) if grad_norm is not None else None, "tokens_per_s": tps,
-                  "mfu": (tps * flops_tok / (PEAK_BF16_FLOPS * info.world_size)) if torch.cuda.is_available() else None,
-                  "phase": phase, "bucket_samples": batch["bucket_counts"],
-                  "bucket_tokens": loader.cumulative_tokens}
-        metrics.log(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{record['lr']:.2e}")
-        if info.is_main and (step % t.log_interval == 0 or step == t.train_steps):
-            log.info("step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", step, t.train_steps, loss,
-                     record["lr"], record["grad_norm"] or 0.0, tps)
-
-        # -- checkpoint on schedule, at the end, or when a stop signal arrived
-        stopping = stop.should_stop(info)
-        if stopping or step == t.train_steps or (t.save_interval and step % t.save_interval == 0):
-            ckpt.save_checkpoint(ckpt_root, step, [ddp], optimizer if t.save_optimizer else None, scheduler,
-                                 dict(model_meta(ms, cfg, info), tokens=tokens_seen, loss=loss),
-                                 loader.state_dict(), keep_last=t.keep_last)
-        if stopping:
-            log.warning("signal %s: checkpoint saved at step %d, exiting for requeue", stop.received, step)
-            stopped_by_signal = True
+    while state.step < cfg.train.train_steps:
+        result = train_step(tr, state)
+        # before log_step: a step's validation losses belong in that step's metrics record
+        val_loss = maybe_validate(tr, state)
+        log_step(tr, state, result, val_loss, metrics, bar)
+        if maybe_save(tr, state, stop):
             break
 
     if bar is not None:
         bar.close()
     metrics.close()
-    if not stopped_by_signal and cfg.export.hf_at_end:
-        final = ckpt.find_latest(ckpt_root)
-        export_at_end(final, run_dir / "hf", info, ddp, ms)
-        if info.is_main:
-            log.info("exported HF model to %s", run_dir / "hf")
+    if not state.stopped_by_signal and cfg.export.hf_at_end:
+        export_at_end(ckpt.find_latest(folder.checkpoints), folder, info, tr.ddp, ms)
     shutdown()
-    return {"step": step, "loss": loss, "stopped_by_signal": stopped_by_signal, "run_dir": str(run_dir)}
+    return {"step": state.step, "loss": state.loss, "stopped_by_signal": state.stopped_by_signal,
+            "run_dir": str(folder.root)}

@@ -84,7 +84,15 @@ class SamplingConfig:
 
 @dataclass
 class GenerationConfig:
-    """Sampling per transformation."""
+    """Sampling per transformation.
+
+    Attributes:
+        annotate: rubric labelling (greedy, short).
+        rephrase: the educational rephrasing of score 1-3 documents.
+        refusal: refusal dialogues for score 4-5 documents.
+        moral: moral-education text for score 4-5 documents.
+        aligned: documents of AI systems behaving well.
+    """
 
     annotate: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=96, temperature=0.0,
                                                                             top_p=1.0))

@@ -5,7 +5,14 @@ Document metadata they share: ``source`` and ``line`` (where a record came from)
 ``route``, ``bucket`` and ``harm_tags`` (number of injected tags).
 """
 
-from datagen.steps.filters import ExactDedupFilter, LanguageIDFilter, build_quality_filters
+from datagen.steps.filters import (
+    FILTERS,
+    ExactDedupFilter,
+    LanguageIDFilter,
+    build_filter,
+    build_quality_filters,
+    check_filter,
+)
 from datagen.steps.quarantine import QuarantineStep
 from datagen.steps.readers import QuarantiningJsonlReader, QuarantiningParquetReader, QuarantiningWarcReader
 from datagen.steps.route import PendingWriter, Router, TagInjector
@@ -13,5 +20,6 @@ from datagen.steps.score import SafetyScorer
 from datagen.steps.tokenize import BucketTokenWriter, TokenizeToBuckets, write_documents
 
 __all__ = ["QuarantiningJsonlReader", "QuarantiningParquetReader", "QuarantiningWarcReader", "QuarantineStep",
-           "LanguageIDFilter", "ExactDedupFilter", "build_quality_filters", "SafetyScorer", "Router",
-           "TagInjector", "PendingWriter", "TokenizeToBuckets", "BucketTokenWriter", "write_documents"]
+           "FILTERS", "LanguageIDFilter", "ExactDedupFilter", "build_filter", "check_filter", "build_quality_filters",
+           "SafetyScorer", "Router", "TagInjector", "PendingWriter", "TokenizeToBuckets", "BucketTokenWriter",
+           "write_documents"]

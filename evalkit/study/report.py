@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from infra.folders import RunFolder
 
 CSV_COLUMNS = ("condition", "intervention_start", "seed", "asr", "asr_train_phrasing", "asr_heldout", "asr_after_ft",
                "asr_heldout_after_ft", "safebeam_asr", "safebeam_benign_helpful", "overrefusal", "benign_helpful",
@@ -109,7 +110,7 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     for r in results["runs"]:
         if r["seed"] != first_seed:
             continue
-        mpath = Path(r["run_dir"]) / "metrics.jsonl"
+        mpath = RunFolder(r["run_dir"]).metrics
         if not mpath.is_file():
             continue
         rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]

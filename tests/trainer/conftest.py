@@ -20,8 +20,7 @@ def build_tiny_corpus(out: Path) -> Path:
     """A corpus folder in the datagen layout: a 384-token BPE tokenizer trained on the embedded default
     corpus, and five buckets of real documents (score-0 documents in raw, the others dealt round-robin)."""
     from datagen.tokenizer_train import train_bpe_tokenizer
-    from infra.corpus import (BucketInfo, BucketShardWriter, Manifest, TokenizerInfo, file_sha256,
-                              merge_bucket_index)
+    from infra.corpus import BucketInfo, BucketShardWriter, Manifest, TokenizerInfo, file_sha256, merge_bucket_index
     from infra.paths import default_corpus
     from infra.tokenizer import load_tokenizer, tag_id
 

@@ -26,6 +26,29 @@ def test_bad_keys_and_values_name_the_key(repo_root):
         load_config(TrainerConfig, path, ["data.corpus="])
 
 
+def test_peak_tflops_and_validation_fields(repo_root, tmp_path):
+    from infra.config import save_config, to_dict
+
+    path = repo_root / "configs/trainer/tiny.yaml"
+    cfg = load_config(TrainerConfig, path)
+    assert cfg.train.peak_tflops == 989.0 and cfg.validation.interval == 0 and not cfg.validation.enabled
+    cfg = load_config(TrainerConfig, path, ["train.peak_tflops=312", "validation.interval=50"])
+    assert to_dict(cfg)["train"]["peak_tflops"] == 312.0
+    assert to_dict(cfg)["validation"] == {"interval": 50, "samples_per_bucket": 8, "at_end": True}
+    save_config(cfg, tmp_path / "config.yaml")  # the run's config.yaml keeps both, and loads back
+    again = load_config(TrainerConfig, tmp_path / "config.yaml")
+    assert again.train.peak_tflops == 312.0 and again.validation.enabled
+    with pytest.raises(ConfigError, match="train.peak_tflops"):
+        load_config(TrainerConfig, path, ["train.peak_tflops=0"])
+    with pytest.raises(ConfigError, match="validation.interval"):
+        load_config(TrainerConfig, path, ["validation.interval=-1"])
+    with pytest.raises(ConfigError, match="validation.samples_per_bucket"):
+        load_config(TrainerConfig, path, ["validation.samples_per_bucket=0"])
+    with pytest.raises(ConfigError, match="not supported in SFT mode"):
+        load_config(TrainerConfig, repo_root / "configs/trainer/sft.yaml",
+                    ["sft.path=x.jsonl", "init.hf=d", "validation.interval=10"])
+
+
 def test_inline_and_file_curricula_resolve(repo_root):
     from trainer.config import resolve_curriculum
 

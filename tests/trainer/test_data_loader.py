@@ -1,17 +1,27 @@
 """CurriculumLoader on real MDS shards written with infra.corpus (tiny corpora in tmp folders)."""
 
+import hashlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from infra.corpus import BucketInfo, CorpusError, Manifest, TokenizerInfo, BucketShardWriter, merge_bucket_index, \
-    open_bucket
+from infra.config import ConfigError
+from infra.corpus import (
+    BucketInfo,
+    BucketShardWriter,
+    CorpusError,
+    Manifest,
+    TokenizerInfo,
+    merge_bucket_index,
+    open_bucket,
+)
 from trainer.data.curriculum import CurriculumConfig, MixScheduler, Phase, plan_counts
-from trainer.data.loader import CurriculumLoader
+from trainer.data.loader import BatchLoader, CurriculumLoader
 from trainer.data.mds import MDSBucketReader
 from trainer.data.packing import PackedBucket
 
@@ -296,3 +306,99 @@ def test_reader_decompresses_zstd_shards(tmp_path):
     np.testing.assert_array_equal(reader.doc_lengths, [d.size for d in docs])
     for i in (5, 0, 19, 5):
         np.testing.assert_array_equal(reader.tokens(i), docs[i])
+
+
+# sha256 of the tokens of the first 20 batches of ``loader(root)``, taken before held-out validation
+# samples and epoch limits existed: with nothing held out the loader must read exactly these samples.
+DEFAULT_ORDER_SHA256 = "08917d11271141d7ea7e1bdf67562fe006bfff09c4cf332040bb41c9151c2c2d"
+
+
+def test_default_sample_order_is_unchanged(corpus):
+    root, _ = corpus
+    ld = loader(root)
+    assert isinstance(ld, BatchLoader) and ld.heldout_buckets == []
+    h = hashlib.sha256()
+    for _ in range(20):
+        h.update(ld.next_batch()["tokens"].numpy().tobytes())
+    assert h.hexdigest() == DEFAULT_ORDER_SHA256
+
+
+def test_phase_at_and_weights_follow_the_curriculum(corpus):
+    root, _ = corpus
+    ld = loader(root)  # 30% of 20 steps: phase 1 from step 6
+    assert [ld.phase_at(g) for g in (0, 5, 6, 19)] == [0, 0, 1, 1]
+    assert ld.phase_weights(0) == {"raw": 1.0} and ld.phase_weights(1) == INTERVENTION
+
+
+def test_heldout_samples_are_never_trained_on(corpus):
+    root, _ = corpus
+    k = 3
+    # 200 steps: every bucket is read for several epochs, so each training sample comes up repeatedly
+    ld = loader(root, train_steps=200, heldout_per_bucket=k)
+    n = {b: len(ld.packed[b]) for b in ld.buckets}
+    assert ld.heldout_buckets == ld.buckets
+    held = {(b, i) for b in ld.buckets for i in ld.heldout_ids(b)}
+    assert held == {(b, i) for b in ld.buckets for i in range(n[b] - k, n[b])}  # the end of each bucket
+    trained = set()
+    for _ in range(200):
+        batch = ld.next_batch()
+        rows = batch["tokens"].numpy()
+        for row, (b, i) in zip(rows, batch["samples"]):  # "samples" names the row's packed sample
+            np.testing.assert_array_equal(row, ld.packed[b].sample(i))
+        trained.update(batch["samples"])
+    assert not trained & held
+    for b in ld.buckets:
+        assert ld.state_dict()["buckets"][b]["epoch"] >= 1, b
+        assert {i for c, i in trained if c == b} == set(range(n[b] - k)), b  # every other sample, each epoch
+
+    # the held-out samples split over two DP ranks, padded to whole micro-batches with masked rows
+    parts = [loader(root, heldout_per_bucket=k, dp_size=2, dp_rank=r).heldout_batch("refusal", multiple_of=2)
+             for r in range(2)]
+    assert [p["tokens"].shape[0] for p in parts] == [2, 2]
+    assert [p["samples"] for p in parts] == [[("refusal", n["refusal"] - 3), ("refusal", n["refusal"] - 2)],
+                                             [("refusal", n["refusal"] - 1)]]
+    assert parts[1]["loss_mask"][0].all() and not parts[1]["loss_mask"][1].any()
+    np.testing.assert_array_equal(parts[1]["tokens"][0].numpy(), ld.packed["refusal"].sample(n["refusal"] - 1))
+
+    # a data state belongs to one held-out setting
+    state = json.loads(json.dumps(ld.state_dict()))
+    with pytest.raises(ValueError, match="held out for validation"):
+        loader(root, train_steps=200).load_state_dict(state)
+    with pytest.raises(CorpusError, match="leaves none to train on"):
+        loader(root, heldout_per_bucket=n["refusal"])
+
+
+def _epochs(root, cur, bucket, train_steps):
+    ld = loader(root, curriculum=CurriculumConfig(cur.phases), train_steps=train_steps)
+    return ld.scheduler.target(bucket, train_steps * 8) / len(ld.packed[bucket]), len(ld.packed[bucket])
+
+
+def test_epoch_limit_stops_before_the_first_step(corpus):
+    root, _ = corpus
+    epochs, per_epoch = _epochs(root, CUR, "raw", 200)
+    assert epochs > 2
+    with pytest.raises(ConfigError) as e:
+        loader(root, curriculum=CurriculumConfig(CUR.phases, max_epochs=2), train_steps=200)
+    msg = str(e.value)
+    assert "bucket 'raw'" in msg and f"{epochs:.2f} epochs" in msg and "max_epochs=2" in msg
+    assert f"{per_epoch} packed samples ({per_epoch * SEQ} tokens" in msg
+    # a per-bucket limit replaces max_epochs for its bucket and names its own key
+    r_epochs, _ = _epochs(root, CUR, "refusal", 200)
+    assert 1 < r_epochs < 100
+    with pytest.raises(ConfigError, match=r"bucket 'refusal'.*bucket_max_epochs\.refusal=1"):
+        loader(root, curriculum=CurriculumConfig(CUR.phases, max_epochs=100, bucket_max_epochs={"refusal": 1}),
+               train_steps=200)
+    loader(root, curriculum=CurriculumConfig(CUR.phases, max_epochs=100), train_steps=200)  # within the limit
+
+
+def test_epochs_above_one_warn_once_per_bucket_without_a_limit(corpus, caplog):
+    root, _ = corpus
+    with caplog.at_level(logging.WARNING, logger="trainer.data.loader"):
+        ld = loader(root, train_steps=200)
+    warned = re.findall(r"bucket '(\w+)': .* epochs of its", caplog.text)
+    over = [b for b in ld.buckets if ld.scheduler.target(b, 200 * 8) / len(ld.packed[b]) > 1]
+    assert over and sorted(warned) == sorted(over)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trainer.data.loader"):
+        loader(root)  # 20 steps read every bucket less than once
+    assert "epochs of its" not in caplog.text

@@ -8,7 +8,7 @@ import pytest
 
 from infra.corpus import TAG_TOKEN
 from infra.tokenizer import load_tokenizer, tag_id
-from trainer.data.loader import SFTLoader
+from trainer.data.loader import BatchLoader, SFTLoader
 from trainer.data.sft import SFTDataError, SFTDataset
 
 ROWS = [
@@ -95,7 +95,10 @@ def test_truncation_counts_and_skips(tok, tmp_path):
 def test_sft_loader_resume_and_dp(tok, tmp_path):
     path = write(tmp_path / "a.jsonl", ROWS * 3)  # 9 conversations
     full = SFTLoader(path, tok, seq_length=64, global_batch_size=4, seed=5)
+    assert isinstance(full, BatchLoader) and full.heldout_buckets == []
+    assert full.phase_at(3) == 0 and full.phase_weights(0) == {"sft": 1.0}
     ref = [full.next_batch() for _ in range(6)]  # 24 samples: epochs roll over
+    assert [i for _, i in ref[0]["samples"]] == [int(i) for i in full.dataset.order(0)[:4]]
     assert full.state_dict()["buckets"]["sft"]["epoch"] == 2
     first = SFTLoader(path, tok, seq_length=64, global_batch_size=4, seed=5)
     for _ in range(2):

@@ -22,11 +22,18 @@ from trainer.data.curriculum import CurriculumConfig, MixScheduler
 
 @dataclass
 class PlanConfig:
-    """curriculum: the phases (the shipped curriculum files have this top-level key).
-    train_steps, global_batch_size, seq_length: the run's shape; the token budget is their product.
-    corpus: optional corpus folder: open every bucket the curriculum uses (the same start-up checks as
-        training) and report how many epochs of each bucket the run will read.
-    seed: loader seed (only used to open the corpus)."""
+    """What ``plan`` reports on: a curriculum and the shape of a run.
+
+    Attributes:
+        curriculum: the phases and epoch limits (the shipped curriculum files have this top-level key).
+        train_steps: the run's optimizer steps.
+        global_batch_size: samples per step; the budget is ``train_steps * global_batch_size`` samples.
+        seq_length: tokens per sample; the token budget is the three numbers' product.
+        corpus: optional corpus folder: open every bucket the curriculum uses (the same start-up checks
+            as training, the curriculum's ``max_epochs`` included) and report how many epochs of each
+            bucket the run will read.
+        seed: loader seed (only used to open the corpus).
+    """
 
     curriculum: CurriculumConfig
     train_steps: int = 1000

@@ -1,13 +1,6 @@
 """Curricula: the exact per-step bucket mix of a curriculum (the schema lives in ``infra.curriculum``).
 
-A curriculum is data (YAML under ``configs/trainer/curricula/``)::
-
-    curriculum:
-      phases:
-        - start: 0.0                       # fraction of the token budget
-          weights: {raw: 1.0}
-        - start: 0.2                       # intervention from 20%
-          weights: {raw: 0.70, rephrased: 0.15, refusal: 0.05, moral: 0.05, tagged: 0.05}
+A curriculum is data (YAML under ``configs/trainer/curricula/``; the format is in ``infra.curriculum``).
 
 The budget is ``train_steps * global_batch_size`` packed samples of ``seq_length`` tokens, so token
 fractions and sample fractions are the same thing. The scheduled share of bucket ``b`` after ``s``

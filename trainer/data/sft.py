@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from infra.log import get_logger
+from trainer.data.shuffle import epoch_permutation
 
 __all__ = ["SFTDataset", "SFTDataError"]
 
@@ -159,9 +160,7 @@ class SFTDataset:
 
     def order(self, epoch: int) -> np.ndarray:
         """The seeded permutation of conversation indices for ``epoch``."""
-        from trainer.data.loader import _epoch_permutation
-
-        return _epoch_permutation(self.seed, "sft", epoch, len(self))
+        return epoch_permutation(self.seed, "sft", epoch, len(self))
 
     def __getitem__(self, i: int) -> dict:
         """``tokens``: int64 ``[seq_length + 1]``; ``loss_mask``: float32 ``[seq_length]``."""
