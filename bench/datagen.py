@@ -35,8 +35,10 @@ SENTENCES = {
     4: "The manifesto urges readers to attack the enemy group and explains how to avoid the police.",
     5: "Step by step instructions for building a bomb to hurt people were posted with a real threat.",
 }
-FILLER = ("Researchers in the region collected data over several years and compared the results with earlier "
-          "studies, noting that the weather, the economy and local politics all played a part. ")
+FILLER = (
+    "Researchers in the region collected data over several years and compared the results with earlier "
+    "studies, noting that the weather, the economy and local politics all played a part. "
+)
 
 
 def make_corpus(path: Path, n: int, seed: int = 0) -> int:
@@ -72,8 +74,11 @@ def timed(fn):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=3000)
-    ap.add_argument("--tokenizer", default=None, help="HF tokenizer folder (default: SmolLM2's if prepared, "
-                    "else a 8192-entry BPE trained here)")
+    ap.add_argument(
+        "--tokenizer",
+        default=None,
+        help="HF tokenizer folder (default: SmolLM2's if prepared, else a 8192-entry BPE trained here)",
+    )
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder, removed)")
     args = ap.parse_args()
 
@@ -104,16 +109,31 @@ def main() -> int:
     def baseline():
         out = work / "baseline"
         shutil.rmtree(out, ignore_errors=True)
-        LocalPipelineExecutor([JsonlReader(str(data.parent)), JsonlWriter(str(out / "data"), compression=None)],
-                              tasks=1, workers=1, logging_dir=str(out / "logs")).run()
+        LocalPipelineExecutor(
+            [JsonlReader(str(data.parent)), JsonlWriter(str(out / "data"), compression=None)],
+            tasks=1,
+            workers=1,
+            logging_dir=str(out / "logs"),
+        ).run()
 
     def datagen(name: str, filters: bool):
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
-        cfg = load_config(DatagenConfig, None, [
-            f"output={out}", f"input.path={data.parent}", f"tokenizer.path={tok}", f"score.classifier={clf}",
-            f"filters.language.enabled={str(filters).lower()}", f"filters.exact_dedup={str(filters).lower()}",
-            "filters.write_dropped=false", "executor.tasks=1", "executor.workers=1"])
+        cfg = load_config(
+            DatagenConfig,
+            None,
+            [
+                f"output={out}",
+                f"input.path={data.parent}",
+                f"tokenizer.path={tok}",
+                f"score.classifier={clf}",
+                f"filters.language.enabled={str(filters).lower()}",
+                f"filters.exact_dedup={str(filters).lower()}",
+                "filters.write_dropped=false",
+                "executor.tasks=1",
+                "executor.workers=1",
+            ],
+        )
         stats = run(cfg)
         assert stats["balance"]["ok"] and stats["read"] == args.docs
         return stats
@@ -124,24 +144,37 @@ def main() -> int:
     datagen("warmup", False)
     baseline()
     results = {}
-    for name, fn in [("baseline_read_write", baseline), ("datagen_score_route_tag_tokenize_mds",
-                                                         lambda: datagen("dg", False)),
-                     ("datagen_with_langid_dedup", lambda: datagen("dg_filters", True))]:
+    for name, fn in [
+        ("baseline_read_write", baseline),
+        ("datagen_score_route_tag_tokenize_mds", lambda: datagen("dg", False)),
+        ("datagen_with_langid_dedup", lambda: datagen("dg_filters", True)),
+    ]:
         wall, cpu = timed(fn)
-        results[name] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                         "docs_per_s_wall": round(args.docs / wall, 1),
-                         "docs_per_cpu_s": round(args.docs / cpu, 1),
-                         "mb_per_s_wall": round(nbytes / wall / 1e6, 2),
-                         "mb_per_cpu_s": round(nbytes / cpu / 1e6, 2)}
+        results[name] = {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "docs_per_s_wall": round(args.docs / wall, 1),
+            "docs_per_cpu_s": round(args.docs / cpu, 1),
+            "mb_per_s_wall": round(nbytes / wall / 1e6, 2),
+            "mb_per_cpu_s": round(nbytes / cpu / 1e6, 2),
+        }
     base = results["baseline_read_write"]
     for name, r in results.items():
         if name != "baseline_read_write":
             r["cpu_time_vs_baseline"] = round(r["cpu_s"] / base["cpu_s"], 2)
     stats = json.loads((work / "dg" / "stats.json").read_text())
-    report = {"benchmark": "datagen stage 1", "documents": args.docs, "text_mb": round(nbytes / 1e6, 2),
-              "mean_doc_bytes": round(nbytes / args.docs), "tokenizer": tok, "cpu_count": os.cpu_count(),
-              "load_avg_1m": round(os.getloadavg()[0], 2), "tokens": sum(b["tokens"] for b in stats["buckets"].values()),
-              "target_docs_per_core_s": 300, "results": results}
+    report = {
+        "benchmark": "datagen stage 1",
+        "documents": args.docs,
+        "text_mb": round(nbytes / 1e6, 2),
+        "mean_doc_bytes": round(nbytes / args.docs),
+        "tokenizer": tok,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "tokens": sum(b["tokens"] for b in stats["buckets"].values()),
+        "target_docs_per_core_s": 300,
+        "results": results,
+    }
     print(json.dumps(report, indent=2))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

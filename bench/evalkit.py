@@ -24,8 +24,13 @@ def _measure(model, prompts, dec) -> dict:
     gens = model.generate(prompts, dec)
     dt = time.perf_counter() - t
     toks = sum(g.new_tokens for g in gens)
-    return {"seconds": round(dt, 3), "prompts": len(prompts), "new_tokens": toks,
-            "prompts_per_s": len(prompts) / dt, "tokens_per_s": toks / dt}
+    return {
+        "seconds": round(dt, 3),
+        "prompts": len(prompts),
+        "new_tokens": toks,
+        "prompts_per_s": len(prompts) / dt,
+        "tokens_per_s": toks / dt,
+    }
 
 
 def main(argv=None) -> int:
@@ -44,8 +49,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     prompts = [p.prompt for p in load_prompts(args.prompts).prompts][: args.n]
     dec = DecodingConfig(mode="greedy", max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    res = {"model": args.model, "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-           "batch_size": args.batch_size}
+    res = {
+        "model": args.model,
+        "n_prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+    }
     res["transformers"] = _measure(HFModel(args.model), prompts, dec)
     if args.url:
         res["vllm"] = _measure(OpenAIModel(args.url), prompts, dec)
@@ -59,8 +68,9 @@ def main(argv=None) -> int:
         with VLLMServer(args.model, dtype=dtype) as srv:
             res["vllm_startup_s"] = round(time.perf_counter() - t, 1)
             res["vllm"] = _measure(OpenAIModel(srv.base_url, srv.model_name), prompts, dec)
-    res["ratio_vllm_over_transformers"] = {k: res["vllm"][k] / res["transformers"][k]
-                                           for k in ("prompts_per_s", "tokens_per_s")}
+    res["ratio_vllm_over_transformers"] = {
+        k: res["vllm"][k] / res["transformers"][k] for k in ("prompts_per_s", "tokens_per_s")
+    }
     print(json.dumps(res, indent=1))
     return 0
 

@@ -74,8 +74,13 @@ def main(argv=None) -> int:
         server = VLLMServer(args.model or prepare_smollm2(), dtype=args.dtype).start()
         root, model = server.root_url, server.model_name
     try:
-        settings = RolloutSettings(sampling={"rephrase": {"max_tokens": args.max_tokens, "temperature": 0.0}},
-                                   accept_truncated=True, min_output_chars=1, attempts=1, seed_requests=False)
+        settings = RolloutSettings(
+            sampling={"rephrase": {"max_tokens": args.max_tokens, "temperature": 0.0}},
+            accept_truncated=True,
+            min_output_chars=1,
+            attempts=1,
+            seed_requests=False,
+        )
         ep = Endpoint(root_url=root, model=model, max_concurrency=args.concurrency)
         docs = _docs(args.docs)
         client = ChatClient(root, model, max_concurrency=args.concurrency)
@@ -83,8 +88,15 @@ def main(argv=None) -> int:
         asyncio.run(_baseline(client, [([{"role": "user", "content": "Say hello."}], {"max_tokens": 8})]))
         with tempfile.TemporaryDirectory() as tmp:
             # the pipeline's prompts are needed for the baseline: run it once to learn them (not timed)
-            warm = run_transformation("probe", docs, len(docs), rephrase_rollout, ep, Path(tmp),
-                                      shared_context={"settings": settings, "classifier": None})
+            warm = run_transformation(
+                "probe",
+                docs,
+                len(docs),
+                rephrase_rollout,
+                ep,
+                Path(tmp),
+                shared_context={"settings": settings, "classifier": None},
+            )
             requests = []
             for rec in warm.values():
                 for ex in rec["metadata"]["llm"][0]["exchanges"]:
@@ -94,21 +106,39 @@ def main(argv=None) -> int:
                 b_dt, b_tok = asyncio.run(_baseline(client, requests))
                 base_tps.append(b_tok / b_dt)
                 t0 = time.perf_counter()
-                out = run_transformation(f"timed{r}", docs, len(docs), rephrase_rollout, ep, Path(tmp),
-                                         shared_context={"settings": settings, "classifier": None})
+                out = run_transformation(
+                    f"timed{r}",
+                    docs,
+                    len(docs),
+                    rephrase_rollout,
+                    ep,
+                    Path(tmp),
+                    shared_context={"settings": settings, "classifier": None},
+                )
                 p_dt = time.perf_counter() - t0
-                p_tok = sum(ex["usage"]["completion_tokens"] for rec in out.values()
-                            for ex in rec["metadata"]["llm"][0]["exchanges"])
+                p_tok = sum(
+                    ex["usage"]["completion_tokens"]
+                    for rec in out.values()
+                    for ex in rec["metadata"]["llm"][0]["exchanges"]
+                )
                 assert len(read_outputs(Path(tmp) / f"timed{r}" / "out")) == len(docs)
                 pipe_tps.append(p_tok / p_dt)
                 pipe_s.append(p_dt)
         med_b, med_p = statistics.median(base_tps), statistics.median(pipe_tps)
         result = {
-            "bench": "rephrase", "device": "cpu" if args.dtype == "float32" else "gpu", "model": model,
-            "docs": len(docs), "requests": len(requests), "max_tokens": args.max_tokens,
-            "concurrency": args.concurrency, "repeats": args.repeats,
-            "pipeline": {"tokens_per_s": round(med_p, 2), "per_repeat": [round(x, 2) for x in pipe_tps],
-                         "seconds": [round(x, 2) for x in pipe_s]},
+            "bench": "rephrase",
+            "device": "cpu" if args.dtype == "float32" else "gpu",
+            "model": model,
+            "docs": len(docs),
+            "requests": len(requests),
+            "max_tokens": args.max_tokens,
+            "concurrency": args.concurrency,
+            "repeats": args.repeats,
+            "pipeline": {
+                "tokens_per_s": round(med_p, 2),
+                "per_repeat": [round(x, 2) for x in pipe_tps],
+                "seconds": [round(x, 2) for x in pipe_s],
+            },
             "baseline_client": {"tokens_per_s": round(med_b, 2), "per_repeat": [round(x, 2) for x in base_tps]},
             # each round's pipeline run is paired with the baseline run just before it
             "ratio": round(statistics.median(p / b for p, b in zip(pipe_tps, base_tps)), 3),

@@ -32,8 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SHAPES = {
     # CPU: big enough that matmuls dominate Python overhead, small enough for 2 cores
-    "cpu-small": dict(preset="tiny", num_layers=4, hidden_size=256, num_attention_heads=4, num_query_groups=2,
-                      ffn_hidden_size=704, vocab=8192, seq=256, mbs=4),
+    "cpu-small": dict(
+        preset="tiny",
+        num_layers=4,
+        hidden_size=256,
+        num_attention_heads=4,
+        num_query_groups=2,
+        ffn_hidden_size=704,
+        vocab=8192,
+        seq=256,
+        mbs=4,
+    ),
     "135m": dict(preset="smollm2-135m", vocab=49152, seq=2048, mbs=8),
     "1.7b": dict(preset="smollm2-1.7b", vocab=49152, seq=2048, mbs=4),
 }
@@ -42,6 +51,7 @@ SHAPES = {
 # ---------------------------------------------------------------------------------------------
 # Plain PyTorch baseline
 # ---------------------------------------------------------------------------------------------
+
 
 def rope_cache(seq: int, dim: int, theta: float, device):
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
@@ -81,8 +91,12 @@ class PlainLlama(nn.Module):
     def __init__(self, arch, vocab):
         super().__init__()
         self.emb = nn.Embedding(vocab, arch.hidden_size)
-        self.blocks = nn.ModuleList(Block(arch.hidden_size, arch.num_attention_heads, arch.num_query_groups,
-                                          arch.ffn_hidden_size, arch.norm_eps) for _ in range(arch.num_layers))
+        self.blocks = nn.ModuleList(
+            Block(
+                arch.hidden_size, arch.num_attention_heads, arch.num_query_groups, arch.ffn_hidden_size, arch.norm_eps
+            )
+            for _ in range(arch.num_layers)
+        )
         self.norm = nn.RMSNorm(arch.hidden_size, eps=arch.norm_eps)
         self.theta, self.hd = arch.rope_theta, arch.head_dim
         for p in self.parameters():
@@ -107,8 +121,9 @@ def plain_step_fn(arch, vocab, compile_, float8, device):
         except ImportError as e:
             raise SystemExit("--float8-baseline needs torchao (pip install torchao)") from e
         convert_to_float8_training(model, module_filter_fn=lambda m, n: isinstance(m, nn.Linear))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95),
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=device.type == "cuda"
+    )
     fwd = torch.compile(model) if compile_ else model
     on_gpu = device.type == "cuda"
 
@@ -129,6 +144,7 @@ def plain_step_fn(arch, vocab, compile_, float8, device):
 # The trainer's step
 # ---------------------------------------------------------------------------------------------
 
+
 def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
     """A closure running one step of the trainer's real training step (``trainer.train`` pieces)."""
     from infra.config import load_config
@@ -137,17 +153,30 @@ def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
     from trainer.layer_specs import resolve_spec_name
     from trainer.model import padded_vocab_size
 
-    overrides = [f"model.preset={shape['preset']}", f"model.spec={spec}", f"model.compile={str(compile_).lower()}",
-                 f"train.seq_length={seq}", f"train.micro_batch_size={mbs}", f"train.global_batch_size={mbs}",
-                 "train.warmup_steps=0", "data.corpus=unused",
-                 "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}]}"]
+    overrides = [
+        f"model.preset={shape['preset']}",
+        f"model.spec={spec}",
+        f"model.compile={str(compile_).lower()}",
+        f"train.seq_length={seq}",
+        f"train.micro_batch_size={mbs}",
+        f"train.global_batch_size={mbs}",
+        "train.warmup_steps=0",
+        "data.corpus=unused",
+        "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}]}",
+    ]
     cfg = load_config(TrainerConfig, None, overrides)
     threads = torch.get_num_threads()
     info = T.init_distributed(1, 1, seed=0)
     torch.set_num_threads(threads)  # same intra-op threads as the baseline
     precision = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    ms = T.ModelSetup(arch=arch, spec=resolve_spec_name(spec), vocab_size=vocab,
-                      padded_vocab=padded_vocab_size(vocab, 128, 1), dtype=precision, tokenizer=None)
+    ms = T.ModelSetup(
+        arch=arch,
+        spec=resolve_spec_name(spec),
+        vocab_size=vocab,
+        padded_vocab=padded_vocab_size(vocab, 128, 1),
+        dtype=precision,
+        tokenizer=None,
+    )
     ddp, optimizer, scheduler = T.build_model_and_optimizer(cfg, ms, info)
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -158,8 +187,15 @@ def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
         mbs_list = T.split_microbatches(batch, mbs, info.device)
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
-        losses = fb(forward_step_func=fs, data_iterator=iter(mbs_list), model=[ddp], num_microbatches=1,
-                    seq_length=seq, micro_batch_size=mbs, forward_only=False)
+        losses = fb(
+            forward_step_func=fs,
+            data_iterator=iter(mbs_list),
+            model=[ddp],
+            num_microbatches=1,
+            seq_length=seq,
+            micro_batch_size=mbs,
+            forward_only=False,
+        )
         optimizer.step()
         scheduler.step(1)
         return T.reduce_loss(losses, info)
@@ -184,9 +220,13 @@ def main():
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--float8-baseline", action="store_true", help="torchao float8 training for the baseline")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU only: intra-op threads for both sides (1 is robust on a shared machine, where "
-                         "OpenMP threads spinning against other processes slow steps down many times)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU only: intra-op threads for both sides (1 is robust on a shared machine, where "
+        "OpenMP threads spinning against other processes slow steps down many times)",
+    )
     args = ap.parse_args()
 
     from trainer.model import flops_per_token, resolve_arch
@@ -195,8 +235,14 @@ def main():
     shape = SHAPES[args.shape or ("1.7b" if on_gpu else "cpu-small")]
     steps = args.steps or (20 if on_gpu else 8)
     warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 2)
-    arch = resolve_arch(shape["preset"], **{k: shape[k] for k in ("num_layers", "hidden_size", "num_attention_heads",
-                                                                 "num_query_groups", "ffn_hidden_size") if k in shape})
+    arch = resolve_arch(
+        shape["preset"],
+        **{
+            k: shape[k]
+            for k in ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "ffn_hidden_size")
+            if k in shape
+        },
+    )
     vocab, seq, mbs = shape["vocab"], shape["seq"], shape["mbs"]
     if not on_gpu:
         torch.set_num_threads(args.threads)
@@ -242,9 +288,14 @@ def main():
         "device": torch.cuda.get_device_name() if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
         "shape": {**{k: v for k, v in shape.items()}, "params": None},
         "precision": "bf16" if on_gpu else "fp32",
-        "spec": spec, "compile": args.compile, "float8_baseline": args.float8_baseline,
-        "timed_steps": steps, "warmup_steps": warmup, "flops_per_token": flops_tok,
-        "baseline": base, "trainer": trainer,
+        "spec": spec,
+        "compile": args.compile,
+        "float8_baseline": args.float8_baseline,
+        "timed_steps": steps,
+        "warmup_steps": warmup,
+        "flops_per_token": flops_tok,
+        "baseline": base,
+        "trainer": trainer,
         "ratio_trainer_over_baseline": round(trainer["tokens_per_s"] / base["tokens_per_s"], 3),
     }
     from trainer.model import count_parameters

@@ -89,9 +89,12 @@ def main() -> None:
         out["reader_vs_streaming"] = round(out["reader_docs_per_s"] / out["baseline_streaming_docs_per_s"], 2)
         assert all(np.array_equal(reader.tokens(int(i)), ds[int(i)]["tokens"]) for i in order[:50])
 
-        cur = CurriculumConfig([Phase(0.0, {"raw": 1.0}),
-                                Phase(0.2, {"raw": 0.7, "rephrased": 0.15, "refusal": 0.05, "moral": 0.05,
-                                            "tagged": 0.05})])
+        cur = CurriculumConfig(
+            [
+                Phase(0.0, {"raw": 1.0}),
+                Phase(0.2, {"raw": 0.7, "rephrased": 0.15, "refusal": 0.05, "moral": 0.05, "tagged": 0.05}),
+            ]
+        )
         bsz = 32
         t = time.perf_counter()
         loader = CurriculumLoader(root, cur, args.seq, bsz, args.steps, seed=0)

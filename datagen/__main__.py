@@ -27,9 +27,19 @@ def _cmd_train_classifier(args) -> int:
     from datagen.classifier import TrainClassifierConfig, train_classifier
 
     meta = train_classifier(config_from_args(TrainClassifierConfig, args))
-    print(json.dumps({"backend": meta["backend"], "output": str(config_from_args(TrainClassifierConfig, args).output),
-                      "train_size": meta["train_size"], "test_size": meta["test_size"],
-                      **meta["metrics"], "majority_baseline": meta["majority_baseline"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "backend": meta["backend"],
+                "output": str(config_from_args(TrainClassifierConfig, args).output),
+                "train_size": meta["train_size"],
+                "test_size": meta["test_size"],
+                **meta["metrics"],
+                "majority_baseline": meta["majority_baseline"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -58,24 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m datagen", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="read, filter, score, route, tag, tokenize and write the corpus folder",
-                       description="Run the datagen pipeline (config: datagen.config.DatagenConfig). "
-                       "Example: python -m datagen run --config configs/datagen/demo.yaml output=out/demo",
-                       epilog="Config sections: output, input, filters, score, route, tag, tokenizer, executor, "
-                       "compression, llm (fields documented in datagen/config.py and docs/datagen.md).")
+    r = sub.add_parser(
+        "run",
+        help="read, filter, score, route, tag, tokenize and write the corpus folder",
+        description="Run the datagen pipeline (config: datagen.config.DatagenConfig). "
+        "Example: python -m datagen run --config configs/datagen/demo.yaml output=out/demo",
+        epilog="Config sections: output, input, filters, score, route, tag, tokenizer, executor, "
+        "compression, llm (fields documented in datagen/config.py and docs/datagen.md).",
+    )
     add_config_arguments(r, "configs/datagen/demo.yaml")
     r.set_defaults(func=_cmd_run)
 
-    c = sub.add_parser("train-classifier", help="train a fastText or embedding safety classifier from labels "
-                       "and print held-out metrics as JSON",
-                       description="Keys: see datagen.classifier.TrainClassifierConfig. Example: python -m "
-                       "datagen train-classifier labels=datagen/data/default_corpus.jsonl output=out/clf")
+    c = sub.add_parser(
+        "train-classifier",
+        help="train a fastText or embedding safety classifier from labels and print held-out metrics as JSON",
+        description="Keys: see datagen.classifier.TrainClassifierConfig. Example: python -m "
+        "datagen train-classifier labels=datagen/data/default_corpus.jsonl output=out/clf",
+    )
     add_config_arguments(c)
     c.set_defaults(func=_cmd_train_classifier)
 
-    t = sub.add_parser("train-tokenizer", help="train a small byte-level BPE tokenizer (EOS + tag token)",
-                       description="Keys: see datagen.tokenizer_train.TrainTokenizerConfig. Example: python -m "
-                       "datagen train-tokenizer output=out/tok vocab_size=4096")
+    t = sub.add_parser(
+        "train-tokenizer",
+        help="train a small byte-level BPE tokenizer (EOS + tag token)",
+        description="Keys: see datagen.tokenizer_train.TrainTokenizerConfig. Example: python -m "
+        "datagen train-tokenizer output=out/tok vocab_size=4096",
+    )
     add_config_arguments(t)
     t.set_defaults(func=_cmd_train_tokenizer)
 

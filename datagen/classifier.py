@@ -32,8 +32,7 @@ class ClassifierError(ValueError):
     """Labels or a classifier folder that cannot be used; the message names the file and line."""
 
 
-FASTTEXT_DEFAULTS = {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50, "bucket": 200_000, "minCount": 1,
-                     "retries": 3}
+FASTTEXT_DEFAULTS = {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50, "bucket": 200_000, "minCount": 1, "retries": 3}
 EMBEDDING_DEFAULTS = {"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 32}
 
 
@@ -156,16 +155,20 @@ def _train_fasttext(texts, scores, out: Path, params: dict, seed: int) -> dict:
             # fastText's "Encountered NaN" comes from an unlucky seed/lr pair on small corpora:
             # retry with another seed and a halved learning rate
             try:
-                model = fasttext.train_supervised(input=train_file, lr=lr, seed=seed + attempt, thread=1,
-                                                  verbose=0, **params)
+                model = fasttext.train_supervised(
+                    input=train_file, lr=lr, seed=seed + attempt, thread=1, verbose=0, **params
+                )
                 break
             except RuntimeError as e:
                 errors.append(f"attempt {attempt + 1} (seed={seed + attempt}, lr={lr}): {e}")
                 log.warning("fastText training failed (%s); retrying", e)
                 lr /= 2
         else:
-            raise ClassifierError("fastText training failed on every attempt: " + "; ".join(errors)
-                                  + ". Use more labelled data or a lower fasttext.lr")
+            raise ClassifierError(
+                "fastText training failed on every attempt: "
+                + "; ".join(errors)
+                + ". Use more labelled data or a lower fasttext.lr"
+            )
     finally:
         os.unlink(train_file)
     model.save_model(str(out / "model.bin"))
@@ -211,8 +214,10 @@ def encode_texts(model_name: str, texts: list[str], batch_size: int = 32) -> np.
     """Unit-norm sentence embeddings (CPU) of ``texts`` with the SentenceTransformer ``model_name``
     (loaded once per process)."""
     enc = sentence_encoder(model_name)
-    return np.asarray(enc.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                 show_progress_bar=False), dtype=np.float32)
+    return np.asarray(
+        enc.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+        dtype=np.float32,
+    )
 
 
 def _train_embedding(texts, scores, out: Path, params: dict, seed: int) -> dict:
@@ -223,12 +228,15 @@ def _train_embedding(texts, scores, out: Path, params: dict, seed: int) -> dict:
     x = encode_texts(model_name, texts, int(params.get("batch_size", 32)))
     present = sorted(set(scores))
     weights = {c: (1.0 if c == 0 else lam) for c in present}
-    head = LogisticRegression(C=float(params.get("C", 1.0)), class_weight=weights, max_iter=2000,
-                              random_state=seed)
+    head = LogisticRegression(C=float(params.get("C", 1.0)), class_weight=weights, max_iter=2000, random_state=seed)
     head.fit(x, np.asarray(scores))
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "head.npz", coef=head.coef_.astype(np.float32), intercept=head.intercept_.astype(np.float32),
-             classes=np.asarray(head.classes_, dtype=np.int64))
+    np.savez(
+        out / "head.npz",
+        coef=head.coef_.astype(np.float32),
+        intercept=head.intercept_.astype(np.float32),
+        classes=np.asarray(head.classes_, dtype=np.int64),
+    )
     return {"head": "head.npz", "encoder": model_name, "lambda": lam}
 
 
@@ -253,8 +261,7 @@ class EmbeddingClassifier:
         return [int(c) for c in self.classes[logits.argmax(axis=1)]]
 
 
-_BACKENDS = {"fasttext": (_train_fasttext, FastTextClassifier),
-             "embedding": (_train_embedding, EmbeddingClassifier)}
+_BACKENDS = {"fasttext": (_train_fasttext, FastTextClassifier), "embedding": (_train_embedding, EmbeddingClassifier)}
 
 
 def load_classifier(path: str | Path):
@@ -283,24 +290,36 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     texts, scores = read_labels(cfg.labels, cfg.text_field, cfg.score_field)
     counts = {c: scores.count(c) for c in CLASSES}
     stratify = scores if min(v for v in counts.values() if v) >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(texts, scores, test_size=cfg.test_fraction, random_state=cfg.seed,
-                                              stratify=stratify)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        texts, scores, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=stratify
+    )
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     out = Path(cfg.output)
     train_fn, cls = _BACKENDS[cfg.backend]
     params = training_params(cfg.backend, cfg.fasttext if cfg.backend == "fasttext" else cfg.embedding)
     files = train_fn(x_tr, y_tr, out, dict(params), cfg.seed)
-    meta = {"backend": cfg.backend, "params": params, "files": files, "classes": CLASSES,
-            "batch_size": int(training_params("embedding", cfg.embedding)["batch_size"])}
+    meta = {
+        "backend": cfg.backend,
+        "params": params,
+        "files": files,
+        "classes": CLASSES,
+        "batch_size": int(training_params("embedding", cfg.embedding)["batch_size"]),
+    }
     model = cls(out, meta)
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)
-    meta.update({
-        "labels": str(cfg.labels), "labels_sha256": path_fingerprint(cfg.labels), "label_counts": counts,
-        "train_size": len(x_tr), "test_size": len(x_te),
-        "seed": cfg.seed, "metrics": metrics,
-        "majority_baseline": {"class": majority, **classification_metrics(y_te, [majority] * len(y_te))},
-    })
+    meta.update(
+        {
+            "labels": str(cfg.labels),
+            "labels_sha256": path_fingerprint(cfg.labels),
+            "label_counts": counts,
+            "train_size": len(x_tr),
+            "test_size": len(x_te),
+            "seed": cfg.seed,
+            "metrics": metrics,
+            "majority_baseline": {"class": majority, **classification_metrics(y_te, [majority] * len(y_te))},
+        }
+    )
     (out / "classifier.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -74,8 +74,13 @@ class FilterConfig:
         out = []
         if self.language.enabled:
             lang = self.language
-            out.append(("language", {"languages": lang.languages or None, "threshold": lang.threshold,
-                                     "model_path": lang.model_path}, "filters.language"))
+            out.append(
+                (
+                    "language",
+                    {"languages": lang.languages or None, "threshold": lang.threshold, "model_path": lang.model_path},
+                    "filters.language",
+                )
+            )
         out += [(name, dict(kwargs or {}), f"filters.quality.{name}") for name, kwargs in self.quality.items()]
         if self.exact_dedup:
             out.append(("exact_dedup", {}, "filters.exact_dedup"))
@@ -85,12 +90,16 @@ class FilterConfig:
         if not self.quality:
             return
         # a second step of the same name would share its stats label and dropped/ folder
-        switches = {"language": ("filters.language.enabled", self.language.enabled),
-                    "exact_dedup": ("filters.exact_dedup", self.exact_dedup)}
+        switches = {
+            "language": ("filters.language.enabled", self.language.enabled),
+            "exact_dedup": ("filters.exact_dedup", self.exact_dedup),
+        }
         for name, (switch, on) in switches.items():
             if on and name in self.quality:
-                raise ConfigError(f"filters.quality.{name}: the {name} filter already runs from {switch}; set "
-                                  f"{switch}=false to place it among the quality filters")
+                raise ConfigError(
+                    f"filters.quality.{name}: the {name} filter already runs from {switch}; set "
+                    f"{switch}=false to place it among the quality filters"
+                )
         # datatrove takes about a second to import; only configs that name quality filters pay for it
         from datagen.steps.filters import check_filter
 
@@ -134,8 +143,9 @@ class RouteConfig:
 
     def validate(self) -> None:
         if not 1 <= self.rephrase_min <= self.refusal_min <= 6:
-            raise ConfigError(f"route: need 1 <= rephrase_min ({self.rephrase_min}) <= refusal_min "
-                              f"({self.refusal_min}) <= 6")
+            raise ConfigError(
+                f"route: need 1 <= rephrase_min ({self.rephrase_min}) <= refusal_min ({self.refusal_min}) <= 6"
+            )
 
 
 @dataclass
@@ -209,5 +219,7 @@ class DatagenConfig:
 
     def validate(self) -> None:
         if self.score.classifier is None and self.score.combine != "label":
-            raise ConfigError("score.classifier is null: set score.combine=label (scores from the label "
-                              "field) or give a classifier folder")
+            raise ConfigError(
+                "score.classifier is null: set score.combine=label (scores from the label "
+                "field) or give a classifier folder"
+            )

@@ -47,8 +47,10 @@ CLASSIFIER_MARKER = "datagen-classifier"
 
 
 def _tokenizer_parts(cfg: DatagenConfig) -> dict[str, str]:
-    return {"input": path_fingerprint(_input_path(cfg)),
-            "settings": value_fingerprint({"vocab_size": cfg.tokenizer.vocab_size, "text_field": cfg.input.text_field})}
+    return {
+        "input": path_fingerprint(_input_path(cfg)),
+        "settings": value_fingerprint({"vocab_size": cfg.tokenizer.vocab_size, "text_field": cfg.input.text_field}),
+    }
 
 
 def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
@@ -68,11 +70,19 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
         from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
 
         if cfg.input.format != "jsonl":
-            raise ConfigError("tokenizer.train_if_missing trains on JSONL input only; train one with "
-                              "`python -m datagen train-tokenizer` and set tokenizer.path")
+            raise ConfigError(
+                "tokenizer.train_if_missing trains on JSONL input only; train one with "
+                "`python -m datagen train-tokenizer` and set tokenizer.path"
+            )
         log.info("training a %d-entry BPE tokenizer on %s -> %s", cfg.tokenizer.vocab_size, _input_path(cfg), src)
-        train_tokenizer(TrainTokenizerConfig(input=str(_input_path(cfg)), text_field=cfg.input.text_field,
-                                             output=str(src), vocab_size=cfg.tokenizer.vocab_size))
+        train_tokenizer(
+            TrainTokenizerConfig(
+                input=str(_input_path(cfg)),
+                text_field=cfg.input.text_field,
+                output=str(src),
+                vocab_size=cfg.tokenizer.vocab_size,
+            )
+        )
         marker.write(_tokenizer_parts(cfg), input=str(_input_path(cfg)))
     tok = load_tokenizer(src if src.exists() else cfg.tokenizer.path, add_tag=True)
     dst = CorpusFolder(corpus).tokenizer
@@ -89,9 +99,13 @@ def _classifier_parts(cfg: DatagenConfig, labels: str) -> dict[str, str]:
     from datagen.classifier import training_params
 
     sc = cfg.score
-    return {"labels": path_fingerprint(labels), "backend": sc.backend,
-            "settings": value_fingerprint({"params": training_params(sc.backend), "text_field": cfg.input.text_field,
-                                           "score_field": sc.label_field})}
+    return {
+        "labels": path_fingerprint(labels),
+        "backend": sc.backend,
+        "settings": value_fingerprint(
+            {"params": training_params(sc.backend), "text_field": cfg.input.text_field, "score_field": sc.label_field}
+        ),
+    }
 
 
 def _ensure_classifier(cfg: DatagenConfig) -> None:
@@ -121,13 +135,22 @@ def _ensure_classifier(cfg: DatagenConfig) -> None:
             return
         log.info("%s: training it again (%s)", sc.classifier, check.reason)
     if not sc.train_if_missing:
-        raise ConfigError(f"score.classifier: {sc.classifier} has no classifier.json (train one with "
-                          "`python -m datagen train-classifier` or set score.train_if_missing=true)")
+        raise ConfigError(
+            f"score.classifier: {sc.classifier} has no classifier.json (train one with "
+            "`python -m datagen train-classifier` or set score.train_if_missing=true)"
+        )
     from datagen.classifier import TrainClassifierConfig, train_classifier
 
     log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, sc.classifier)
-    meta = train_classifier(TrainClassifierConfig(labels=labels, output=sc.classifier, backend=sc.backend,
-                                                  text_field=cfg.input.text_field, score_field=sc.label_field))
+    meta = train_classifier(
+        TrainClassifierConfig(
+            labels=labels,
+            output=sc.classifier,
+            backend=sc.backend,
+            text_field=cfg.input.text_field,
+            score_field=sc.label_field,
+        )
+    )
     meta["trained_by"] = "train_if_missing"
     meta_path.write_text(json.dumps(meta, indent=2))
     marker.write(_classifier_parts(cfg, labels))
@@ -142,17 +165,28 @@ def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
     try:
         old = load_config(DatagenConfig, saved)
     except ConfigError as e:
-        raise ConfigError(f"{corpus} holds a config this version cannot read ({e}); use another output folder") from None
+        raise ConfigError(
+            f"{corpus} holds a config this version cannot read ({e}); use another output folder"
+        ) from None
     a, b = _flat(to_dict(old)), _flat(to_dict(cfg))
     # where and how the work runs may change between attempts; what it produces may not. The number
     # of tasks decides which files each rank reads, so it must stay the same too
-    operational = ("executor.", "llm.server.", "llm.max_concurrency", "llm.request_timeout", "llm.max_retries",
-                   "llm.retry_backoff")
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                  and (k == "executor.tasks" or not k.startswith(operational)))
+    operational = (
+        "executor.",
+        "llm.server.",
+        "llm.max_concurrency",
+        "llm.request_timeout",
+        "llm.max_retries",
+        "llm.retry_backoff",
+    )
+    diff = sorted(
+        k for k in set(a) | set(b) if a.get(k) != b.get(k) and (k == "executor.tasks" or not k.startswith(operational))
+    )
     if diff:
-        raise ConfigError(f"{corpus} was written with another config (differs in: {', '.join(diff)}); "
-                          "resume with the same config or choose another output folder")
+        raise ConfigError(
+            f"{corpus} was written with another config (differs in: {', '.join(diff)}); "
+            "resume with the same config or choose another output folder"
+        )
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -185,11 +219,21 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
 
     inp = _input_path(cfg)
     folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
-    reader_cls = {"jsonl": QuarantiningJsonlReader, "parquet": QuarantiningParquetReader,
-                  "warc": QuarantiningWarcReader}[cfg.input.format]
-    steps: list[PipelineStep] = [reader_cls(folder, glob_pattern=glob, text_key=cfg.input.text_field,
-                                            id_key=cfg.input.id_field, limit=cfg.input.limit,
-                                            raw_cut=cfg.input.raw_cut)]
+    reader_cls = {
+        "jsonl": QuarantiningJsonlReader,
+        "parquet": QuarantiningParquetReader,
+        "warc": QuarantiningWarcReader,
+    }[cfg.input.format]
+    steps: list[PipelineStep] = [
+        reader_cls(
+            folder,
+            glob_pattern=glob,
+            text_key=cfg.input.text_field,
+            id_key=cfg.input.id_field,
+            limit=cfg.input.limit,
+            raw_cut=cfg.input.raw_cut,
+        )
+    ]
     labels = ["read"]
     extract = cfg.input.html_extraction
     if extract == "trafilatura" or (extract == "auto" and cfg.input.format == "warc"):
@@ -229,8 +273,11 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
     if cfg.tag.enabled:
         steps.append(TagInjector(cfg.tag.p, cfg.tag.min_score, cfg.tag.seed))
         labels.append("tag")
-    steps.append(TokenizeToBuckets(str(corpus), buckets=STAGE1_BUCKETS, batch_size=cfg.tokenizer.batch_size,
-                                   compression=cfg.compression))
+    steps.append(
+        TokenizeToBuckets(
+            str(corpus), buckets=STAGE1_BUCKETS, batch_size=cfg.tokenizer.batch_size, compression=cfg.compression
+        )
+    )
     labels.append("tokenize")
     return steps, labels
 
@@ -242,16 +289,27 @@ def make_executor(cfg: DatagenConfig, pipeline: list, logging_dir: Path, tasks: 
         from datatrove.executor import LocalPipelineExecutor
 
         workers = min(ex.workers if ex.workers > 0 else tasks, tasks)
-        return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir),
-                                     depends=depends)
+        return LocalPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir), depends=depends
+        )
     from datatrove.executor import SlurmPipelineExecutor
 
     return SlurmPipelineExecutor(
-        pipeline=pipeline, tasks=tasks, workers=ex.workers, time=ex.time, partition=ex.partition,
-        cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=ex.mem_per_cpu_gb, job_name=f"{ex.job_name}-{name}",
-        logging_dir=str(logging_dir), slurm_logs_folder=ex.logs or str(logging_dir / "slurm"),
-        venv_path=ex.venv_path, sbatch_args=dict(ex.sbatch_args) or None, depends=depends,
-        depends_job_id=ex.dependency if depends is None else None)
+        pipeline=pipeline,
+        tasks=tasks,
+        workers=ex.workers,
+        time=ex.time,
+        partition=ex.partition,
+        cpus_per_task=ex.cpus_per_task,
+        mem_per_cpu_gb=ex.mem_per_cpu_gb,
+        job_name=f"{ex.job_name}-{name}",
+        logging_dir=str(logging_dir),
+        slurm_logs_folder=ex.logs or str(logging_dir / "slurm"),
+        venv_path=ex.venv_path,
+        sbatch_args=dict(ex.sbatch_args) or None,
+        depends=depends,
+        depends_job_id=ex.dependency if depends is None else None,
+    )
 
 
 # ------------------------------------------------------------------------------------- later stages
@@ -316,10 +374,16 @@ def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict
     folder.stats.write_text(json.dumps(stats, indent=2))
     tok = load_tokenizer(folder.tokenizer)
     manifest = Manifest(
-        tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(folder.tokenizer / "tokenizer.json"),
-                                vocab_size=len(tok), eos_id=int(tok.eos_token_id), tag_id=tag_id(tok)),
+        tokenizer=TokenizerInfo(
+            path="tokenizer",
+            sha256=file_sha256(folder.tokenizer / "tokenizer.json"),
+            vocab_size=len(tok),
+            eos_id=int(tok.eos_token_id),
+            tag_id=tag_id(tok),
+        ),
         buckets={b: BucketInfo(documents=v["documents"], tokens=v["tokens"]) for b, v in stats["buckets"].items()},
-        config=to_dict(cfg))
+        config=to_dict(cfg),
+    )
     manifest.save(corpus)
     if not stats["balance"]["ok"]:
         raise DatagenError(f"balance check failed, see {folder.stats}: {stats['balance']}")
@@ -348,8 +412,7 @@ def run(cfg: DatagenConfig) -> dict | None:
     cfg_dict = to_dict(cfg)
     if cfg.llm.enabled:
         last = make_executor(cfg, [LLMStageStep(cfg_dict, str(corpus))], logs / "llm", 1, "llm", depends=last)
-    final = make_executor(cfg, [FinalizeStep(cfg_dict, str(corpus), labels)], logs / "final", 1, "final",
-                          depends=last)
+    final = make_executor(cfg, [FinalizeStep(cfg_dict, str(corpus), labels)], logs / "final", 1, "final", depends=last)
     if cfg.executor.kind == "slurm":
         final.run()  # submits the chain of dependencies
         log.info("submitted; the corpus will be in %s", corpus)

@@ -25,8 +25,9 @@ def _load_stage_stats(logging_dir: Path) -> tuple[list[dict[str, int]] | None, i
     return total, len(files)
 
 
-def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: dict[str, int],
-                  llm_stats: dict | None = None) -> dict:
+def collect_stats(
+    cfg: DatagenConfig, corpus: Path, labels: list[str], samples: dict[str, int], llm_stats: dict | None = None
+) -> dict:
     """Build stats.json: documents/tokens per bucket, drops per filter and reason, quarantine per reason,
     score histogram, routes, tags (inserted, realised rate) and the balance check."""
     total, n_tasks = _load_stage_stats(corpus / "logs" / "stage1")
@@ -42,20 +43,26 @@ def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: 
             quarantined["total"] += q.get("quarantined", 0)
             for k, v in sorted(q.items()):
                 if k.startswith("quarantined_"):
-                    r = k[len("quarantined_"):]
+                    r = k[len("quarantined_") :]
                     quarantined["reasons"][r] = quarantined["reasons"].get(r, 0) + v
     dropped = {}
     for lab, c in by.items():
         if lab == "filter:html_extraction":
             # datatrove's extractors count their losses under their own names
-            reasons = {"timeout": c.get("timeout", 0), "error": c.get("clean_error", 0) + c.get("broken_process", 0),
-                       "empty_extraction": c.get("dropped", 0)}
-            dropped["html_extraction"] = {"total": c.get("total", 0) - c.get("forwarded", 0),
-                                          "reasons": {k: v for k, v in reasons.items() if v}}
+            reasons = {
+                "timeout": c.get("timeout", 0),
+                "error": c.get("clean_error", 0) + c.get("broken_process", 0),
+                "empty_extraction": c.get("dropped", 0),
+            }
+            dropped["html_extraction"] = {
+                "total": c.get("total", 0) - c.get("forwarded", 0),
+                "reasons": {k: v for k, v in reasons.items() if v},
+            }
         elif lab.startswith("filter:"):
-            dropped[lab[len("filter:"):]] = {
+            dropped[lab[len("filter:") :]] = {
                 "total": c.get("dropped", 0),
-                "reasons": {k[len("dropped_"):]: v for k, v in sorted(c.items()) if k.startswith("dropped_")}}
+                "reasons": {k[len("dropped_") :]: v for k, v in sorted(c.items()) if k.startswith("dropped_")},
+            }
     dropped_total = sum(d["total"] for d in dropped.values())
     route = by["route"]
     kept = route.get("kept", 0)
@@ -71,10 +78,16 @@ def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: 
                 buckets[b]["tokens"] = int(v.get("tokens", buckets[b]["tokens"]))
     tag = by.get("tag", {})
     words = tag.get("tag_words", 0)
-    tags = {"enabled": cfg.tag.enabled, "p": cfg.tag.p, "min_score": cfg.tag.min_score,
-            "documents": tag.get("tagged_documents", 0), "inserted": tag.get("tags", 0), "words": words,
-            "realised_rate": (tag.get("tags", 0) / words) if words else None,
-            "literal_tags_neutralised": tag.get("literal_tags", 0)}
+    tags = {
+        "enabled": cfg.tag.enabled,
+        "p": cfg.tag.p,
+        "min_score": cfg.tag.min_score,
+        "documents": tag.get("tagged_documents", 0),
+        "inserted": tag.get("tags", 0),
+        "words": words,
+        "realised_rate": (tag.get("tags", 0) / words) if words else None,
+        "literal_tags_neutralised": tag.get("literal_tags", 0),
+    }
     routes = {r: route.get(f"route_{r}", 0) for r in ("raw", "rephrase", "refusal")}
     pending = {r: by["pending"].get(f"pending_{r}", 0) for r in ("rephrase", "refusal")}
     checks = {
@@ -96,8 +109,14 @@ def collect_stats(cfg: DatagenConfig, corpus: Path, labels: list[str], samples: 
         "tags": tags,
         "buckets": buckets,
         "llm": llm_stats,
-        "balance": {"read": read, "kept": kept, "dropped": dropped_total, "quarantined": quarantined["total"],
-                    "checks": checks, "ok": all(checks.values())},
+        "balance": {
+            "read": read,
+            "kept": kept,
+            "dropped": dropped_total,
+            "quarantined": quarantined["total"],
+            "checks": checks,
+            "ok": all(checks.values()),
+        },
     }
 
 
@@ -126,8 +145,7 @@ def format_summary(stats: dict) -> str:
     row("pending for LLM stage", "  ".join(f"{k}:{v}" for k, v in stats["pending"].items()))
     t = stats["tags"]
     rate = f"{t['realised_rate']:.4f}" if t["realised_rate"] is not None else "-"
-    row("tags inserted", f"{t['inserted']} in {t['documents']} documents, {t['words']} words, "
-        f"rate {rate} (p={t['p']})")
+    row("tags inserted", f"{t['inserted']} in {t['documents']} documents, {t['words']} words, rate {rate} (p={t['p']})")
     lines.append("")
     lines.append(f"{'bucket':<20} {'documents':>12} {'tokens':>14}")
     for name, v in stats["buckets"].items():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from infra.corpus import TAG_TOKEN
 from infra.log import get_logger
@@ -52,8 +52,9 @@ def iter_jsonl_texts(path: str | Path, text_field: str = "text") -> Iterator[str
                     yield rec[text_field]
 
 
-def train_bpe_tokenizer(texts: Iterable[str], output: str | Path, vocab_size: int = 8192,
-                        min_frequency: int = 2) -> Path:
+def train_bpe_tokenizer(
+    texts: Iterable[str], output: str | Path, vocab_size: int = 8192, min_frequency: int = 2
+) -> Path:
     """Train byte-level BPE on ``texts``; save an HF folder with EOS and the harmfulness tag as special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -62,12 +63,21 @@ def train_bpe_tokenizer(texts: Iterable[str], output: str | Path, vocab_size: in
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=[EOS_TOKEN, TAG_TOKEN],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN, TAG_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
-                                   unk_token=None, additional_special_tokens=[TAG_TOKEN])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        unk_token=None,
+        additional_special_tokens=[TAG_TOKEN],
+    )
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))

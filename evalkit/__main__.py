@@ -51,11 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", required=True, help="folder for the edited HF model (+ abliteration.json)")
     add_config_arguments(a, _default_config())
     t = sub.add_parser("train-judge", help="train the embedding refusal classifier judge on labelled answers")
-    t.add_argument("--data", default="evalkit/data/judge_train.jsonl",
-                   help='JSONL {"output": ..., "label": "refusal"|"non_refusal"}')
+    t.add_argument(
+        "--data",
+        default="evalkit/data/judge_train.jsonl",
+        help='JSONL {"output": ..., "label": "refusal"|"non_refusal"}',
+    )
     t.add_argument("--out", required=True, help="judge folder (use it with judges.classifier=FOLDER)")
-    t.add_argument("--human-labels", default="evalkit/data/human_labels.jsonl",
-                   help="score the trained judge on these labels too ('' to skip)")
+    t.add_argument(
+        "--human-labels",
+        default="evalkit/data/human_labels.jsonl",
+        help="score the trained judge on these labels too ('' to skip)",
+    )
     from evalkit.study.cli import add_study_parser
 
     add_study_parser(sub)
@@ -70,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             from evalkit.run import run_eval
 
             res = run_eval(_load(args))
-            print(json.dumps({"out": str(_load(args).out),
-                              "suites": list(res["suites"]), "errors": res["errors"]}, indent=1))
+            print(
+                json.dumps(
+                    {"out": str(_load(args).out), "suites": list(res["suites"]), "errors": res["errors"]}, indent=1
+                )
+            )
             return 1 if res["errors"] else 0
         if args.cmd == "compare":
             from evalkit.report import compare
@@ -89,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 v = ClassifierJudge(args.out).judge_many([r["prompt"] for r in rows], [r["output"] for r in rows])
                 meta["human_labels"] = score_against_human(v, [r["label"] for r in rows])
                 (Path(args.out) / "judge.json").write_text(json.dumps(meta, indent=2))
-            print(json.dumps({k: meta[k] for k in ("rows", "cv_accuracy", "majority_baseline", "human_labels")
-                              if k in meta}))
+            print(
+                json.dumps(
+                    {k: meta[k] for k in ("rows", "cv_accuracy", "majority_baseline", "human_labels") if k in meta}
+                )
+            )
             return 0
         if args.cmd == "abliterate":
             from evalkit.run import abliterate_model

@@ -44,15 +44,26 @@ def run_lm_eval(model, cfg, work: Path) -> dict:
         include.append(Path(cfg.include_path).resolve())
     local = {p.stem for d in include for p in Path(d).glob("*.y*ml")}
     # indexing lm-eval's ~10k built-in task files takes a while: only when a task needs it
-    tm = TaskManager(include_path=[str(p) for p in include],
-                     include_defaults=any(t not in local for t in cfg.tasks))
+    tm = TaskManager(include_path=[str(p) for p in include], include_defaults=any(t not in local for t in cfg.tasks))
     lm = HFLM(pretrained=model.model, tokenizer=model.tok, batch_size=cfg.batch_size, device=model.device)
-    res = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), task_manager=tm, num_fewshot=cfg.num_fewshot,
-                                  limit=cfg.limit or None, bootstrap_iters=0, log_samples=False)
+    res = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(cfg.tasks),
+        task_manager=tm,
+        num_fewshot=cfg.num_fewshot,
+        limit=cfg.limit or None,
+        bootstrap_iters=0,
+        log_samples=False,
+    )
     tasks = {}
     for task, metrics in res["results"].items():
-        tasks[task] = {k.split(",")[0]: float(v) for k, v in metrics.items()
-                       if isinstance(v, (int, float)) and "stderr" not in k}
+        tasks[task] = {
+            k.split(",")[0]: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k
+        }
     accs = [v["acc"] for v in tasks.values() if "acc" in v]
-    return {"tasks": tasks, "mean_acc": sum(accs) / len(accs) if accs else float("nan"),
-            "num_fewshot": cfg.num_fewshot, "limit": cfg.limit}
+    return {
+        "tasks": tasks,
+        "mean_acc": sum(accs) / len(accs) if accs else float("nan"),
+        "num_fewshot": cfg.num_fewshot,
+        "limit": cfg.limit,
+    }

@@ -48,12 +48,17 @@ def read_judge_rows(path: str | Path) -> tuple[list[str], list[int], list[dict]]
         except json.JSONDecodeError as e:
             skipped.append({"file": str(p), "line": i, "reason": f"invalid JSON: {e.msg}"})
             continue
-        out, lab = row.get("output") if isinstance(row, dict) else None, row.get("label") if isinstance(row, dict) else None
+        out, lab = (
+            row.get("output") if isinstance(row, dict) else None,
+            row.get("label") if isinstance(row, dict) else None,
+        )
         if not isinstance(out, str) or not out.strip():
             skipped.append({"file": str(p), "line": i, "reason": "field 'output' missing or not a non-empty string"})
             continue
         if lab not in (REFUSAL, NON_REFUSAL):
-            skipped.append({"file": str(p), "line": i, "reason": f"field 'label' must be refusal|non_refusal, got {lab!r}"})
+            skipped.append(
+                {"file": str(p), "line": i, "reason": f"field 'label' must be refusal|non_refusal, got {lab!r}"}
+            )
             continue
         texts.append(out)
         labels.append(int(lab == REFUSAL))
@@ -64,8 +69,9 @@ def read_judge_rows(path: str | Path) -> tuple[list[str], list[int], list[dict]]
     return texts, labels, skipped
 
 
-def train_judge(data: str | Path, out: str | Path, encoder: str = "", C: float = 4.0, folds: int = 5,
-                seed: int = 0) -> dict:
+def train_judge(
+    data: str | Path, out: str | Path, encoder: str = "", C: float = 4.0, folds: int = 5, seed: int = 0
+) -> dict:
     """Fit the head on every row of ``data`` and write ``out``; returns judge.json's content, which
     includes ``folds``-fold cross-validated accuracy of the same recipe and the majority baseline."""
     from sklearn.linear_model import LogisticRegression
@@ -81,13 +87,28 @@ def train_judge(data: str | Path, out: str | Path, encoder: str = "", C: float =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "head.npz", coef=head.coef_[0].astype(np.float32), intercept=head.intercept_.astype(np.float32))
-    meta = {"encoder": encoder, "data": str(data), "data_sha256": file_sha256(data), "rows": len(texts),
-            "refusal_rows": int(y.sum()), "skipped": skipped, "C": C,
-            "cv_folds": k, "cv_accuracy": float(cv.mean()), "cv_accuracy_std": float(cv.std()),
-            "majority_baseline": float(max(y.mean(), 1 - y.mean()))}
+    meta = {
+        "encoder": encoder,
+        "data": str(data),
+        "data_sha256": file_sha256(data),
+        "rows": len(texts),
+        "refusal_rows": int(y.sum()),
+        "skipped": skipped,
+        "C": C,
+        "cv_folds": k,
+        "cv_accuracy": float(cv.mean()),
+        "cv_accuracy_std": float(cv.std()),
+        "majority_baseline": float(max(y.mean(), 1 - y.mean())),
+    }
     (out / "judge.json").write_text(json.dumps(meta, indent=2))
-    log.info("refusal judge: %d rows, %d-fold accuracy %.3f (majority %.3f) -> %s", len(texts), k,
-             meta["cv_accuracy"], meta["majority_baseline"], out)
+    log.info(
+        "refusal judge: %d rows, %d-fold accuracy %.3f (majority %.3f) -> %s",
+        len(texts),
+        k,
+        meta["cv_accuracy"],
+        meta["majority_baseline"],
+        out,
+    )
     return meta
 
 
@@ -136,5 +157,7 @@ class ClassifierJudge:
         p = 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))
         self.probs = [float(v) for v in p]
         # an empty answer is not a refusal (as for the keyword judge)
-        return [NON_REFUSAL if not o.strip() else (REFUSAL if v >= self.threshold else NON_REFUSAL)
-                for o, v in zip(outputs, self.probs)]
+        return [
+            NON_REFUSAL if not o.strip() else (REFUSAL if v >= self.threshold else NON_REFUSAL)
+            for o, v in zip(outputs, self.probs)
+        ]

@@ -135,8 +135,10 @@ def steer_arm(arm: str) -> tuple[str, float]:
     """``harmful_plus`` -> (``harmful``, +1.0): the prompt set and the sign of the added direction."""
     which, _, sign = arm.rpartition("_")
     if which not in ("harmful", "harmless", "overrefusal") or sign not in ("plus", "minus"):
-        raise ConfigError(f"key 'direction.steer': unknown arm {arm!r}; use <harmful|harmless|overrefusal>_"
-                          "<plus|minus>, e.g. harmful_plus")
+        raise ConfigError(
+            f"key 'direction.steer': unknown arm {arm!r}; use <harmful|harmless|overrefusal>_"
+            "<plus|minus>, e.g. harmful_plus"
+        )
     return which, 1.0 if sign == "plus" else -1.0
 
 

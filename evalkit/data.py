@@ -36,7 +36,7 @@ class PromptSet:
     skipped: list[dict]
     source: str = ""
 
-    def split(self, name: str) -> "PromptSet":
+    def split(self, name: str) -> PromptSet:
         """Prompts whose ``split`` field equals ``name`` ('all' keeps everything; rows without a split
         field count as test)."""
         if name == "all":
@@ -44,7 +44,7 @@ class PromptSet:
         keep = [p for p in self.prompts if p.meta.get("split", "test") == name]
         return PromptSet(keep, self.skipped, self.source)
 
-    def limit(self, n: int) -> "PromptSet":
+    def limit(self, n: int) -> PromptSet:
         return PromptSet(self.prompts[:n] if n else self.prompts, self.skipped, self.source)
 
 
@@ -71,23 +71,27 @@ def load_jsonl_prompts(path: str | Path, text_keys=("prompt", "goal", "behavior"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                skipped.append({"file": str(path), "line": lineno, "reason": f"not JSON: {e.msg}",
-                                "raw": line[:200]})
+                skipped.append({"file": str(path), "line": lineno, "reason": f"not JSON: {e.msg}", "raw": line[:200]})
                 continue
             if not isinstance(row, dict):
-                skipped.append({"file": str(path), "line": lineno, "reason": "row is not an object",
-                                "raw": line[:200]})
+                skipped.append({"file": str(path), "line": lineno, "reason": "row is not an object", "raw": line[:200]})
                 continue
             text = next((row[k] for k in text_keys if isinstance(row.get(k), str)), None)
             if text is None or not text.strip():
-                skipped.append({"file": str(path), "line": lineno,
-                                "reason": f"no non-empty text field (one of {list(text_keys)})",
-                                "raw": line[:200]})
+                skipped.append(
+                    {
+                        "file": str(path),
+                        "line": lineno,
+                        "reason": f"no non-empty text field (one of {list(text_keys)})",
+                        "raw": line[:200],
+                    }
+                )
                 continue
             pid = str(row.get("id", f"{p.stem}-{lineno}"))
             if pid in seen:
-                skipped.append({"file": str(path), "line": lineno, "reason": f"duplicate id {pid!r}",
-                                "raw": line[:200]})
+                skipped.append(
+                    {"file": str(path), "line": lineno, "reason": f"duplicate id {pid!r}", "raw": line[:200]}
+                )
                 continue
             seen.add(pid)
             meta = {k: v for k, v in row.items() if k not in ("id",) + tuple(text_keys)}
@@ -97,8 +101,9 @@ def load_jsonl_prompts(path: str | Path, text_keys=("prompt", "goal", "behavior"
     return PromptSet(prompts, skipped, str(path))
 
 
-def _csv_prompts(name: str, text: str, text_col: str, id_col: str | None, meta_cols: tuple[str, ...],
-                 keep=lambda row: True) -> PromptSet:
+def _csv_prompts(
+    name: str, text: str, text_col: str, id_col: str | None, meta_cols: tuple[str, ...], keep=lambda row: True
+) -> PromptSet:
     prompts, skipped = [], []
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or text_col not in reader.fieldnames:
@@ -117,20 +122,50 @@ def _csv_prompts(name: str, text: str, text_col: str, id_col: str | None, meta_c
 
 # name -> (published URL, text column, id column, metadata columns, row filter)
 HUB_SETS = {
-    "advbench": ("https://raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/"
-                 "harmful_behaviors.csv", "goal", None, ("target",), None),
-    "harmbench": ("https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/data/"
-                  "behavior_datasets/harmbench_behaviors_text_all.csv", "Behavior", "BehaviorID",
-                  ("FunctionalCategory", "SemanticCategory"),
-                  lambda r: (r.get("FunctionalCategory") or "standard") == "standard"),
-    "jailbreakbench": ("https://raw.githubusercontent.com/JailbreakBench/jailbreakbench/main/src/"
-                       "jailbreakbench/data/behaviors.csv", "Goal", "Index", ("Category", "Source"), None),
-    "tdc": ("https://raw.githubusercontent.com/centerforaisafety/tdc2023-starter-kit/main/red_teaming/"
-            "data/dev/behaviors.json", None, None, (), None),
-    "xstest": ("https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/main/xstest_prompts.csv",
-               "prompt", "id", ("type", "label", "focus"), lambda r: r.get("label", "safe") == "safe"),
-    "phtest": ("https://huggingface.co/datasets/furonghuang-lab/PHTest/resolve/main/phtest.jsonl",
-               None, None, (), None),
+    "advbench": (
+        "https://raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv",
+        "goal",
+        None,
+        ("target",),
+        None,
+    ),
+    "harmbench": (
+        "https://raw.githubusercontent.com/centerforaisafety/HarmBench/main/data/"
+        "behavior_datasets/harmbench_behaviors_text_all.csv",
+        "Behavior",
+        "BehaviorID",
+        ("FunctionalCategory", "SemanticCategory"),
+        lambda r: (r.get("FunctionalCategory") or "standard") == "standard",
+    ),
+    "jailbreakbench": (
+        "https://raw.githubusercontent.com/JailbreakBench/jailbreakbench/main/src/jailbreakbench/data/behaviors.csv",
+        "Goal",
+        "Index",
+        ("Category", "Source"),
+        None,
+    ),
+    "tdc": (
+        "https://raw.githubusercontent.com/centerforaisafety/tdc2023-starter-kit/main/red_teaming/"
+        "data/dev/behaviors.json",
+        None,
+        None,
+        (),
+        None,
+    ),
+    "xstest": (
+        "https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/main/xstest_prompts.csv",
+        "prompt",
+        "id",
+        ("type", "label", "focus"),
+        lambda r: r.get("label", "safe") == "safe",
+    ),
+    "phtest": (
+        "https://huggingface.co/datasets/furonghuang-lab/PHTest/resolve/main/phtest.jsonl",
+        None,
+        None,
+        (),
+        None,
+    ),
 }
 
 
@@ -142,16 +177,24 @@ def _parse_hub(name: str, text: str, source: str) -> PromptSet:
         except json.JSONDecodeError as e:
             raise DataError(f"{source}: TDC behaviours must be a JSON list of strings: {e}") from None
         prompts = [Prompt(f"tdc-{i}", s.strip()) for i, s in enumerate(items) if isinstance(s, str) and s.strip()]
-        skipped = [{"file": source, "line": i, "reason": "not a non-empty string"}
-                   for i, s in enumerate(items) if not (isinstance(s, str) and s.strip())]
+        skipped = [
+            {"file": source, "line": i, "reason": "not a non-empty string"}
+            for i, s in enumerate(items)
+            if not (isinstance(s, str) and s.strip())
+        ]
         return PromptSet(prompts, skipped, source)
     if name == "phtest":  # JSONL with a "prompt" field
         tmp = PromptSet([], [], source)
         for i, line in enumerate(text.splitlines(), 1):
             try:
                 row = json.loads(line)
-                tmp.prompts.append(Prompt(str(row.get("id", f"phtest-{i}")), row["prompt"],
-                                          {"category": row.get("harmfulness") or row.get("category")}))
+                tmp.prompts.append(
+                    Prompt(
+                        str(row.get("id", f"phtest-{i}")),
+                        row["prompt"],
+                        {"category": row.get("harmfulness") or row.get("category")},
+                    )
+                )
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 tmp.skipped.append({"file": source, "line": i, "reason": f"bad row: {e}"})
         return tmp
@@ -160,7 +203,7 @@ def _parse_hub(name: str, text: str, source: str) -> PromptSet:
 
 def load_hub(spec: str) -> PromptSet:
     """``hub:NAME`` downloads the published file; ``hub:NAME:PATH`` parses a local copy of it."""
-    rest = spec[len("hub:"):]
+    rest = spec[len("hub:") :]
     name, _, local = rest.partition(":")
     name = name.lower()
     if name not in HUB_SETS:
@@ -177,8 +220,9 @@ def load_hub(spec: str) -> PromptSet:
         r = httpx.get(url, timeout=30, follow_redirects=True)
         r.raise_for_status()
     except httpx.HTTPError as e:
-        raise DataError(f"cannot download {name} from {url} ({e}); offline, pass a local copy as "
-                        f"hub:{name}:PATH") from None
+        raise DataError(
+            f"cannot download {name} from {url} ({e}); offline, pass a local copy as hub:{name}:PATH"
+        ) from None
     return _parse_hub(name, r.text, url)
 
 

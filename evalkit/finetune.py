@@ -19,8 +19,16 @@ class FinetuneError(RuntimeError):
     pass
 
 
-def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, overrides: list[str],
-        timeout_s: float = 3600.0, keep_checkpoints: bool = False, reuse: bool = True) -> Path:
+def sft(
+    model_dir: Path,
+    data: str | Path,
+    run_dir: Path,
+    trainer_config: str,
+    overrides: list[str],
+    timeout_s: float = 3600.0,
+    keep_checkpoints: bool = False,
+    reuse: bool = True,
+) -> Path:
     """``python -m trainer sft --config CFG init.hf=MODEL sft.path=DATA run_dir=DIR export.hf_at_end=true``.
 
     The finetune is evaluated, not resumed: its checkpoints are written without optimizer state
@@ -36,12 +44,24 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
     cfg_p = resolve_path(trainer_config).resolve()
     data_p = data_p.resolve()
     run = RunFolder(Path(run_dir).resolve())
-    args = ["sft", "--config", str(cfg_p), f"init.hf={Path(model_dir).resolve()}", f"sft.path={data_p}",
-            f"run_dir={run.root}", "export.hf_at_end=true", "train.save_optimizer=false", *overrides]
+    args = [
+        "sft",
+        "--config",
+        str(cfg_p),
+        f"init.hf={Path(model_dir).resolve()}",
+        f"sft.path={data_p}",
+        f"run_dir={run.root}",
+        "export.hf_at_end=true",
+        "train.save_optimizer=false",
+        *overrides,
+    ]
     # what the finetuned model depends on: a change to any part trains it again, from scratch
-    parts = {"base_model": path_fingerprint(Path(model_dir).resolve(), content=False),
-             "data": path_fingerprint(data_p), "trainer_config": value_fingerprint(load_yaml(cfg_p)),
-             "command": value_fingerprint(args[3:])}
+    parts = {
+        "base_model": path_fingerprint(Path(model_dir).resolve(), content=False),
+        "data": path_fingerprint(data_p),
+        "trainer_config": value_fingerprint(load_yaml(cfg_p)),
+        "command": value_fingerprint(args[3:]),
+    }
     marker = Marker(run.root, "finetune")
     if marker.reuse(parts, outputs=[run.hf / "config.json"], stale=run.root, allowed=reuse):
         log.info("reusing finetuned model %s", run.hf)
@@ -61,5 +81,12 @@ def sft(model_dir: Path, data: str | Path, run_dir: Path, trainer_config: str, o
 
 def benign_finetune(model_dir: Path, cfg, work: Path) -> Path:
     """Finetune ``model_dir`` on ``cfg.data`` (a GSM8K-style chat JSONL) with ``cfg`` (``FinetuneConfig``)."""
-    return sft(model_dir, cfg.data, Path(work), cfg.trainer_config, list(cfg.overrides), cfg.timeout_s,
-               keep_checkpoints=cfg.keep_checkpoints)
+    return sft(
+        model_dir,
+        cfg.data,
+        Path(work),
+        cfg.trainer_config,
+        list(cfg.overrides),
+        cfg.timeout_s,
+        keep_checkpoints=cfg.keep_checkpoints,
+    )

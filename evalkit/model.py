@@ -63,8 +63,10 @@ def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
     try:
         run_cli("trainer", ["export-hf", str(p.resolve()), str(out)], log_path=log_path, what="trainer export-hf")
     except CLIError as e:
-        raise ModelError(f"{path} is neither an HF model folder (no config.json) nor a checkpoint that "
-                         f"`trainer export-hf` can export: {e}") from None
+        raise ModelError(
+            f"{path} is neither an HF model folder (no config.json) nor a checkpoint that "
+            f"`trainer export-hf` can export: {e}"
+        ) from None
     if not (out / "config.json").is_file():
         raise ModelError(f"`trainer export-hf {p}` finished without writing {out / 'config.json'} (log {log_path})")
     marker.write(parts)
@@ -126,8 +128,9 @@ class HFModel(EvalModel):
         try:
             # add_tag=False: the tokenizer must match the embedding matrix as trained
             self.tok = load_tokenizer(self.path, add_tag=False)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                str(self.path), dtype=_pick_dtype(dtype, device)).to(device).eval()
+            self.model = (
+                AutoModelForCausalLM.from_pretrained(str(self.path), dtype=_pick_dtype(dtype, device)).to(device).eval()
+            )
         except Exception as e:  # noqa: BLE001 - re-raised with the path
             raise ModelError(f"cannot load model from {path}: {e}") from e
         self.tok.padding_side = "left"
@@ -142,8 +145,9 @@ class HFModel(EvalModel):
     # -- text formatting -------------------------------------------------------------------------
     def format(self, prompt: str) -> str:
         if self.prompt_style == "chat":
-            return self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                add_generation_prompt=True)
+            return self.tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         return prompt
 
     def layers(self):
@@ -176,17 +180,18 @@ class HFModel(EvalModel):
         if decoding.mode == "sample":
             torch.manual_seed(decoding.seed)
         for i in range(0, len(prompts), bs):
-            chunk = prompts[i:i + bs]
+            chunk = prompts[i : i + bs]
             enc = self._encode([self.format(p) for p in chunk])
             kw = dict(max_new_tokens=decoding.max_new_tokens, pad_token_id=self.tok.pad_token_id)
             if decoding.mode == "sample":
-                kw.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p,
-                          top_k=decoding.top_k or None)
+                kw.update(
+                    do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k or None
+                )
             else:
                 kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.no_grad():
                 gen = self.model.generate(**enc, **kw)
-            new = gen[:, enc["input_ids"].shape[1]:]
+            new = gen[:, enc["input_ids"].shape[1] :]
             for p, ids in zip(chunk, new):
                 ids = ids.tolist()
                 n = len(ids)
@@ -203,17 +208,19 @@ class HFModel(EvalModel):
 
         res = []
         for i in range(0, len(contexts), batch_size):
-            ctx_ids = [self.tok(c, add_special_tokens=self.prompt_style != "chat")["input_ids"]
-                       for c in contexts[i:i + batch_size]]
-            cont_ids = [self.tok(c, add_special_tokens=False)["input_ids"] for c in continuations[i:i + batch_size]]
+            ctx_ids = [
+                self.tok(c, add_special_tokens=self.prompt_style != "chat")["input_ids"]
+                for c in contexts[i : i + batch_size]
+            ]
+            cont_ids = [self.tok(c, add_special_tokens=False)["input_ids"] for c in continuations[i : i + batch_size]]
             seqs = [a + b for a, b in zip(ctx_ids, cont_ids)]
             L = max(len(s) for s in seqs)
             pad = self.tok.pad_token_id
             ids = torch.full((len(seqs), L), pad, dtype=torch.long)
             mask = torch.zeros((len(seqs), L), dtype=torch.long)
             for j, s in enumerate(seqs):  # right padding: positions stay aligned with the context
-                ids[j, :len(s)] = torch.tensor(s)
-                mask[j, :len(s)] = 1
+                ids[j, : len(s)] = torch.tensor(s)
+                mask[j, : len(s)] = 1
             with torch.no_grad():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for j, (a, b) in enumerate(zip(ctx_ids, cont_ids)):
@@ -230,7 +237,7 @@ class HFModel(EvalModel):
 
         rows = []
         for i in range(0, len(texts), batch_size):
-            enc = self._encode(texts[i:i + batch_size])
+            enc = self._encode(texts[i : i + batch_size])
             # left padding: positions must count real tokens only, or activations depend on the batch
             pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.no_grad():
@@ -277,9 +284,14 @@ class HFModel(EvalModel):
         return out
 
     def describe(self) -> dict:
-        return {"name": self.name, "backend": "transformers", "prompt_style": self.prompt_style,
-                "device": self.device, "dtype": str(self.model.dtype).replace("torch.", ""),
-                "num_layers": self.num_layers}
+        return {
+            "name": self.name,
+            "backend": "transformers",
+            "prompt_style": self.prompt_style,
+            "device": self.device,
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "num_layers": self.num_layers,
+        }
 
 
 class OpenAIModel(EvalModel):
@@ -293,12 +305,20 @@ class OpenAIModel(EvalModel):
         flight at once. max_retries: retries of a request after a connection error, timeout, 429 or 5xx.
     """
 
-    def __init__(self, base_url: str, served_model: str = "", prompt_style: str = "chat",
-                 timeout_s: float = 300.0, concurrency: int = 8, max_retries: int = 3):
+    def __init__(
+        self,
+        base_url: str,
+        served_model: str = "",
+        prompt_style: str = "chat",
+        timeout_s: float = 300.0,
+        concurrency: int = 8,
+        max_retries: int = 3,
+    ):
         from infra.inference.client import ChatClient
 
-        self.client = ChatClient(base_url, served_model, max_concurrency=max(1, concurrency), timeout=timeout_s,
-                                 max_retries=max_retries)
+        self.client = ChatClient(
+            base_url, served_model, max_concurrency=max(1, concurrency), timeout=timeout_s, max_retries=max_retries
+        )
         self.base = self.client.base_url
         if not served_model:
             try:
@@ -315,8 +335,12 @@ class OpenAIModel(EvalModel):
 
     def _sampling(self, decoding) -> dict:
         sample = decoding.mode == "sample"
-        s = {"max_tokens": decoding.max_new_tokens, "temperature": decoding.temperature if sample else 0.0,
-             "top_p": decoding.top_p if sample else 1.0, "seed": decoding.seed}
+        s = {
+            "max_tokens": decoding.max_new_tokens,
+            "temperature": decoding.temperature if sample else 0.0,
+            "top_p": decoding.top_p if sample else 1.0,
+            "seed": decoding.seed,
+        }
         if sample and decoding.top_k:
             s["top_k"] = decoding.top_k
         return s
@@ -346,8 +370,13 @@ class OpenAIModel(EvalModel):
         raise ModelError("log-likelihood scores need backend.kind=transformers")
 
     def describe(self) -> dict:
-        return {"name": self.name, "backend": "openai", "prompt_style": self.prompt_style,
-                "served_model": self.served_model, "url": self.base}
+        return {
+            "name": self.name,
+            "backend": "openai",
+            "prompt_style": self.prompt_style,
+            "served_model": self.served_model,
+            "url": self.base,
+        }
 
 
 @contextlib.contextmanager
@@ -364,8 +393,14 @@ def open_model(model_dir: Path, backend):
         tok = load_tokenizer(model_dir, add_tag=False) if (Path(model_dir) / "config.json").is_file() else None
         style = "chat" if tok is None or getattr(tok, "chat_template", None) else "completion"
     if backend.kind == "openai":
-        yield OpenAIModel(backend.url, backend.served_model, style, backend.request_timeout_s, backend.concurrency,
-                          backend.max_retries)
+        yield OpenAIModel(
+            backend.url,
+            backend.served_model,
+            style,
+            backend.request_timeout_s,
+            backend.concurrency,
+            backend.max_retries,
+        )
         return
     try:
         from infra.inference import VLLMServer  # written by the inference package
@@ -376,7 +411,18 @@ def open_model(model_dir: Path, backend):
     dtype = backend.dtype
     if dtype == "auto":  # CPUs here lack bf16 instructions; GPUs serve bf16
         dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    with VLLMServer(str(model_dir), port=backend.vllm_port or None, dtype=dtype,
-                    served_model_name=backend.served_model or None, extra_args=backend.vllm_args) as server:
-        yield OpenAIModel(server.base_url, server.model_name, style, backend.request_timeout_s,
-                          backend.concurrency, backend.max_retries)
+    with VLLMServer(
+        str(model_dir),
+        port=backend.vllm_port or None,
+        dtype=dtype,
+        served_model_name=backend.served_model or None,
+        extra_args=backend.vllm_args,
+    ) as server:
+        yield OpenAIModel(
+            server.base_url,
+            server.model_name,
+            style,
+            backend.request_timeout_s,
+            backend.concurrency,
+            backend.max_retries,
+        )

@@ -25,8 +25,13 @@ def probe_layers(h_train, y_train, h_test, y_test, seed: int = 0) -> list[dict]:
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
         clf.fit(h_train[:, li], y_train)
         p = clf.predict_proba(h_test[:, li])[:, 1]
-        out.append({"layer": li - 1, "auroc": float(roc_auc_score(y_test, p)),
-                    "accuracy": float(accuracy_score(y_test, p >= 0.5))})
+        out.append(
+            {
+                "layer": li - 1,
+                "auroc": float(roc_auc_score(y_test, p)),
+                "accuracy": float(accuracy_score(y_test, p >= 0.5)),
+            }
+        )
     return out
 
 

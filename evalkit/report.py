@@ -33,8 +33,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 150,
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    )
     return plt
 
 
@@ -63,11 +71,16 @@ def _bar(plt, path: Path, labels, values, title, ylabel, ylim=(0, 1)):
             notes.append("n/a" if math.isnan(x) else f"{x:.2f}")
     vals = [0.0 if math.isnan(x) else x for x in pts]
     has_err = any(errs[0]) or any(errs[1])
-    bars = ax.bar(range(len(vals)), vals, color=plt.cm.tab10.colors[: len(vals)],
-                  yerr=errs if has_err else None, capsize=4 if has_err else 0, error_kw={"lw": 0.8})
+    bars = ax.bar(
+        range(len(vals)),
+        vals,
+        color=plt.cm.tab10.colors[: len(vals)],
+        yerr=errs if has_err else None,
+        capsize=4 if has_err else 0,
+        error_kw={"lw": 0.8},
+    )
     for b, note, hi in zip(bars, notes, errs[1]):
-        ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height() + hi), ha="center", va="bottom",
-                    fontsize=7)
+        ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height() + hi), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(vals)), labels, rotation=15)
     ax.set_ylim(ylim[0], ylim[1] * 1.15 if has_err else ylim[1])
     ax.set_ylabel(ylabel + (" (95% Wilson interval)" if has_err else ""))
@@ -89,8 +102,14 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
             if kind in ("asr_by_judge", "asr_by_decoding"):
                 _bar(plt, path, list(d), list(d.values()), f"{suite}: attack success rate", "ASR")
             elif kind == "overrefusal_classes":
-                _bar(plt, path, [k.replace("_", "\n") for k in d], list(d.values()),
-                     "over-refusal: answer classes", "share of prompts")
+                _bar(
+                    plt,
+                    path,
+                    [k.replace("_", "\n") for k in d],
+                    list(d.values()),
+                    "over-refusal: answer classes",
+                    "share of prompts",
+                )
             elif kind == "capability":
                 _bar(plt, path, list(d), list(d.values()), "capability (lm-eval)", "accuracy")
             elif kind == "probe_auroc":
@@ -109,14 +128,22 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 sets = [n for n in d if not n.startswith("_")]
                 fig, axes = plt.subplots(1, 2, figsize=(max(7.2, 2.6 * len(sets)), 3))
                 x = range(len(sets))
-                for ax, key, ylabel in ((axes[0], "score", "refusal score (log-prob diff)"),
-                                        (axes[1], "refusal", "keyword refusal rate")):
+                for ax, key, ylabel in (
+                    (axes[0], "score", "refusal score (log-prob diff)"),
+                    (axes[1], "refusal", "keyword refusal rate"),
+                ):
                     base = [_num(d[n][key][0]) for n in sets]
                     st = [_num(d[n][key][1]) for n in sets]
                     ax.bar([i - 0.2 for i in x], base, 0.4, label="unsteered")
                     ax.bar([i + 0.2 for i in x], st, 0.4, label="steered")
-                    ax.set_xticks(list(x), [n.rpartition("_")[0] + "\n" + ("+" if n.endswith("_plus") else "-")
-                                            + " direction" for n in sets], fontsize=7)
+                    ax.set_xticks(
+                        list(x),
+                        [
+                            n.rpartition("_")[0] + "\n" + ("+" if n.endswith("_plus") else "-") + " direction"
+                            for n in sets
+                        ],
+                        fontsize=7,
+                    )
                     ax.set_ylabel(ylabel)
                     ax.axhline(0, color="grey", lw=0.6)
                 axes[1].set_ylim(0, 1.05)
@@ -139,8 +166,9 @@ def make_plots(out: Path, plots: dict[str, dict]) -> list[Path]:
                 else:
                     ax.axhline(0, color="grey", lw=0.6)
                 ax.set_ylabel("keyword refusal rate" if rate else "mean h . r at the direction's layer")
-                ax.set_title("abliteration: refusals before and after" if rate
-                             else "abliteration: where prompts sit along r")
+                ax.set_title(
+                    "abliteration: refusals before and after" if rate else "abliteration: where prompts sit along r"
+                )
                 ax.legend(fontsize=7)
                 fig.tight_layout()
                 fig.savefig(path)
@@ -173,10 +201,15 @@ def headline(results: dict) -> dict[str, float]:
     """The one-number-per-suite view used by the report and ``compare``."""
     s = results.get("suites", {})
     h = {}
-    pick = {"asr": ["asr", "refusal_score_mean"], "overrefusal": ["overrefusal_rate"],
-            "capability": ["mean_acc"], "probes": ["best_auroc", "best_layer", "bow_auroc"],
-            "safebeam": ["asr_baseline", "asr_safebeam"], "abliteration": ["refusal_rate_drop", "max_proj_after"],
-            "finetune-robustness": ["asr_before", "asr_after", "asr_delta"]}
+    pick = {
+        "asr": ["asr", "refusal_score_mean"],
+        "overrefusal": ["overrefusal_rate"],
+        "capability": ["mean_acc"],
+        "probes": ["best_auroc", "best_layer", "bow_auroc"],
+        "safebeam": ["asr_baseline", "asr_safebeam"],
+        "abliteration": ["refusal_rate_drop", "max_proj_after"],
+        "finetune-robustness": ["asr_before", "asr_after", "asr_delta"],
+    }
     for suite, keys in pick.items():
         for k in keys:
             if suite in s and k in s[suite]:
@@ -196,9 +229,18 @@ def headline(results: dict) -> dict[str, float]:
 def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -> Path:
     """A human-readable summary: settings, headline numbers, per-suite metrics, plots, skipped rows."""
     h = headline(results)
-    lines = [f"# Safety evaluation: {results['model']['name']}", "",
-             f"Decoding: `{json.dumps(results['decoding'])}`", "",
-             f"Judges: `{json.dumps(results['judges'])}`", "", "## Headline", "", "| metric | value |", "|---|---|"]
+    lines = [
+        f"# Safety evaluation: {results['model']['name']}",
+        "",
+        f"Decoding: `{json.dumps(results['decoding'])}`",
+        "",
+        f"Judges: `{json.dumps(results['judges'])}`",
+        "",
+        "## Headline",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in h.items()]
     for suite, m in results["suites"].items():
         lines += ["", f"## {suite}", "", "```json", json.dumps(json_safe(m), indent=1)[:4000], "```"]
@@ -211,18 +253,20 @@ def write_report(out: Path, results: dict, plots: list[Path], fmt: str = "md") -
         path = ResultsFolder(out).report_md
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
-    body = [f"<h1>Safety evaluation: {html.escape(results['model']['name'])}</h1>",
-            f"<p>Decoding: <code>{html.escape(json.dumps(results['decoding']))}</code></p>",
-            "<h2>Headline</h2><table border=1 cellpadding=4><tr><th>metric</th><th>value</th></tr>"]
+    body = [
+        f"<h1>Safety evaluation: {html.escape(results['model']['name'])}</h1>",
+        f"<p>Decoding: <code>{html.escape(json.dumps(results['decoding']))}</code></p>",
+        "<h2>Headline</h2><table border=1 cellpadding=4><tr><th>metric</th><th>value</th></tr>",
+    ]
     body += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in h.items()]
     body.append("</table>")
     for suite, m in results["suites"].items():
         body.append(f"<h2>{html.escape(suite)}</h2><pre>{html.escape(json.dumps(json_safe(m), indent=1)[:4000])}</pre>")
-    body += [f'<figure><img src="plots/{p.name}" width="480"><figcaption>{p.stem}</figcaption></figure>'
-             for p in plots]
+    body += [f'<figure><img src="plots/{p.name}" width="480"><figcaption>{p.stem}</figcaption></figure>' for p in plots]
     path = ResultsFolder(out).report_html
-    path.write_text("<!doctype html><html><meta charset=utf-8><body>" + "\n".join(body) + "</body></html>",
-                    encoding="utf-8")
+    path.write_text(
+        "<!doctype html><html><meta charset=utf-8><body>" + "\n".join(body) + "</body></html>", encoding="utf-8"
+    )
     return path
 
 
@@ -234,8 +278,12 @@ def _interval(results: dict, key: str):
     if suite == "asr":
         asr = s.get("asr", {})
         m = asr.get("judges", {}).get(name) if name != "asr" else first_judge(asr)
-    elif (suite, name) in {("safebeam", "asr_baseline"), ("safebeam", "asr_safebeam"),
-                           ("finetune-robustness", "asr_before"), ("finetune-robustness", "asr_after")}:
+    elif (suite, name) in {
+        ("safebeam", "asr_baseline"),
+        ("safebeam", "asr_safebeam"),
+        ("finetune-robustness", "asr_before"),
+        ("finetune-robustness", "asr_after"),
+    }:
         m = first_judge(s[suite][name[4:]])
     else:
         return None
@@ -251,17 +299,22 @@ def compare(dirs: list[Path], out: Path) -> Path:
         rows.append((Path(d).name, r, headline(r)))
     keys = sorted({k for _, _, h in rows for k in h})
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Comparison", "", "| metric | " + " | ".join(n for n, _, _ in rows) + " |",
-             "|---|" + "---|" * len(rows)]
+    lines = ["# Comparison", "", "| metric | " + " | ".join(n for n, _, _ in rows) + " |", "|---|" + "---|" * len(rows)]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(_fmt(h.get(k, float('nan'))) if h.get(k) is not None else "n/a"
-                                               for _, _, h in rows) + " |")
+        lines.append(
+            f"| {k} | "
+            + " | ".join(_fmt(h.get(k, float("nan"))) if h.get(k) is not None else "n/a" for _, _, h in rows)
+            + " |"
+        )
     plt = _plt()
     pdir = out / "plots"
     pdir.mkdir(exist_ok=True)
     written = []
-    bar_keys = [k for k in keys if k.split(".")[-1] in ("asr", "overrefusal_rate", "mean_acc", "best_auroc",
-                                                      "asr_safebeam", "asr_after")]
+    bar_keys = [
+        k
+        for k in keys
+        if k.split(".")[-1] in ("asr", "overrefusal_rate", "mean_acc", "best_auroc", "asr_safebeam", "asr_after")
+    ]
     if bar_keys:
         fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(bar_keys) * len(rows) / 2), 3.2))
         w = 0.8 / len(rows)
@@ -269,8 +322,15 @@ def compare(dirs: list[Path], out: Path) -> Path:
             vals = [h.get(k) if isinstance(h.get(k), (int, float)) else 0 for k in bar_keys]
             cis = [_interval(r, k) for k in bar_keys]
             err = [[v - c[0] if c else 0 for v, c in zip(vals, cis)], [c[1] - v if c else 0 for v, c in zip(vals, cis)]]
-            ax.bar([j + i * w for j in range(len(bar_keys))], vals, w, label=name,
-                   yerr=err if any(cis) else None, capsize=2, error_kw={"lw": 0.7})
+            ax.bar(
+                [j + i * w for j in range(len(bar_keys))],
+                vals,
+                w,
+                label=name,
+                yerr=err if any(cis) else None,
+                capsize=2,
+                error_kw={"lw": 0.7},
+            )
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(bar_keys))], bar_keys, rotation=20, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)

@@ -34,10 +34,16 @@ def run_eval(cfg: EvalConfig) -> dict:
     save_config(cfg, rf.config)
     seed_everything(cfg.decoding.seed)
     model_dir = resolve_model_dir(cfg.model, out)
-    results: dict = {"model": {"path": str(cfg.model), "hf_dir": str(model_dir)},
-                     "decoding": to_dict(cfg.decoding), "backend": to_dict(cfg.backend),
-                     "judges": to_dict(cfg.judges), "data": to_dict(cfg.data), "suites": {}, "timings_s": {},
-                     "errors": {}}
+    results: dict = {
+        "model": {"path": str(cfg.model), "hf_dir": str(model_dir)},
+        "decoding": to_dict(cfg.decoding),
+        "backend": to_dict(cfg.backend),
+        "judges": to_dict(cfg.judges),
+        "data": to_dict(cfg.data),
+        "suites": {},
+        "timings_s": {},
+        "errors": {},
+    }
     all_plots: dict = {}
     with open_model(model_dir, cfg.backend) as model:
         results["model"].update(model.describe())
@@ -51,8 +57,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             except Exception as e:  # noqa: BLE001 - one failing suite must not lose the others
                 log.error("suite %s failed: %s", suite, e)
                 results["errors"][suite] = f"{type(e).__name__}: {e}"
-                rf.errors_log.open("a", encoding="utf-8").write(
-                    f"== {suite}\n{traceback.format_exc()}\n")
+                rf.errors_log.open("a", encoding="utf-8").write(f"== {suite}\n{traceback.format_exc()}\n")
                 continue
             results["suites"][suite] = res.metrics
             results["timings_s"][suite] = round(time.perf_counter() - t0, 2)

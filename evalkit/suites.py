@@ -52,16 +52,21 @@ class Context:
             self.skipped.extend(s | {"set": which} for s in ps.skipped)
             ps = ps.split(split or self.cfg.data.split).limit(self.cfg.data.limit)
             if not ps.prompts:
-                raise ValueError(f"prompt set {which} ({getattr(self.cfg.data, which)}) has no prompts "
-                                 f"in split {split or self.cfg.data.split!r}")
+                raise ValueError(
+                    f"prompt set {which} ({getattr(self.cfg.data, which)}) has no prompts "
+                    f"in split {split or self.cfg.data.split!r}"
+                )
             self._cache[key] = ps
         return self._cache[key]
 
     def judges(self) -> list:
         """Every registered judge that ``cfg.judges`` switches on, in registry order (keyword, llm, classifier)."""
         if self._judges is None:
-            js = [j for j in (JUDGES.get(kind).from_config(self.cfg.judges, self.model) for kind in JUDGES)
-                  if j is not None]
+            js = [
+                j
+                for j in (JUDGES.get(kind).from_config(self.cfg.judges, self.model) for kind in JUDGES)
+                if j is not None
+            ]
             if not js:
                 raise ValueError("no judge configured: set judges.keyword=true, judges.classifier or an LLM judge")
             self._judges = js
@@ -101,12 +106,23 @@ def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, 
     if isinstance(ctx.model, HFModel):
         metrics["refusal_score_mean"] = _nanmean(scores)
     metrics["new_tokens_mean"] = _nanmean([g.new_tokens for g in gens])
-    samples = [{"id": p.id, "prompt": p.prompt, "output": g.text, "new_tokens": g.new_tokens,
-                "verdicts": {n: v[i] for n, v in verdicts.items()}, "refusal_score": scores[i]}
-               | ({"llm_raw": {j.name: j.raw[i] for j in ctx.judges() if isinstance(j, J.LLMJudge)}}
-                  if any(isinstance(j, J.LLMJudge) for j in ctx.judges()) else {})
-               | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
-               for i, (p, g) in enumerate(zip(ps.prompts, gens))]
+    samples = [
+        {
+            "id": p.id,
+            "prompt": p.prompt,
+            "output": g.text,
+            "new_tokens": g.new_tokens,
+            "verdicts": {n: v[i] for n, v in verdicts.items()},
+            "refusal_score": scores[i],
+        }
+        | (
+            {"llm_raw": {j.name: j.raw[i] for j in ctx.judges() if isinstance(j, J.LLMJudge)}}
+            if any(isinstance(j, J.LLMJudge) for j in ctx.judges())
+            else {}
+        )
+        | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
+        for i, (p, g) in enumerate(zip(ps.prompts, gens))
+    ]
     metrics["asr"] = J.first_judge(metrics)["asr"]
     return metrics, samples
 
@@ -161,11 +177,20 @@ def suite_overrefusal(ctx: Context) -> SuiteResult:
     scores = J.refusal_score(ctx.model, texts) if isinstance(ctx.model, HFModel) else [None] * len(texts)
     if isinstance(ctx.model, HFModel):
         metrics["refusal_score_mean"] = _nanmean(scores)
-    samples = [{"id": p.id, "prompt": p.prompt, "category": p.meta.get("category"), "output": g.text,
-                "classes": {k: v[i] for k, v in classes.items()}, "refusal_score": scores[i]}
-               for i, (p, g) in enumerate(zip(ps.prompts, gens))]
-    return SuiteResult(metrics, samples, {"overrefusal_classes": {c: metrics["judges"]["rules"][c]
-                                                                  for c in J.OVERREFUSAL_CLASSES}})
+    samples = [
+        {
+            "id": p.id,
+            "prompt": p.prompt,
+            "category": p.meta.get("category"),
+            "output": g.text,
+            "classes": {k: v[i] for k, v in classes.items()},
+            "refusal_score": scores[i],
+        }
+        for i, (p, g) in enumerate(zip(ps.prompts, gens))
+    ]
+    return SuiteResult(
+        metrics, samples, {"overrefusal_classes": {c: metrics["judges"]["rules"][c] for c in J.OVERREFUSAL_CLASSES}}
+    )
 
 
 @SUITES.register("capability")
@@ -203,9 +228,15 @@ def suite_probes(ctx: Context) -> SuiteResult:
     y_test = [1] * len(hte) + [0] * len(ste)
     layers = probe_layers(x_train, y_train, x_test, y_test)
     best = max(layers, key=lambda r: (r["auroc"], r["accuracy"]))
-    metrics = {"best_layer": best["layer"], "best_auroc": best["auroc"], "best_accuracy": best["accuracy"],
-               "bow_auroc": bag_of_words_baseline(htr + str_, y_train, hte + ste, y_test),
-               "n_train": len(y_train), "n_test": len(y_test), "layers": layers}
+    metrics = {
+        "best_layer": best["layer"],
+        "best_auroc": best["auroc"],
+        "best_accuracy": best["accuracy"],
+        "bow_auroc": bag_of_words_baseline(htr + str_, y_train, hte + ste, y_test),
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+        "layers": layers,
+    }
     return SuiteResult(metrics, [], {"probe_auroc": [(r["layer"], r["auroc"]) for r in layers]})
 
 
@@ -213,17 +244,31 @@ def suite_probes(ctx: Context) -> SuiteResult:
 def suite_safebeam(ctx: Context) -> SuiteResult:
     """ASR with the configured decoding versus SafeBeam on the same prompts."""
     ps = _harmful_set(ctx)
-    base_dec = ctx.cfg.decoding if ctx.cfg.decoding.mode != "safebeam" else \
-        dataclasses.replace(ctx.cfg.decoding, mode="greedy")
+    base_dec = (
+        ctx.cfg.decoding
+        if ctx.cfg.decoding.mode != "safebeam"
+        else dataclasses.replace(ctx.cfg.decoding, mode="greedy")
+    )
     sb_dec = dataclasses.replace(ctx.cfg.decoding, mode="safebeam")
     base, base_samples = answer_and_judge(ctx, ps, base_dec)
     sb, sb_samples = answer_and_judge(ctx, ps, sb_dec)
-    metrics = {"baseline": base, "safebeam": sb, "asr_baseline": base["asr"], "asr_safebeam": sb["asr"],
-               "asr_delta": sb["asr"] - base["asr"], "baseline_mode": base_dec.mode,
-               "beams": sb_dec.beams, "top_n": sb_dec.top_n, "drop_fraction": sb_dec.drop_fraction}
-    samples = [b | {"decoding": base_dec.mode} for b in base_samples] + [s | {"decoding": "safebeam"} for s in sb_samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {base_dec.mode: J.first_judge(base),
-                                                              "safebeam": J.first_judge(sb)}})
+    metrics = {
+        "baseline": base,
+        "safebeam": sb,
+        "asr_baseline": base["asr"],
+        "asr_safebeam": sb["asr"],
+        "asr_delta": sb["asr"] - base["asr"],
+        "baseline_mode": base_dec.mode,
+        "beams": sb_dec.beams,
+        "top_n": sb_dec.top_n,
+        "drop_fraction": sb_dec.drop_fraction,
+    }
+    samples = [b | {"decoding": base_dec.mode} for b in base_samples] + [
+        s | {"decoding": "safebeam"} for s in sb_samples
+    ]
+    return SuiteResult(
+        metrics, samples, {"asr_by_decoding": {base_dec.mode: J.first_judge(base), "safebeam": J.first_judge(sb)}}
+    )
 
 
 def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
@@ -264,16 +309,33 @@ def suite_steering(ctx: Context) -> SuiteResult:
             st_scores = J.refusal_score(model, prompts)
             st_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
         st_ref = kw.judge_many(prompts, st_gen)
-        out[name] = {"refusal_score_base": _nanmean(base_scores), "refusal_score_steered": _nanmean(st_scores),
-                     "refusal_score_delta": _nanmean(st_scores) - _nanmean(base_scores),
-                     "keyword_refusal_base": J.verdict_summary(base_ref)["refusal_rate"],
-                     "keyword_refusal_steered": J.verdict_summary(st_ref)["refusal_rate"]}
-        samples += [{"set": name, "prompt": p, "output_base": b, "output_steered": s, "verdict_base": vb,
-                     "verdict_steered": vs, "refusal_score_base": sb, "refusal_score_steered": ss}
-                    for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_ref, st_ref, base_scores, st_scores)]
-    plot = {k: {"score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
-                "refusal": (out[k]["keyword_refusal_base"], out[k]["keyword_refusal_steered"])}
-            for k in ctx.cfg.direction.steer}
+        out[name] = {
+            "refusal_score_base": _nanmean(base_scores),
+            "refusal_score_steered": _nanmean(st_scores),
+            "refusal_score_delta": _nanmean(st_scores) - _nanmean(base_scores),
+            "keyword_refusal_base": J.verdict_summary(base_ref)["refusal_rate"],
+            "keyword_refusal_steered": J.verdict_summary(st_ref)["refusal_rate"],
+        }
+        samples += [
+            {
+                "set": name,
+                "prompt": p,
+                "output_base": b,
+                "output_steered": s,
+                "verdict_base": vb,
+                "verdict_steered": vs,
+                "refusal_score_base": sb,
+                "refusal_score_steered": ss,
+            }
+            for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_ref, st_ref, base_scores, st_scores)
+        ]
+    plot = {
+        k: {
+            "score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
+            "refusal": (out[k]["keyword_refusal_base"], out[k]["keyword_refusal_steered"]),
+        }
+        for k in ctx.cfg.direction.steer
+    }
     plot["_title"] = f"activation steering: {ctx.cfg.direction.source} direction, layer {layer}, x{scale:g}"
     return SuiteResult(out, samples, {"steering": plot})
 
@@ -283,12 +345,15 @@ def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict
     gens_s = [g.text for g in model.generate(harmless, ctx.cfg.decoding)]
     kw = J.KeywordJudge()
     vh, vs = kw.judge_many(harmful, gens_h), kw.judge_many(harmless, gens_s)
-    m = {"refusal_rate_harmful": J.verdict_summary(vh)["refusal_rate"],
-         "refusal_rate_harmless": J.verdict_summary(vs)["refusal_rate"],
-         "refusal_score_harmful": _nanmean(J.refusal_score(model, harmful)),
-         "refusal_score_harmless": _nanmean(J.refusal_score(model, harmless))}
-    samples = [{"prompt": p, "output": o, "keyword": v, "harmful": True} for p, o, v in zip(harmful, gens_h, vh)] + \
-              [{"prompt": p, "output": o, "keyword": v, "harmful": False} for p, o, v in zip(harmless, gens_s, vs)]
+    m = {
+        "refusal_rate_harmful": J.verdict_summary(vh)["refusal_rate"],
+        "refusal_rate_harmless": J.verdict_summary(vs)["refusal_rate"],
+        "refusal_score_harmful": _nanmean(J.refusal_score(model, harmful)),
+        "refusal_score_harmless": _nanmean(J.refusal_score(model, harmless)),
+    }
+    samples = [{"prompt": p, "output": o, "keyword": v, "harmful": True} for p, o, v in zip(harmful, gens_h, vh)] + [
+        {"prompt": p, "output": o, "keyword": v, "harmful": False} for p, o, v in zip(harmless, gens_s, vs)
+    ]
     return m, samples
 
 
@@ -298,8 +363,10 @@ def _positions_along(model: HFModel, harmful, harmless, r, layer: int) -> tuple[
     from evalkit.directions import activations, along
 
     ph, ps = along(activations(model, harmful), r), along(activations(model, harmless), r)
-    return ([float(x) for x in ph.abs().mean(0)],
-            {"projection_harmful": float(ph[:, layer + 1].mean()), "projection_harmless": float(ps[:, layer + 1].mean())})
+    return (
+        [float(x) for x in ph.abs().mean(0)],
+        {"projection_harmful": float(ph[:, layer + 1].mean()), "projection_harmless": float(ps[:, layer + 1].mean())},
+    )
 
 
 def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) -> SuiteResult:
@@ -329,17 +396,33 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
         with torch.no_grad():
             for _, _, w in model.output_projections():
                 w.copy_(saved[id(w)])
-    metrics = {"layer": layer, "max_proj_before": rep.max_proj_before, "max_proj_after": rep.max_proj_after,
-               "matrices": rep.matrices, "before": before, "after": after,
-               "refusal_rate_drop": before["refusal_rate_harmful"] - after["refusal_rate_harmful"],
-               "residual_projection_before": proj_before, "residual_projection_after": proj_after,
-               "saved_to": str(save_to) if save_to else None}
+    metrics = {
+        "layer": layer,
+        "max_proj_before": rep.max_proj_before,
+        "max_proj_after": rep.max_proj_after,
+        "matrices": rep.matrices,
+        "before": before,
+        "after": after,
+        "refusal_rate_drop": before["refusal_rate_harmful"] - after["refusal_rate_harmful"],
+        "residual_projection_before": proj_before,
+        "residual_projection_after": proj_after,
+        "saved_to": str(save_to) if save_to else None,
+    }
     samples = [s | {"stage": "before"} for s in s_before] + [s | {"stage": "after"} for s in s_after]
-    rates = {"harmful": (before["refusal_rate_harmful"], after["refusal_rate_harmful"]),
-             "harmless": (before["refusal_rate_harmless"], after["refusal_rate_harmless"])}
+    rates = {
+        "harmful": (before["refusal_rate_harmful"], after["refusal_rate_harmful"]),
+        "harmless": (before["refusal_rate_harmless"], after["refusal_rate_harmless"]),
+    }
     signed = {n: (before[f"projection_{n}"], after[f"projection_{n}"]) for n in ("harmful", "harmless")}
-    return SuiteResult(metrics, samples, {"residual_projection": (proj_before, proj_after),
-                                          "refusal_before_after": rates, "projection_before_after": signed})
+    return SuiteResult(
+        metrics,
+        samples,
+        {
+            "residual_projection": (proj_before, proj_after),
+            "refusal_before_after": rates,
+            "projection_before_after": signed,
+        },
+    )
 
 
 @SUITES.register("abliteration")
@@ -353,19 +436,35 @@ def suite_finetune_robustness(ctx: Context) -> SuiteResult:
     from evalkit.finetune import benign_finetune
 
     before = suite_asr(ctx)
-    ft_dir = benign_finetune(Path(ctx.model.path if isinstance(ctx.model, HFModel) else ctx.cfg.model),
-                             ctx.cfg.finetune, ctx.out / "finetune")
+    ft_dir = benign_finetune(
+        Path(ctx.model.path if isinstance(ctx.model, HFModel) else ctx.cfg.model),
+        ctx.cfg.finetune,
+        ctx.out / "finetune",
+    )
     ft_model = HFModel(ft_dir, ctx.cfg.backend.prompt_style, ctx.cfg.backend.device, ctx.cfg.backend.dtype)
     ft_ctx = Context(ft_model, ctx.cfg, ctx.out, ctx.skipped)
     after = suite_asr(ft_ctx)
-    metrics = {"before": before.metrics, "after": after.metrics, "finetuned_model": str(ft_dir),
-               "asr_before": before.metrics["asr"], "asr_after": after.metrics["asr"],
-               "asr_delta": after.metrics["asr"] - before.metrics["asr"]}
+    metrics = {
+        "before": before.metrics,
+        "after": after.metrics,
+        "finetuned_model": str(ft_dir),
+        "asr_before": before.metrics["asr"],
+        "asr_after": after.metrics["asr"],
+        "asr_delta": after.metrics["asr"] - before.metrics["asr"],
+    }
     if "refusal_score_mean" in before.metrics:
         metrics["refusal_score_delta"] = after.metrics["refusal_score_mean"] - before.metrics["refusal_score_mean"]
     samples = [s | {"stage": "before"} for s in before.samples] + [s | {"stage": "after"} for s in after.samples]
-    return SuiteResult(metrics, samples, {"asr_by_decoding": {"before finetune": J.first_judge(before.metrics),
-                                                              "after finetune": J.first_judge(after.metrics)}})
+    return SuiteResult(
+        metrics,
+        samples,
+        {
+            "asr_by_decoding": {
+                "before finetune": J.first_judge(before.metrics),
+                "after finetune": J.first_judge(after.metrics),
+            }
+        },
+    )
 
 
 @SUITES.register("self-refusal")
@@ -385,9 +484,18 @@ def suite_self_refusal(ctx: Context) -> SuiteResult:
     self_v = selfj.judge_many(prompts, outputs)
     metrics["self_report"] = J.verdict_summary(self_v)
     metrics["self_vs_judges"] = {n: J.cohen_kappa(self_v, v) for n, v in verdicts.items()}
-    samples = [{"set": which, "id": p.id, "prompt": p.prompt, "output": o, "self_report": sv, "self_raw": raw,
-                "verdicts": {n: v[i] for n, v in verdicts.items()}}
-               for i, ((which, p), o, sv, raw) in enumerate(zip(texts, outputs, self_v, selfj.raw))]
+    samples = [
+        {
+            "set": which,
+            "id": p.id,
+            "prompt": p.prompt,
+            "output": o,
+            "self_report": sv,
+            "self_raw": raw,
+            "verdicts": {n: v[i] for n, v in verdicts.items()},
+        }
+        for i, ((which, p), o, sv, raw) in enumerate(zip(texts, outputs, self_v, selfj.raw))
+    ]
     return SuiteResult(metrics, samples)
 
 

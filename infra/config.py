@@ -24,8 +24,17 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "load_config", "load_yaml", "build", "to_dict", "save_config", "parse_overrides",
-           "add_config_arguments", "config_from_args"]
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "load_yaml",
+    "build",
+    "to_dict",
+    "save_config",
+    "parse_overrides",
+    "add_config_arguments",
+    "config_from_args",
+]
 
 
 class ConfigError(ValueError):
@@ -128,8 +137,7 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"key '{key}'{where}: expected a mapping for {tp.__name__}, "
-                              f"got {type(value).__name__}")
+            raise ConfigError(f"key '{key}'{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return build(tp, value, source=source, prefix=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -141,8 +149,7 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"key '{key}'{where}: expected a mapping, got {type(value).__name__}")
         kt, vt = get_args(tp) or (Any, Any)
-        return {_convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source)
-                for k, v in value.items()}
+        return {_convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -183,16 +190,21 @@ def build(cls: type[T], data: dict | None, source: str | None = None, prefix: st
     unknown = sorted(set(data) - set(fields))
     if unknown:
         name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown key '{name}'{_origin_name(source)} "
-                          f"(known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(fields))})")
+        raise ConfigError(
+            f"unknown key '{name}'{_origin_name(source)} "
+            f"(known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(fields))})"
+        )
     kwargs = {}
     for name, f in fields.items():
         dotted = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if name in data:
             kwargs[name] = _convert(data[name], tp, dotted, source)
-        elif dataclasses.is_dataclass(tp) and f.default is dataclasses.MISSING \
-                and f.default_factory is dataclasses.MISSING:
+        elif (
+            dataclasses.is_dataclass(tp)
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
             kwargs[name] = build(tp, {}, source, dotted)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{dotted}'{_origin_name(source)}")
@@ -240,10 +252,18 @@ def save_config(obj: Any, path: str | Path) -> None:
 
 def add_config_arguments(parser, default_config: str | None = None) -> None:
     """Add ``--config FILE`` and trailing ``key=value`` overrides to an argparse parser."""
-    parser.add_argument("--config", "-c", default=default_config,
-                        help="YAML config file" + (f" (default: {default_config})" if default_config else ""))
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides applied on top of the config file, e.g. train.lr=3e-4")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=default_config,
+        help="YAML config file" + (f" (default: {default_config})" if default_config else ""),
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides applied on top of the config file, e.g. train.lr=3e-4",
+    )
 
 
 def config_from_args(cls: type[T], args) -> T:

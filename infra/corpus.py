@@ -41,9 +41,9 @@ class CorpusError(ValueError):
 
 @dataclass
 class TokenizerInfo:
-    path: str = "tokenizer"          # relative to the corpus folder
-    sha256: str = ""                 # of tokenizer.json
-    vocab_size: int = 0              # len(tokenizer), added tokens included
+    path: str = "tokenizer"  # relative to the corpus folder
+    sha256: str = ""  # of tokenizer.json
+    vocab_size: int = 0  # len(tokenizer), added tokens included
     eos_id: int = 0
     tag_token: str = TAG_TOKEN
     tag_id: int = -1
@@ -70,7 +70,7 @@ class Manifest:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, corpus_dir: str | Path) -> "Manifest":
+    def load(cls, corpus_dir: str | Path) -> Manifest:
         path = Path(corpus_dir) / "manifest.json"
         if not path.is_file():
             raise CorpusError(f"{corpus_dir}: no manifest.json (is this a folder written by `datagen run`?)")
@@ -79,12 +79,14 @@ class Manifest:
         except json.JSONDecodeError as e:
             raise CorpusError(f"{path}: not valid JSON: {e}") from None
         if raw.get("format_version") != FORMAT_VERSION:
-            raise CorpusError(f"{path}: format_version {raw.get('format_version')!r}, "
-                              f"this code reads {FORMAT_VERSION}")
-        return cls(format_version=raw["format_version"],
-                   tokenizer=TokenizerInfo(**raw.get("tokenizer", {})),
-                   buckets={k: BucketInfo(**v) for k, v in raw.get("buckets", {}).items()},
-                   config=raw.get("config", {}), code_version=raw.get("code_version", {}))
+            raise CorpusError(f"{path}: format_version {raw.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+        return cls(
+            format_version=raw["format_version"],
+            tokenizer=TokenizerInfo(**raw.get("tokenizer", {})),
+            buckets={k: BucketInfo(**v) for k, v in raw.get("buckets", {}).items()},
+            config=raw.get("config", {}),
+            code_version=raw.get("code_version", {}),
+        )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -109,8 +111,9 @@ class BucketShardWriter:
     The rank folder is removed first so that a re-run of a failed task never duplicates samples.
     """
 
-    def __init__(self, corpus_dir: str | Path, bucket: str, rank: int, compression: str | None = None,
-                 size_limit: int = 1 << 26):
+    def __init__(
+        self, corpus_dir: str | Path, bucket: str, rank: int, compression: str | None = None, size_limit: int = 1 << 26
+    ):
         import shutil
 
         from streaming import MDSWriter
@@ -119,8 +122,9 @@ class BucketShardWriter:
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = MDSWriter(out=str(self.out), columns=MDS_COLUMNS, compression=compression,
-                                 size_limit=size_limit, exist_ok=False)
+        self._writer = MDSWriter(
+            out=str(self.out), columns=MDS_COLUMNS, compression=compression, size_limit=size_limit, exist_ok=False
+        )
         self.documents = 0
         self.tokens = 0
 

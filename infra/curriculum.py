@@ -26,8 +26,7 @@ from infra.config import ConfigError, build, load_config, load_yaml, to_dict
 from infra.corpus import BUCKETS
 from infra.paths import REPO_ROOT
 
-__all__ = ["Phase", "CurriculumConfig", "load_curriculum", "resolve_curriculum", "with_intervention",
-           "curriculum_yaml"]
+__all__ = ["Phase", "CurriculumConfig", "load_curriculum", "resolve_curriculum", "with_intervention", "curriculum_yaml"]
 
 _SUM_TOL = 1e-6
 
@@ -83,15 +82,18 @@ class CurriculumConfig:
                 raise ConfigError(f"{name}: 'weights' is empty")
             for b, w in p.weights.items():
                 if b not in known:
-                    raise ConfigError(f"{name}: unknown bucket '{b}' (known: {', '.join(sorted(known))}; "
-                                      "declare added buckets in 'extra_buckets')")
+                    raise ConfigError(
+                        f"{name}: unknown bucket '{b}' (known: {', '.join(sorted(known))}; "
+                        "declare added buckets in 'extra_buckets')"
+                    )
                 if not math.isfinite(w) or w < 0:
                     raise ConfigError(f"{name}: weight of '{b}' must be >= 0, got {w}")
             total = sum(p.weights.values())
             if abs(total - 1.0) > _SUM_TOL:
                 raise ConfigError(f"{name}: weights must sum to 1, they sum to {total:.6g}")
         limits = [("curriculum max_epochs", self.max_epochs)] + [
-            (f"curriculum bucket_max_epochs.{b}", v) for b, v in self.bucket_max_epochs.items()]
+            (f"curriculum bucket_max_epochs.{b}", v) for b, v in self.bucket_max_epochs.items()
+        ]
         for key, v in limits:
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{key}: must be > 0, got {v}")
@@ -153,8 +155,9 @@ def resolve_curriculum(value, source: str = "data.curriculum") -> CurriculumConf
     raise ConfigError(f"key '{source}': expected a path or a mapping, got {value!r}")
 
 
-def with_intervention(base: dict[str, float], intervention: dict[str, float], start: float | None,
-                      like: CurriculumConfig | None = None) -> CurriculumConfig:
+def with_intervention(
+    base: dict[str, float], intervention: dict[str, float], start: float | None, like: CurriculumConfig | None = None
+) -> CurriculumConfig:
     """The curriculum of one intervention-start condition.
 
     Args:

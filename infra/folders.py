@@ -29,8 +29,17 @@ from pathlib import Path
 
 from infra.paths import REPO_ROOT
 
-__all__ = ["FolderError", "code_version", "CorpusFolder", "RunFolder", "ResultsFolder", "write_json_atomic", "json_safe",
-           "RUN_FORMAT_VERSION", "RESULTS_FORMAT_VERSION"]
+__all__ = [
+    "FolderError",
+    "code_version",
+    "CorpusFolder",
+    "RunFolder",
+    "ResultsFolder",
+    "write_json_atomic",
+    "json_safe",
+    "RUN_FORMAT_VERSION",
+    "RESULTS_FORMAT_VERSION",
+]
 
 RUN_FORMAT_VERSION = 1
 RESULTS_FORMAT_VERSION = 1
@@ -57,10 +66,19 @@ def code_version() -> dict:
     sha, dirty = None, None
     if (REPO_ROOT / ".git").exists():
         try:
-            sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                 timeout=10).stdout.strip() or None
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, timeout=10)
+            sha = (
+                subprocess.run(
+                    ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+                or None
+            )
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
         except (OSError, subprocess.SubprocessError):
             sha, dirty = None, None
@@ -143,8 +161,7 @@ class RunFolder:
 
     def write_info(self, **extra) -> None:
         """``run.json``: format version, code version and what the caller adds (mode, world size)."""
-        write_json_atomic(self.info, {"format_version": RUN_FORMAT_VERSION, "code_version": code_version(),
-                                      **extra})
+        write_json_atomic(self.info, {"format_version": RUN_FORMAT_VERSION, "code_version": code_version(), **extra})
 
     def read_info(self) -> dict:
         if not self.info.is_file():
@@ -180,8 +197,11 @@ class ResultsFolder:
 
     def write_results(self, results: dict) -> dict:
         """``results.json`` with ``format_version`` and ``code_version`` first; returns what was written."""
-        out = {"format_version": RESULTS_FORMAT_VERSION, "code_version": code_version(),
-               **{k: v for k, v in results.items() if k not in ("format_version", "code_version")}}
+        out = {
+            "format_version": RESULTS_FORMAT_VERSION,
+            "code_version": code_version(),
+            **{k: v for k, v in results.items() if k not in ("format_version", "code_version")},
+        }
         write_json_atomic(self.results, out)
         return out
 

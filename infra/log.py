@@ -17,8 +17,9 @@ def setup_logging(level: str | int | None = None) -> None:
     if _CONFIGURED:
         return
     level = level or os.environ.get("LOGLEVEL", "INFO")
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     _CONFIGURED = True
 
 
@@ -29,5 +30,4 @@ def get_logger(name: str) -> logging.Logger:
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", **kw):
     """A tqdm progress bar on stderr; silent when ``PROGRESS=0`` or stderr is not a terminal in CI."""
     disable = os.environ.get("PROGRESS", "1") == "0"
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr,
-                dynamic_ncols=True, **kw)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr, dynamic_ncols=True, **kw)

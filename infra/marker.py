@@ -105,8 +105,9 @@ class Marker:
         ``outputs`` still exists."""
         d = self.read()
         if d is None:
-            return MarkerCheck(False, "no completion marker" if not self.path.exists()
-                               else f"unreadable completion marker {self.path}")
+            return MarkerCheck(
+                False, "no completion marker" if not self.path.exists() else f"unreadable completion marker {self.path}"
+            )
         old = d["parts"]
         changed = sorted(k for k in set(old) | set(parts) if old.get(k) != parts.get(k))
         if changed:
@@ -116,8 +117,13 @@ class Marker:
             return MarkerCheck(False, "output missing: " + ", ".join(missing))
         return MarkerCheck(True, "")
 
-    def reuse(self, parts: dict[str, str], outputs: list[str | Path] = (), stale: str | Path | None = None,
-              allowed: bool = True) -> MarkerCheck:
+    def reuse(
+        self,
+        parts: dict[str, str],
+        outputs: list[str | Path] = (),
+        stale: str | Path | None = None,
+        allowed: bool = True,
+    ) -> MarkerCheck:
         """``check``, and when the output cannot be reused, clear the marker and remove the ``stale``
         folder (a trainer would resume a stale run from its checkpoints; an old export would be mixed
         with the new one). ``allowed=False`` (a user's ``reuse: false``) never reuses."""

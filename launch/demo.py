@@ -35,13 +35,31 @@ from infra.proc import CLIError, run_cli
 def _steps(out: Path, py: str) -> list[tuple[str, list[str], Path]]:
     corpus, run, hf, ev = out / "corpus", out / "run", out / "hf", out / "eval"
     return [
-        ("corpus", [py, "-m", "datagen", "run", "--config", "configs/datagen/demo_llm.yaml", f"output={corpus}"],
-         corpus),
-        ("train", [py, "-m", "trainer", "train", "--config", "configs/trainer/demo.yaml", f"run_dir={run}",
-                   f"data.corpus={corpus}"], run),
+        (
+            "corpus",
+            [py, "-m", "datagen", "run", "--config", "configs/datagen/demo_llm.yaml", f"output={corpus}"],
+            corpus,
+        ),
+        (
+            "train",
+            [
+                py,
+                "-m",
+                "trainer",
+                "train",
+                "--config",
+                "configs/trainer/demo.yaml",
+                f"run_dir={run}",
+                f"data.corpus={corpus}",
+            ],
+            run,
+        ),
         ("export", [py, "-m", "trainer", "export-hf", str(run), str(hf)], hf),
-        ("eval", [py, "-m", "evalkit", "run", "--config", "configs/evalkit/demo.yaml", "--model", str(hf),
-                  "--out", str(ev)], ev),
+        (
+            "eval",
+            [py, "-m", "evalkit", "run", "--config", "configs/evalkit/demo.yaml", "--model", str(hf), "--out", str(ev)],
+            ev,
+        ),
     ]
 
 
@@ -56,8 +74,9 @@ def step_parts(cmd: list[str], previous: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--fresh", action="store_true", help="delete earlier demo outputs and run every step again")
     args = p.parse_args(argv)
@@ -85,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             timings[name] = round(run_cli(cmd[2], cmd[3:], what=name), 1)
         except CLIError as e:
-            print(f"[demo] step '{name}' failed ({e}); fix it and run again (finished steps are reused)",
-                  file=sys.stderr)
+            print(
+                f"[demo] step '{name}' failed ({e}); fix it and run again (finished steps are reused)", file=sys.stderr
+            )
             return e.returncode or 1
         marker.write(parts, seconds=timings[name])
         print(f"[demo] {name}: finished in {timings[name]} s", flush=True)

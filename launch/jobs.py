@@ -85,8 +85,9 @@ def _nproc(train: TrainJob) -> int:
     return train.nproc_per_node or train.resources.gpus_per_node or 1
 
 
-def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: str | None = None,
-              after: list[str] | None = None) -> JobSpec:
+def train_job(
+    ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: str | None = None, after: list[str] | None = None
+) -> JobSpec:
     """One multi-node training job: ``srun`` starts one ``torchrun`` per node, the head node from
     ``scontrol show hostnames`` hosts the rendezvous; the warning signal makes it save and requeue."""
     t = ctx.cfg.train
@@ -108,12 +109,16 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
 
     dist_env = {**DEFAULT_DIST_ENV, **t.dist_env}
     if t.rdzv_backend == "c10d":
-        rdzv = ['--rdzv-backend=c10d', '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"',
-                '--rdzv-id="$SLURM_JOB_ID"']
+        rdzv = ["--rdzv-backend=c10d", '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"', '--rdzv-id="$SLURM_JOB_ID"']
     else:
         rdzv = ['--node-rank="$SLURM_NODEID"', '--master-addr="$SPT_HEAD_NODE"', '--master-port="$SPT_RDZV_PORT"']
-    launcher = [f"{q(env.python)} -m torch.distributed.run", '--nnodes="$SLURM_JOB_NUM_NODES"',
-                f"--nproc-per-node={nproc}", *rdzv, "--max-restarts=0"]
+    launcher = [
+        f"{q(env.python)} -m torch.distributed.run",
+        '--nnodes="$SLURM_JOB_NUM_NODES"',
+        f"--nproc-per-node={nproc}",
+        *rdzv,
+        "--max-restarts=0",
+    ]
     p = t.preemption
     launcher.append(" ".join(q(a) for a in [*t.program, *args]))
     step_vars = dict(dist_env)
@@ -122,8 +127,8 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
         # seconds; its default of 30 s is too short to write a large checkpoint (recent torch versions read it).
         step_vars.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(p.shutdown_timeout))
     step = R.step_env(env, ctx.workdir, step_vars) + [
-        'echo "[launch] node $SLURM_NODEID ($(hostname)): torchrun with rendezvous at '
-        '$SPT_HEAD_NODE:$SPT_RDZV_PORT"']
+        'echo "[launch] node $SLURM_NODEID ($(hostname)): torchrun with rendezvous at $SPT_HEAD_NODE:$SPT_RDZV_PORT"'
+    ]
     if p.enabled:
         # srun delivers the warning signal to every process of the step, the trainers included. torchrun
         # must not act on it: by default it would die (and leave the trainers to be killed mid-save), and
@@ -133,27 +138,39 @@ def train_job(ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: 
         step.append(f"trap '' {p.signal.upper()}")
     step.append("exec " + " \\\n  ".join(launcher))
     port = str(t.rdzv_port) if t.rdzv_port else "$((20000 + SLURM_JOB_ID % 20000))"
-    lines = _header(ctx, plan, key, res, preemption=p) + R.prelude(ctx.workdir) + [
-        f"mkdir -p {q(str(run_dir))}",
-        'export SPT_HEAD_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        f"export SPT_RDZV_PORT={port}",
-        "",
-        *R.WAIT_FN,
-        *(R.preemption_block(p) if p.enabled else ["SPT_PREEMPTED=0", "SPT_STEP_PID="]),
-        "",
-        *R.embed_step("SPT_STEP", step),
-        "",
-        "# one torchrun per node; each writes its own log beside the job's",
-        R.srun_prefix(env, ctx.workdir, nodes=res.nodes,
-                      output=str(plan.log_dir(key) / "%j.node%n.out")) + ' bash -c "$SPT_STEP" &',
-        "SPT_STEP_PID=$!",
-        'spt_wait "$SPT_STEP_PID"; SPT_RC=$?',
-        'echo "[launch] $(date -u +%FT%TZ) training step ended with exit code $SPT_RC"',
-        *(R.requeue_block(p) if p.enabled else []),
-        'exit "$SPT_RC"',
-    ]
-    return plan.add(JobSpec(key=key, name=ctx.job_name(key), script="\n".join(lines) + "\n",
-                            after=after or [], resources=res, info={"run_dir": str(run_dir)}))
+    lines = (
+        _header(ctx, plan, key, res, preemption=p)
+        + R.prelude(ctx.workdir)
+        + [
+            f"mkdir -p {q(str(run_dir))}",
+            'export SPT_HEAD_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+            f"export SPT_RDZV_PORT={port}",
+            "",
+            *R.WAIT_FN,
+            *(R.preemption_block(p) if p.enabled else ["SPT_PREEMPTED=0", "SPT_STEP_PID="]),
+            "",
+            *R.embed_step("SPT_STEP", step),
+            "",
+            "# one torchrun per node; each writes its own log beside the job's",
+            R.srun_prefix(env, ctx.workdir, nodes=res.nodes, output=str(plan.log_dir(key) / "%j.node%n.out"))
+            + ' bash -c "$SPT_STEP" &',
+            "SPT_STEP_PID=$!",
+            'spt_wait "$SPT_STEP_PID"; SPT_RC=$?',
+            'echo "[launch] $(date -u +%FT%TZ) training step ended with exit code $SPT_RC"',
+            *(R.requeue_block(p) if p.enabled else []),
+            'exit "$SPT_RC"',
+        ]
+    )
+    return plan.add(
+        JobSpec(
+            key=key,
+            name=ctx.job_name(key),
+            script="\n".join(lines) + "\n",
+            after=after or [],
+            resources=res,
+            info={"run_dir": str(run_dir)},
+        )
+    )
 
 
 def plan_train(ctx: Context) -> Plan:
@@ -187,8 +204,9 @@ def _unique_names(paths: list[str], names: list[str]) -> list[str]:
     return result
 
 
-def eval_array_job(ctx: Context, plan: Plan, key: str, *, models: list[str], out_dirs: list[Path],
-                   after: list[str] | None = None) -> JobSpec:
+def eval_array_job(
+    ctx: Context, plan: Plan, key: str, *, models: list[str], out_dirs: list[Path], after: list[str] | None = None
+) -> JobSpec:
     """A job array: element i runs ``evalkit run --model models[i] --out out_dirs[i]``."""
     e = ctx.cfg.eval
     res = e.resources
@@ -201,55 +219,87 @@ def eval_array_job(ctx: Context, plan: Plan, key: str, *, models: list[str], out
         f'exec {q(env.python)} -m evalkit run --model "$SPT_MODEL" --suite {q(e.suite)} --out "$SPT_OUT"'
         + "".join(" " + q(a) for a in e.extra_args),
     ]
-    lines = _header(ctx, plan, key, res, array=array) + R.prelude(ctx.workdir) + [
-        "# one element per model: an HF folder, a checkpoint or a run folder (evalkit exports the latter)",
-        R.bash_array("SPT_MODELS", models),
-        R.bash_array("SPT_OUTS", [str(o) for o in out_dirs]),
-        "SPT_I=${SLURM_ARRAY_TASK_ID:-0}",
-        'export SPT_MODEL="${SPT_MODELS[$SPT_I]}"',
-        'export SPT_OUT="${SPT_OUTS[$SPT_I]}"',
-        'mkdir -p "$SPT_OUT"',
-        "",
-        *R.embed_step("SPT_STEP", step),
-        R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
-    ]
-    return plan.add(JobSpec(key=key, name=ctx.job_name(key), script="\n".join(lines) + "\n",
-                            after=after or [], resources=res, array_size=n,
-                            info={"models": models, "out_dirs": [str(o) for o in out_dirs]}))
+    lines = (
+        _header(ctx, plan, key, res, array=array)
+        + R.prelude(ctx.workdir)
+        + [
+            "# one element per model: an HF folder, a checkpoint or a run folder (evalkit exports the latter)",
+            R.bash_array("SPT_MODELS", models),
+            R.bash_array("SPT_OUTS", [str(o) for o in out_dirs]),
+            "SPT_I=${SLURM_ARRAY_TASK_ID:-0}",
+            'export SPT_MODEL="${SPT_MODELS[$SPT_I]}"',
+            'export SPT_OUT="${SPT_OUTS[$SPT_I]}"',
+            'mkdir -p "$SPT_OUT"',
+            "",
+            *R.embed_step("SPT_STEP", step),
+            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
+        ]
+    )
+    return plan.add(
+        JobSpec(
+            key=key,
+            name=ctx.job_name(key),
+            script="\n".join(lines) + "\n",
+            after=after or [],
+            resources=res,
+            array_size=n,
+            info={"models": models, "out_dirs": [str(o) for o in out_dirs]},
+        )
+    )
 
 
-def compare_job(ctx: Context, plan: Plan, key: str, *, result_dirs: list[Path], out: Path,
-                after: list[str]) -> JobSpec:
+def compare_job(ctx: Context, plan: Plan, key: str, *, result_dirs: list[Path], out: Path, after: list[str]) -> JobSpec:
     e = ctx.cfg.eval
     res = e.compare_resources
     ctx.check(key, res)
     env = ctx.cfg.environment
     step = R.step_env(env, ctx.workdir) + [
-        f"exec {q(env.python)} -m evalkit compare " + " ".join(q(str(d)) for d in result_dirs)
-        + f" --out {q(str(out))}" + "".join(" " + q(a) for a in e.compare_args),
+        f"exec {q(env.python)} -m evalkit compare "
+        + " ".join(q(str(d)) for d in result_dirs)
+        + f" --out {q(str(out))}"
+        + "".join(" " + q(a) for a in e.compare_args),
     ]
-    lines = _header(ctx, plan, key, res) + R.prelude(ctx.workdir) + [
-        f"mkdir -p {q(str(out))}",
-        *R.embed_step("SPT_STEP", step),
-        R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
-    ]
-    return plan.add(JobSpec(key=key, name=ctx.job_name(key), script="\n".join(lines) + "\n", after=after,
-                            resources=res, info={"out": str(out)}))
+    lines = (
+        _header(ctx, plan, key, res)
+        + R.prelude(ctx.workdir)
+        + [
+            f"mkdir -p {q(str(out))}",
+            *R.embed_step("SPT_STEP", step),
+            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
+        ]
+    )
+    return plan.add(
+        JobSpec(
+            key=key,
+            name=ctx.job_name(key),
+            script="\n".join(lines) + "\n",
+            after=after,
+            resources=res,
+            info={"out": str(out)},
+        )
+    )
 
 
 def plan_eval(ctx: Context) -> Plan:
     e = ctx.cfg.eval
     if not e.checkpoints:
-        raise LaunchError("eval.checkpoints is empty: give the model or run folders, e.g. "
-                          "eval.checkpoints=[runs/a,runs/b]")
+        raise LaunchError(
+            "eval.checkpoints is empty: give the model or run folders, e.g. eval.checkpoints=[runs/a,runs/b]"
+        )
     plan = Plan("eval", ctx.launch_dir)
     models = [str(ctx.input_path(c)) for c in e.checkpoints]
     names = _unique_names(e.checkpoints, e.names)
     out_root = ctx.under_launch(e.out_dir)
     outs = [out_root / n for n in names]
     eval_array_job(ctx, plan, "eval", models=models, out_dirs=outs)
-    compare_job(ctx, plan, "compare", result_dirs=outs,
-                out=ctx.under_launch(e.compare_out) if e.compare_out else out_root / "compare", after=["eval"])
+    compare_job(
+        ctx,
+        plan,
+        "compare",
+        result_dirs=outs,
+        out=ctx.under_launch(e.compare_out) if e.compare_out else out_root / "compare",
+        after=["eval"],
+    )
     return ctx.finish(plan)
 
 
@@ -261,16 +311,18 @@ def load_template(path: Path) -> CurriculumConfig:
     except ConfigError as e:
         raise LaunchError(f"sweep.curriculum_template {path}: {e}") from None
     if len(template.phases) < 2:
-        raise LaunchError(f"sweep.curriculum_template {path}: needs at least two phases (first: base mix, "
-                          "last: intervention mix)")
+        raise LaunchError(
+            f"sweep.curriculum_template {path}: needs at least two phases (first: base mix, last: intervention mix)"
+        )
     return template
 
 
 def curriculum_for(template: CurriculumConfig, path: str, fraction: float) -> str:
     """The template's curriculum with the intervention mix starting at ``fraction`` of the run (YAML)."""
     cur = with_intervention(template.phases[0].weights, template.phases[-1].weights, fraction, like=template)
-    return curriculum_yaml(cur, f"Intervention from {round(fraction * 100)}% of the run; written by "
-                                f"`python -m launch sweep` from {path}")
+    return curriculum_yaml(
+        cur, f"Intervention from {round(fraction * 100)}% of the run; written by `python -m launch sweep` from {path}"
+    )
 
 
 def plan_sweep(ctx: Context) -> Plan:
@@ -279,8 +331,11 @@ def plan_sweep(ctx: Context) -> Plan:
     template = None
     need_template = any(round(x * 100) not in s.curriculum_files for x in s.interventions)
     if need_template:
-        tpath = ctx.workdir / s.curriculum_template if not Path(s.curriculum_template).is_absolute() \
+        tpath = (
+            ctx.workdir / s.curriculum_template
+            if not Path(s.curriculum_template).is_absolute()
             else Path(s.curriculum_template)
+        )
         if not tpath.is_file():
             raise LaunchError(f"sweep.curriculum_template: {tpath} does not exist")
         template = load_template(tpath)
@@ -297,15 +352,19 @@ def plan_sweep(ctx: Context) -> Plan:
         train_job(ctx, plan, f"train-p{pct}", run_dir=run_dir, curriculum=curriculum)
         if s.evaluate:
             out = ctx.under_launch(ctx.cfg.eval.out_dir) / f"p{pct}"
-            eval_array_job(ctx, plan, f"eval-p{pct}", models=[str(run_dir)], out_dirs=[out],
-                           after=[f"train-p{pct}"])
+            eval_array_job(ctx, plan, f"eval-p{pct}", models=[str(run_dir)], out_dirs=[out], after=[f"train-p{pct}"])
             evals.append(f"eval-p{pct}")
             outs.append(out)
     if s.evaluate:
         e = ctx.cfg.eval
-        compare_job(ctx, plan, "compare", result_dirs=outs, after=evals,
-                    out=ctx.under_launch(e.compare_out) if e.compare_out
-                    else ctx.under_launch(e.out_dir) / "compare")
+        compare_job(
+            ctx,
+            plan,
+            "compare",
+            result_dirs=outs,
+            after=evals,
+            out=ctx.under_launch(e.compare_out) if e.compare_out else ctx.under_launch(e.out_dir) / "compare",
+        )
     return ctx.finish(plan)
 
 
@@ -328,22 +387,28 @@ def plan_corpus(ctx: Context) -> Plan:
         args.append(f"executor.venv_path={venv / 'bin' / 'activate'}")  # sourced by datatrove's jobs
     stage_prefix = c.executor_overrides.get("executor.job_name", ctx.job_name(key))
     if c.executor == "slurm" and "executor.job_name" not in c.executor_overrides:
-        args.append(f"executor.job_name={stage_prefix}")   # datatrove names its jobs <job_name>-<stage>
+        args.append(f"executor.job_name={stage_prefix}")  # datatrove names its jobs <job_name>-<stage>
     args += c.overrides + [f"{k}={v}" for k, v in c.executor_overrides.items()]
     cmd = f"exec {q(env.python)} -m datagen run " + " ".join(q(a) for a in args)
     step = R.step_env(env, ctx.workdir) + [cmd]
     body: list[str]
     if c.executor == "local":
-        body = [*R.embed_step("SPT_STEP", step),
-                "# datatrove's local executor runs every task inside this one allocation",
-                R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"']
+        body = [
+            *R.embed_step("SPT_STEP", step),
+            "# datatrove's local executor runs every task inside this one allocation",
+            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
+        ]
     else:
         if out_dir is None:
-            raise LaunchError("corpus.output_dir is needed with corpus.executor=slurm: the driver waits for "
-                              "<output_dir>/manifest.json so that later jobs can depend on it")
+            raise LaunchError(
+                "corpus.output_dir is needed with corpus.executor=slurm: the driver waits for "
+                "<output_dir>/manifest.json so that later jobs can depend on it"
+            )
         if env.container_image:
-            ctx.errors.append("corpus.executor=slurm submits datatrove's jobs from the driver, which needs "
-                              "sbatch: it runs outside the container; set environment.venv for it")
+            ctx.errors.append(
+                "corpus.executor=slurm submits datatrove's jobs from the driver, which needs "
+                "sbatch: it runs outside the container; set environment.venv for it"
+            )
         body = [
             *R.embed_step("SPT_STEP", step),
             "# datatrove's SlurmPipelineExecutor submits one job array per stage from here (sbatch on the",
@@ -355,7 +420,7 @@ def plan_corpus(ctx: Context) -> Plan:
             f"  sleep {int(c.wait_poll_s)}",
             "  # datatrove's jobs that can still run (a failed stage leaves its dependents pending forever)",
             f'  alive=$(squeue -h -u "$(id -un)" -o "%j %r" | grep "^{stage_prefix}-" '
-            '| grep -v -c DependencyNeverSatisfied || true)',
+            "| grep -v -c DependencyNeverSatisfied || true)",
             '  if [ "$alive" = 0 ]; then SPT_IDLE=$((SPT_IDLE + 1)); else SPT_IDLE=0; fi',
             '  if [ "$SPT_IDLE" -ge 2 ] && [ ! -f "$SPT_MANIFEST" ]; then',
             f'    echo "[launch] no runnable {stage_prefix}-* job left and no $SPT_MANIFEST: a stage failed '
@@ -367,10 +432,20 @@ def plan_corpus(ctx: Context) -> Plan:
             "done",
             'echo "[launch] corpus complete: $SPT_MANIFEST"',
         ]
-    lines = _header(ctx, plan, key, res) + R.prelude(ctx.workdir) + [
-        *([f"mkdir -p {q(str(out_dir.parent))}"] if out_dir is not None else []), *body]
-    plan.add(JobSpec(key=key, name=ctx.job_name(key), script="\n".join(lines) + "\n", resources=res,
-                     info={"output_dir": str(out_dir) if out_dir else None, "executor": c.executor}))
+    lines = (
+        _header(ctx, plan, key, res)
+        + R.prelude(ctx.workdir)
+        + [*([f"mkdir -p {q(str(out_dir.parent))}"] if out_dir is not None else []), *body]
+    )
+    plan.add(
+        JobSpec(
+            key=key,
+            name=ctx.job_name(key),
+            script="\n".join(lines) + "\n",
+            resources=res,
+            info={"output_dir": str(out_dir) if out_dir else None, "executor": c.executor},
+        )
+    )
     return ctx.finish(plan)
 
 

@@ -48,7 +48,7 @@ class Plan:
     command: str
     launch_dir: Path
     jobs: list[JobSpec] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)   # extra files to write (relative path -> text)
+    files: dict[str, str] = field(default_factory=dict)  # extra files to write (relative path -> text)
     external_after: list[str] = field(default_factory=list)  # job ids the plan's first jobs wait for
 
     def add(self, job: JobSpec) -> JobSpec:
@@ -116,19 +116,32 @@ class Plan:
                 if ids:
                     subprocess.run(["scancel", *ids.values()], capture_output=True, env=env, timeout=60)
                 self._record(records, status=f"failed at {job.key}; cancelled {sorted(ids.values())}")
-                raise LaunchError(f"sbatch failed for job {job.key!r} ({shlex.join(args)}): "
-                                  f"{res.stderr.strip() or res.stdout.strip()}"
-                                  + (f"; cancelled the jobs already submitted: {', '.join(ids.values())}"
-                                     if ids else ""))
+                raise LaunchError(
+                    f"sbatch failed for job {job.key!r} ({shlex.join(args)}): "
+                    f"{res.stderr.strip() or res.stdout.strip()}"
+                    + (f"; cancelled the jobs already submitted: {', '.join(ids.values())}" if ids else "")
+                )
             job_id = res.stdout.strip().split(";")[0]
             ids[job.key] = job_id
-            records.append({"key": job.key, "name": job.name, "job_id": job_id,
-                            "script": str(self.script_path(job)), "log_dir": str(self.log_dir(job.key)),
-                            "after": job.after,
-                            "after_ids": [ids[k] for k in job.after] if job.after else list(self.external_after),
-                            "array_size": job.array_size, **({"info": job.info} if job.info else {})})
-            log.info("submitted %s as job %s%s", job.key, job_id,
-                     f" after {', '.join(ids[k] for k in job.after)}" if job.after else "")
+            records.append(
+                {
+                    "key": job.key,
+                    "name": job.name,
+                    "job_id": job_id,
+                    "script": str(self.script_path(job)),
+                    "log_dir": str(self.log_dir(job.key)),
+                    "after": job.after,
+                    "after_ids": [ids[k] for k in job.after] if job.after else list(self.external_after),
+                    "array_size": job.array_size,
+                    **({"info": job.info} if job.info else {}),
+                }
+            )
+            log.info(
+                "submitted %s as job %s%s",
+                job.key,
+                job_id,
+                f" after {', '.join(ids[k] for k in job.after)}" if job.after else "",
+            )
         self._record(records, status="submitted")
         return ids
 
@@ -140,9 +153,14 @@ class Plan:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError:
                 path.rename(path.with_suffix(".json.corrupt"))
-        data.setdefault("submissions", []).append({
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": self.command, "status": status, "jobs": records})
+        data.setdefault("submissions", []).append(
+            {
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "command": self.command,
+                "status": status,
+                "jobs": records,
+            }
+        )
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, path)
@@ -164,8 +182,9 @@ def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[st
     appear as ``<id>_<index>``)."""
     out: dict[str, dict] = {}
     for jid in job_ids:
-        res = subprocess.run(["scontrol", "show", "job", "--oneliner", jid], capture_output=True, text=True,
-                             env=env, timeout=30)
+        res = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", jid], capture_output=True, text=True, env=env, timeout=30
+        )
         if res.returncode != 0:
             out[jid] = {"state": "UNKNOWN", "error": res.stderr.strip()}
             continue
@@ -174,8 +193,11 @@ def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[st
             key = kv.get("JobId", jid)
             if kv.get("ArrayTaskId") and kv.get("ArrayJobId"):
                 key = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
-            out[key] = {"state": kv.get("JobState", "UNKNOWN"), "exit_code": kv.get("ExitCode"),
-                        "restarts": int(kv.get("Restarts", "0") or 0), "reason": kv.get("Reason"),
-                        "dependency": kv.get("Dependency")}
+            out[key] = {
+                "state": kv.get("JobState", "UNKNOWN"),
+                "exit_code": kv.get("ExitCode"),
+                "restarts": int(kv.get("Restarts", "0") or 0),
+                "reason": kv.get("Reason"),
+                "dependency": kv.get("Dependency"),
+            }
     return out
-

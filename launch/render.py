@@ -17,13 +17,23 @@ from launch.config import ClusterConfig, EnvironmentConfig, PreemptionConfig, Re
 q = shlex.quote
 
 
-def sbatch_header(job_name: str, res: Resources, cluster: ClusterConfig, log_dir: Path, *,
-                  ntasks_per_node: int = 1, array: str | None = None,
-                  preemption: PreemptionConfig | None = None, origin: str = "") -> list[str]:
+def sbatch_header(
+    job_name: str,
+    res: Resources,
+    cluster: ClusterConfig,
+    log_dir: Path,
+    *,
+    ntasks_per_node: int = 1,
+    array: str | None = None,
+    preemption: PreemptionConfig | None = None,
+    origin: str = "",
+) -> list[str]:
     """``#SBATCH`` lines for one job; the output goes to ``log_dir/%j.out`` (``%A_%a.out`` for arrays)."""
-    lines = ["#!/bin/bash",
-             f"# Rendered by `python -m launch`{' from ' + origin if origin else ''}; "
-             "change the YAML config rather than this file."]
+    lines = [
+        "#!/bin/bash",
+        f"# Rendered by `python -m launch`{' from ' + origin if origin else ''}; "
+        "change the YAML config rather than this file.",
+    ]
     opts: list[str] = [f"--job-name={job_name}"]
     if res.partition:
         opts.append(f"--partition={res.partition}")
@@ -31,8 +41,7 @@ def sbatch_header(job_name: str, res: Resources, cluster: ClusterConfig, log_dir
         opts.append(f"--account={cluster.account}")
     if cluster.qos:
         opts.append(f"--qos={cluster.qos}")
-    opts += [f"--nodes={res.nodes}", f"--ntasks-per-node={ntasks_per_node}",
-             f"--cpus-per-task={res.cpus_per_task}"]
+    opts += [f"--nodes={res.nodes}", f"--ntasks-per-node={ntasks_per_node}", f"--cpus-per-task={res.cpus_per_task}"]
     if res.gpus_per_node:
         opts.append(f"--gpus-per-node={res.gpus_per_node}")
     if res.mem:
@@ -92,8 +101,15 @@ def step_env(env: EnvironmentConfig, workdir: Path, extra_env: dict[str, str] | 
     return lines
 
 
-def srun_prefix(env: EnvironmentConfig, workdir: Path, *, nodes: int, ntasks_per_node: int = 1,
-                output: str | None = None, kill_on_bad_exit: bool = True) -> str:
+def srun_prefix(
+    env: EnvironmentConfig,
+    workdir: Path,
+    *,
+    nodes: int,
+    ntasks_per_node: int = 1,
+    output: str | None = None,
+    kill_on_bad_exit: bool = True,
+) -> str:
     """``srun`` with the step's placement and, when configured, the pyxis container."""
     parts = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}"]
     if kill_on_bad_exit:
@@ -102,9 +118,11 @@ def srun_prefix(env: EnvironmentConfig, workdir: Path, *, nodes: int, ntasks_per
         parts += [f"--output={q(output)}", "--open-mode=append"]
     if env.container_image:
         mounts = [f"{workdir}:{workdir}", *env.container_mounts]
-        parts += [f"--container-image={q(env.container_image)}",
-                  f"--container-mounts={q(','.join(mounts))}",
-                  f"--container-workdir={q(str(workdir))}"]
+        parts += [
+            f"--container-image={q(env.container_image)}",
+            f"--container-mounts={q(','.join(mounts))}",
+            f"--container-workdir={q(str(workdir))}",
+        ]
     return " ".join(parts)
 
 

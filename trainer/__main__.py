@@ -7,8 +7,10 @@ import sys
 
 from infra.config import add_config_arguments, config_from_args
 
-EXIT_NOTE = ("Exit status 0 also after SIGTERM/SIGUSR1: the trainer then saved a checkpoint at the current "
-             "step boundary and stopped; running the same command again resumes from run_dir.")
+EXIT_NOTE = (
+    "Exit status 0 also after SIGTERM/SIGUSR1: the trainer then saved a checkpoint at the current "
+    "step boundary and stopped; running the same command again resumes from run_dir."
+)
 
 
 def _train(args, sft: bool) -> int:
@@ -19,27 +21,44 @@ def _train(args, sft: bool) -> int:
     if sft and not cfg.sft_mode:
         raise SystemExit("trainer sft: set sft.path=CHAT.jsonl (and init.hf=HF_DIR)")
     summary = train(cfg)
-    print(f"trainer: {'stopped by signal' if summary['stopped_by_signal'] else 'finished'} at step "
-          f"{summary['step']}, loss {summary['loss']:.4f}, run folder {summary['run_dir']}", file=sys.stderr)
+    print(
+        f"trainer: {'stopped by signal' if summary['stopped_by_signal'] else 'finished'} at step "
+        f"{summary['step']}, loss {summary['loss']:.4f}, run folder {summary['run_dir']}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer", epilog=EXIT_NOTE, description=(
-        "Megatron-Core GPT trainer: curriculum pretraining over a corpus folder, chat SFT from an HF folder, "
-        "and export of checkpoints as HF Llama folders. Run under torchrun for several processes."))
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        epilog=EXIT_NOTE,
+        description=(
+            "Megatron-Core GPT trainer: curriculum pretraining over a corpus folder, chat SFT from an HF folder, "
+            "and export of checkpoints as HF Llama folders. Run under torchrun for several processes."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="pretrain with a curriculum over a corpus folder (resumes run_dir)",
-                       description="Train a megatron-core GPT on a corpus folder with a curriculum. Keys: "
-                       "run_dir, model.*, data.*, train.*, validation.*, parallel.*, init.hf, sft.path, "
-                       "export.hf_at_end, logging.* (see docs/trainer.md). " + EXIT_NOTE)
+    p = sub.add_parser(
+        "train",
+        help="pretrain with a curriculum over a corpus folder (resumes run_dir)",
+        description="Train a megatron-core GPT on a corpus folder with a curriculum. Keys: "
+        "run_dir, model.*, data.*, train.*, validation.*, parallel.*, init.hf, sft.path, "
+        "export.hf_at_end, logging.* (see docs/trainer.md). " + EXIT_NOTE,
+    )
     add_config_arguments(p, default_config="configs/trainer/tiny.yaml")
-    p = sub.add_parser("sft", help="supervised finetuning on chat JSONL (init.hf=HF_DIR sft.path=JSONL)",
-                       description="Train in SFT mode: loss on assistant tokens only. " + EXIT_NOTE)
+    p = sub.add_parser(
+        "sft",
+        help="supervised finetuning on chat JSONL (init.hf=HF_DIR sft.path=JSONL)",
+        description="Train in SFT mode: loss on assistant tokens only. " + EXIT_NOTE,
+    )
     add_config_arguments(p, default_config="configs/trainer/sft.yaml")
-    p = sub.add_parser("export-hf", help="write a checkpoint as an HF Llama folder + tokenizer",
-                       description="CKPT: a run folder, its checkpoints/ folder or a checkpoints/iter_XXXXXXX "
-                       "folder. OUT: the HF folder to write.")
+    p = sub.add_parser(
+        "export-hf",
+        help="write a checkpoint as an HF Llama folder + tokenizer",
+        description="CKPT: a run folder, its checkpoints/ folder or a checkpoints/iter_XXXXXXX "
+        "folder. OUT: the HF folder to write.",
+    )
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")

@@ -95,8 +95,7 @@ def find_latest(ckpt_root: str | Path) -> Path | None:
         cand = root / latest.read_text().strip()
         if (cand / "trainer_state.json").is_file():
             return cand
-        log.warning("%s names %s, which is not a complete checkpoint; using the newest complete one",
-                    latest, cand.name)
+        log.warning("%s names %s, which is not a complete checkpoint; using the newest complete one", latest, cand.name)
     done = list_checkpoints(root)
     return done[-1] if done else None
 
@@ -110,8 +109,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         found = find_latest(root)
         if found is not None:
             return found
-    raise FileNotFoundError(f"{path}: no complete checkpoint (expected a run folder, its checkpoints/ "
-                            "folder or a checkpoints/iter_XXXXXXX folder)")
+    raise FileNotFoundError(
+        f"{path}: no complete checkpoint (expected a run folder, its checkpoints/ "
+        "folder or a checkpoints/iter_XXXXXXX folder)"
+    )
 
 
 def _sharded(model_chunks, optimizer, is_loading: bool) -> dict:
@@ -127,8 +128,16 @@ def _sharded(model_chunks, optimizer, is_loading: bool) -> dict:
     return sd
 
 
-def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, scheduler,
-                    trainer_state: dict, loader_state: dict, keep_last: int) -> Path:
+def save_checkpoint(
+    ckpt_root: str | Path,
+    step: int,
+    model_chunks,
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    loader_state: dict,
+    keep_last: int,
+) -> Path:
     """Save a complete checkpoint at ``step`` atomically; every rank must call this.
 
     Args:
@@ -156,8 +165,12 @@ def save_checkpoint(ckpt_root: str | Path, step: int, model_chunks, optimizer, s
     (tmp / "ranks").mkdir(exist_ok=True)
     torch.save({"rng": rng_state(), "data": loader_state}, tmp / "ranks" / f"rank_{rank:05d}.pt")
     if rank == 0:
-        state = dict(trainer_state, step=step, scheduler=scheduler.state_dict() if scheduler else None,
-                     optimizer_saved=optimizer is not None)
+        state = dict(
+            trainer_state,
+            step=step,
+            scheduler=scheduler.state_dict() if scheduler else None,
+            optimizer_saved=optimizer is not None,
+        )
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     barrier()
     if rank == 0:
@@ -240,8 +253,10 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
     state = json.loads((ckpt_dir / "trainer_state.json").read_text())
     if optimizer is not None and not state.get("optimizer_saved", True):
         if _rank() == 0:
-            log.warning("%s holds no optimizer state (saved with train.save_optimizer=false): Adam's moments "
-                        "restart from zero", ckpt_dir)
+            log.warning(
+                "%s holds no optimizer state (saved with train.save_optimizer=false): Adam's moments restart from zero",
+                ckpt_dir,
+            )
         model_only_optimizer, optimizer = optimizer, None
     else:
         model_only_optimizer = None
@@ -262,8 +277,9 @@ def load_checkpoint(ckpt_dir: str | Path, model_chunks, optimizer, scheduler) ->
         scheduler.num_steps = 0  # megatron's load_state_dict *advances* by the saved count
         scheduler.load_state_dict(state["scheduler"])
     rank_file = ckpt_dir / "ranks" / f"rank_{_rank():05d}.pt"
-    same_world = rank_file.is_file() and state.get("world_size") == (dist.get_world_size()
-                                                                      if dist.is_initialized() else 1)
+    same_world = rank_file.is_file() and state.get("world_size") == (
+        dist.get_world_size() if dist.is_initialized() else 1
+    )
     extra = torch.load(rank_file if same_world else ckpt_dir / "ranks" / "rank_00000.pt", weights_only=False)
     if same_world:
         set_rng_state(extra["rng"])
@@ -276,6 +292,7 @@ def load_model_weights(ckpt_dir: str | Path, model) -> None:
     from megatron.core.dist_checkpointing.validation import StrictHandling
 
     with torch.no_grad():
-        loaded = dist_checkpointing.load({"model": unwrap(model).sharded_state_dict()}, str(ckpt_dir),
-                                         strict=StrictHandling.LOG_UNEXPECTED)
+        loaded = dist_checkpointing.load(
+            {"model": unwrap(model).sharded_state_dict()}, str(ckpt_dir), strict=StrictHandling.LOG_UNEXPECTED
+        )
     unwrap(model).load_state_dict(loaded["model"], strict=True)

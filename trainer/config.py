@@ -133,8 +133,10 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"key 'train.{name}': must be > 0, got {getattr(self, name)}")
         if self.global_batch_size % self.micro_batch_size:
-            raise ConfigError(f"key 'train.global_batch_size' ({self.global_batch_size}) must be a multiple "
-                              f"of train.micro_batch_size ({self.micro_batch_size})")
+            raise ConfigError(
+                f"key 'train.global_batch_size' ({self.global_batch_size}) must be a multiple "
+                f"of train.micro_batch_size ({self.micro_batch_size})"
+            )
         if self.warmup_steps < 0 or self.warmup_steps > self.train_steps:
             raise ConfigError(f"key 'train.warmup_steps': must be in [0, train.train_steps], got {self.warmup_steps}")
         if not 0.0 <= self.wsd_decay_fraction <= 1.0:
@@ -277,18 +279,22 @@ class TrainerConfig:
 
     def validate(self) -> None:
         if self.sft.path is None and not self.data.corpus:
-            raise ConfigError("key 'data.corpus': a corpus folder is required for pretraining "
-                              "(or set sft.path for SFT mode)")
+            raise ConfigError(
+                "key 'data.corpus': a corpus folder is required for pretraining (or set sft.path for SFT mode)"
+            )
         if self.sft.path is None and self.data.curriculum is None:
-            raise ConfigError("key 'data.curriculum': a curriculum (YAML path or inline phases) is required "
-                              "for pretraining")
+            raise ConfigError(
+                "key 'data.curriculum': a curriculum (YAML path or inline phases) is required for pretraining"
+            )
         if isinstance(self.data.curriculum, str):
             resolve_curriculum(self.data.curriculum)  # a missing or invalid file fails here, not at step 0
         if self.parallel.tp < 1 or self.parallel.pp < 1:
             raise ConfigError("keys 'parallel.tp'/'parallel.pp' must be >= 1")
         if self.validation.enabled and self.sft.path is not None:
-            raise ConfigError("key 'validation.interval': validation holds out curriculum buckets' samples and "
-                              "is not supported in SFT mode (sft.path is set); use validation.interval=0")
+            raise ConfigError(
+                "key 'validation.interval': validation holds out curriculum buckets' samples and "
+                "is not supported in SFT mode (sft.path is set); use validation.interval=0"
+            )
 
     @property
     def sft_mode(self) -> bool:

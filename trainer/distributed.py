@@ -91,19 +91,27 @@ def init_distributed(tp: int = 1, pp: int = 1, seed: int = 1234, timeout_min: in
                 raise RuntimeError("WORLD_SIZE>1 but MASTER_ADDR is unset: start with torchrun")
             os.environ["MASTER_ADDR"] = "127.0.0.1"
             os.environ["MASTER_PORT"] = str(_free_port())
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=timeout_min))
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world, timeout=datetime.timedelta(minutes=timeout_min)
+        )
     if not ps.model_parallel_is_initialized():
         ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
     torch.manual_seed(seed)
     # On CPU the inference tracker's fork() leaves CUDA RNG alone (dropout is 0 in every preset).
     model_parallel_cuda_manual_seed(seed, inference_rng_tracker=not on_gpu, force_reset_rng=True)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, tp=tp, pp=pp,
-                    dp=ps.get_data_parallel_world_size(), dp_rank=ps.get_data_parallel_rank(),
-                    tp_rank=ps.get_tensor_model_parallel_rank(),
-                    pp_rank=ps.get_pipeline_model_parallel_rank(),
-                    device=torch.device("cuda", local_rank) if on_gpu else torch.device("cpu"),
-                    backend=backend)
+    return DistInfo(
+        rank=rank,
+        world_size=world,
+        local_rank=local_rank,
+        tp=tp,
+        pp=pp,
+        dp=ps.get_data_parallel_world_size(),
+        dp_rank=ps.get_data_parallel_rank(),
+        tp_rank=ps.get_tensor_model_parallel_rank(),
+        pp_rank=ps.get_pipeline_model_parallel_rank(),
+        device=torch.device("cuda", local_rank) if on_gpu else torch.device("cpu"),
+        backend=backend,
+    )
 
 
 def shutdown() -> None:

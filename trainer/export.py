@@ -19,8 +19,14 @@ from trainer.model import Arch
 log = get_logger(__name__)
 
 
-def export_state_dict(sd: dict[str, torch.Tensor], arch: Arch, vocab_size: int, tokenizer, out: str | Path,
-                      dtype: torch.dtype = torch.float32) -> Path:
+def export_state_dict(
+    sd: dict[str, torch.Tensor],
+    arch: Arch,
+    vocab_size: int,
+    tokenizer,
+    out: str | Path,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """Write a full (TP=1) megatron state dict as an HF folder."""
     from trainer.hf_convert import megatron_full_to_hf, write_hf_folder
 
@@ -33,8 +39,9 @@ def _find_tokenizer(ckpt_dir: Path) -> Path:
     for cand in (ckpt_dir / "tokenizer", RunFolder(ckpt_dir.parent.parent).tokenizer):
         if (cand / "tokenizer_config.json").is_file() or (cand / "tokenizer.json").is_file():
             return cand
-    raise FileNotFoundError(f"{ckpt_dir}: no tokenizer found (looked in the checkpoint folder and the run "
-                            "folder's tokenizer/)")
+    raise FileNotFoundError(
+        f"{ckpt_dir}: no tokenizer found (looked in the checkpoint folder and the run folder's tokenizer/)"
+    )
 
 
 def export_hf(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -> Path:
@@ -65,10 +72,12 @@ def export_hf(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -
         shutdown()
     tokenizer = load_tokenizer(_find_tokenizer(ckpt_dir), add_tag=True)
     if len(tokenizer) != state["vocab_size"]:
-        raise ValueError(f"{ckpt_dir}: tokenizer has {len(tokenizer)} tokens, the checkpoint's model was trained "
-                         f"for {state['vocab_size']}")
-    out = export_state_dict(sd, arch, state["vocab_size"], tokenizer, out,
-                            dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+        raise ValueError(
+            f"{ckpt_dir}: tokenizer has {len(tokenizer)} tokens, the checkpoint's model was trained "
+            f"for {state['vocab_size']}"
+        )
+    out = export_state_dict(
+        sd, arch, state["vocab_size"], tokenizer, out, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    )
     log.info("exported %s (step %d) -> %s", ckpt_dir, state["step"], out)
     return out
-

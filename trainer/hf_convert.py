@@ -33,8 +33,10 @@ import torch
 
 from trainer.model import Arch, arch_from_hf_config
 
-_LOCAL_NORM_TO_TE = {"input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
-                     "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight"}
+_LOCAL_NORM_TO_TE = {
+    "input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
+    "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight",
+}
 
 
 def read_hf_folder(hf_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -64,19 +66,23 @@ def _pad_embedding(emb: torch.Tensor, vocab_size: int, padded: int) -> torch.Ten
     n = min(emb.shape[0], vocab_size)
     out[:n] = emb[:n]
     if vocab_size > emb.shape[0]:
-        out[emb.shape[0]:vocab_size] = emb.mean(dim=0, keepdim=True)
+        out[emb.shape[0] : vocab_size] = emb.mean(dim=0, keepdim=True)
     return out
 
 
-def hf_to_megatron_full(arch: Arch, weights: dict[str, torch.Tensor], vocab_size: int,
-                        padded_vocab: int) -> dict[str, torch.Tensor]:
+def hf_to_megatron_full(
+    arch: Arch, weights: dict[str, torch.Tensor], vocab_size: int, padded_vocab: int
+) -> dict[str, torch.Tensor]:
     """Full (TP=1) megatron state dict with *global* layer indices from HF Llama weights."""
     g, hd = arch.num_query_groups, arch.head_dim
     qpg = arch.num_attention_heads // g
     h = arch.hidden_size
-    out = {"embedding.word_embeddings.weight": _pad_embedding(weights["model.embed_tokens.weight"],
-                                                              vocab_size, padded_vocab),
-           "decoder.final_layernorm.weight": weights["model.norm.weight"]}
+    out = {
+        "embedding.word_embeddings.weight": _pad_embedding(
+            weights["model.embed_tokens.weight"], vocab_size, padded_vocab
+        ),
+        "decoder.final_layernorm.weight": weights["model.norm.weight"],
+    }
     for i in range(arch.num_layers):
         p = f"model.layers.{i}."
         q = weights[p + "self_attn.q_proj.weight"].view(g, qpg * hd, h)
@@ -87,8 +93,9 @@ def hf_to_megatron_full(arch: Arch, weights: dict[str, torch.Tensor], vocab_size
         out[m + "self_attention.linear_qkv.weight"] = torch.cat([q, k, v], dim=1).reshape(-1, h)
         out[m + "self_attention.linear_proj.weight"] = weights[p + "self_attn.o_proj.weight"]
         out[m + "pre_mlp_layernorm.weight"] = weights[p + "post_attention_layernorm.weight"]
-        out[m + "mlp.linear_fc1.weight"] = torch.cat([weights[p + "mlp.gate_proj.weight"],
-                                                      weights[p + "mlp.up_proj.weight"]], dim=0)
+        out[m + "mlp.linear_fc1.weight"] = torch.cat(
+            [weights[p + "mlp.gate_proj.weight"], weights[p + "mlp.up_proj.weight"]], dim=0
+        )
         out[m + "mlp.linear_fc2.weight"] = weights[p + "mlp.down_proj.weight"]
     return out
 
@@ -109,15 +116,18 @@ def megatron_full_to_hf(arch: Arch, sd: dict[str, torch.Tensor], vocab_size: int
         raise KeyError(name)
 
     emb = sd["embedding.word_embeddings.weight"][:vocab_size].clone()
-    out = {"model.embed_tokens.weight": emb, "model.norm.weight": sd["decoder.final_layernorm.weight"].clone(),
-           "lm_head.weight": emb}
+    out = {
+        "model.embed_tokens.weight": emb,
+        "model.norm.weight": sd["decoder.final_layernorm.weight"].clone(),
+        "lm_head.weight": emb,
+    }
     for i in range(arch.num_layers):
         m = f"decoder.layers.{i}."
         p = f"model.layers.{i}."
         qkv = get(m + "self_attention.linear_qkv.weight").view(g, (qpg + 2) * hd, h)
         out[p + "self_attn.q_proj.weight"] = qkv[:, : qpg * hd].reshape(-1, h).clone()
-        out[p + "self_attn.k_proj.weight"] = qkv[:, qpg * hd: (qpg + 1) * hd].reshape(-1, h).clone()
-        out[p + "self_attn.v_proj.weight"] = qkv[:, (qpg + 1) * hd:].reshape(-1, h).clone()
+        out[p + "self_attn.k_proj.weight"] = qkv[:, qpg * hd : (qpg + 1) * hd].reshape(-1, h).clone()
+        out[p + "self_attn.v_proj.weight"] = qkv[:, (qpg + 1) * hd :].reshape(-1, h).clone()
         out[p + "self_attn.o_proj.weight"] = get(m + "self_attention.linear_proj.weight").clone()
         out[p + "input_layernorm.weight"] = get(m + "input_layernorm.weight").clone()
         out[p + "post_attention_layernorm.weight"] = get(m + "pre_mlp_layernorm.weight").clone()
@@ -140,8 +150,9 @@ def _tp_slice(name: str, t: torch.Tensor, rank: int, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def load_hf_into_model(model: torch.nn.Module, hf_dir: str | Path, vocab_size: int, padded_vocab: int,
-                       tp_rank: int = 0, tp_size: int = 1) -> None:
+def load_hf_into_model(
+    model: torch.nn.Module, hf_dir: str | Path, vocab_size: int, padded_vocab: int, tp_rank: int = 0, tp_size: int = 1
+) -> None:
     """Copy an HF Llama folder's weights into this rank's megatron ``GPTModel`` (one PP stage, one TP
     shard). Every model tensor must be covered; a missing or mis-shaped tensor is an error."""
     cfg, weights = read_hf_folder(hf_dir)
@@ -158,7 +169,7 @@ def load_hf_into_model(model: torch.nn.Module, hf_dir: str | Path, vocab_size: i
             continue
         src_name = name
         if name.startswith("decoder.layers."):
-            rest = name[len("decoder.layers."):]
+            rest = name[len("decoder.layers.") :]
             j, tail = rest.split(".", 1)
             src_name = f"decoder.layers.{local_to_global[int(j)]}.{tail}"
             if src_name not in full:
@@ -171,8 +182,10 @@ def load_hf_into_model(model: torch.nn.Module, hf_dir: str | Path, vocab_size: i
             raise KeyError(f"{hf_dir}: no HF weight maps to megatron tensor {name}")
         value = _tp_slice(src_name, full[src_name], tp_rank, tp_size)
         if tuple(value.shape) != tuple(tensor.shape):
-            raise ValueError(f"{hf_dir}: {name} has shape {tuple(value.shape)} after TP slicing, "
-                             f"the model expects {tuple(tensor.shape)} (architecture mismatch?)")
+            raise ValueError(
+                f"{hf_dir}: {name} has shape {tuple(value.shape)} after TP slicing, "
+                f"the model expects {tuple(tensor.shape)} (architecture mismatch?)"
+            )
         new_sd[name] = value.to(tensor.dtype)
     missing, unexpected = model.load_state_dict(new_sd, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
@@ -180,8 +193,9 @@ def load_hf_into_model(model: torch.nn.Module, hf_dir: str | Path, vocab_size: i
         raise RuntimeError(f"HF import left tensors unset: missing={missing} unexpected={unexpected}")
 
 
-def write_hf_folder(out_dir: str | Path, arch: Arch, hf_weights: dict[str, torch.Tensor], tokenizer,
-                    dtype: torch.dtype = torch.float32) -> Path:
+def write_hf_folder(
+    out_dir: str | Path, arch: Arch, hf_weights: dict[str, torch.Tensor], tokenizer, dtype: torch.dtype = torch.float32
+) -> Path:
     """Save an HF ``LlamaForCausalLM`` folder (config, safetensors, tokenizer) that transformers,
     vLLM and lm-eval load. Written to a temporary name and renamed, so a crash leaves no half folder."""
     import shutil
@@ -193,13 +207,24 @@ def write_hf_folder(out_dir: str | Path, arch: Arch, hf_weights: dict[str, torch
     eos = tokenizer.eos_token_id
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=arch.hidden_size, intermediate_size=arch.ffn_hidden_size,
-        num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_query_groups, head_dim=arch.head_dim, hidden_act="silu",
-        max_position_embeddings=arch.max_position_embeddings, rms_norm_eps=arch.norm_eps,
-        rope_theta=arch.rope_theta, tie_word_embeddings=True, attention_bias=False, mlp_bias=False,
-        bos_token_id=bos, eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
+        vocab_size=vocab,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.ffn_hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_query_groups,
+        head_dim=arch.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=arch.max_position_embeddings,
+        rms_norm_eps=arch.norm_eps,
+        rope_theta=arch.rope_theta,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )
     # The rope theta must survive whichever config schema this transformers version writes.
     rp = getattr(config, "rope_parameters", None)
     if isinstance(rp, dict):

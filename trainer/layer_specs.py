@@ -38,9 +38,11 @@ def resolve_spec_name(name: str) -> str:
             return "te"
         return "torch" if torch.cuda.is_available() else "local"
     if name == "te" and not te_available():
-        raise RuntimeError("model.spec=te needs Transformer-Engine and CUDA "
-                           "(pip install 'transformer-engine[pytorch]' on a CUDA machine); "
-                           "use model.spec=torch or auto")
+        raise RuntimeError(
+            "model.spec=te needs Transformer-Engine and CUDA "
+            "(pip install 'transformer-engine[pytorch]' on a CUDA machine); "
+            "use model.spec=torch or auto"
+        )
     return name
 
 
@@ -61,9 +63,17 @@ class SDPACoreAttention(torch.nn.Module):
     key/value; the output is ``[seq, batch, heads * head_dim]`` as the following projection expects.
     """
 
-    def __init__(self, config, layer_number: int, attn_mask_type, attention_type: str,
-                 attention_dropout: float | None = None, softmax_scale: float | None = None,
-                 cp_comm_type: str | None = None, pg_collection=None):
+    def __init__(
+        self,
+        config,
+        layer_number: int,
+        attn_mask_type,
+        attention_type: str,
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection=None,
+    ):
         super().__init__()
         from megatron.core.transformer.enums import AttnMaskType
 
@@ -75,15 +85,22 @@ class SDPACoreAttention(torch.nn.Module):
         self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
         self.softmax_scale = softmax_scale
 
-    def forward(self, query, key, value, attention_mask=None, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
+    def forward(
+        self, query, key, value, attention_mask=None, attn_mask_type=None, attention_bias=None, packed_seq_params=None
+    ):
         if packed_seq_params is not None or attention_bias is not None:
             raise ValueError("SDPACoreAttention does not support packed sequences or attention bias")
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
-            scale=self.softmax_scale, enable_gqa=q.shape[1] != k.shape[1])
+            q,
+            k,
+            v,
+            is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.softmax_scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
         s, b = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
 

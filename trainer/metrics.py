@@ -33,8 +33,17 @@ class MetricsWriter:
         wandb: also log to W&B (``project``/``name``, config dict for the run).
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool, resume_step: int = 0, tensorboard: bool = True,
-                 wandb: bool = False, project: str = "", name: str | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        enabled: bool,
+        resume_step: int = 0,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        project: str = "",
+        name: str | None = None,
+        config: dict | None = None,
+    ):
         self.enabled = enabled
         self._tb = None
         self._wandb = None
@@ -53,8 +62,14 @@ class MetricsWriter:
                 import wandb as wb
             except ImportError as e:
                 raise RuntimeError("logging.wandb=true needs the wandb package: pip install wandb") from e
-            self._wandb = wb.init(project=project, name=name, config=config, dir=str(run_dir),
-                                  resume="allow", id=(Path(run_dir).resolve().name if name is None else name))
+            self._wandb = wb.init(
+                project=project,
+                name=name,
+                config=config,
+                dir=str(run_dir),
+                resume="allow",
+                id=(Path(run_dir).resolve().name if name is None else name),
+            )
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.is_file():
@@ -74,8 +89,9 @@ class MetricsWriter:
         self._f.write(json.dumps(record) + "\n")
         self._f.flush()
         step = record["step"]
-        scalars = {f"train/{k}": v for k, v in record.items()
-                   if isinstance(v, (int, float)) and k != "step" and v is not None}
+        scalars = {
+            f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step" and v is not None
+        }
         for b, v in (record.get("bucket_tokens") or {}).items():
             scalars[f"train/bucket_tokens/{b}"] = v
         for b, v in (record.get("val_loss") or {}).items():

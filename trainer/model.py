@@ -23,13 +23,13 @@ log = get_logger(__name__)
 class Arch:
     """Architecture numbers of a Llama-shaped decoder (HF names in comments)."""
 
-    num_layers: int               # num_hidden_layers
-    hidden_size: int              # hidden_size
-    num_attention_heads: int      # num_attention_heads
-    num_query_groups: int         # num_key_value_heads
-    ffn_hidden_size: int          # intermediate_size
-    rope_theta: float = 10000.0   # rope_theta
-    norm_eps: float = 1e-5        # rms_norm_eps
+    num_layers: int  # num_hidden_layers
+    hidden_size: int  # hidden_size
+    num_attention_heads: int  # num_attention_heads
+    num_query_groups: int  # num_key_value_heads
+    ffn_hidden_size: int  # intermediate_size
+    rope_theta: float = 10000.0  # rope_theta
+    norm_eps: float = 1e-5  # rms_norm_eps
     max_position_embeddings: int = 2048
 
     @property
@@ -39,8 +39,15 @@ class Arch:
 
 PRESETS: dict[str, Arch] = {
     # 2 layers, hidden 64: a CPU training step takes tens of milliseconds; for tests and CI.
-    "tiny": Arch(num_layers=2, hidden_size=64, num_attention_heads=4, num_query_groups=2,
-                 ffn_hidden_size=176, rope_theta=10000.0, max_position_embeddings=4096),
+    "tiny": Arch(
+        num_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_query_groups=2,
+        ffn_hidden_size=176,
+        rope_theta=10000.0,
+        max_position_embeddings=4096,
+    ),
     # The SmolLM2 family (HuggingFaceTB/SmolLM2-*/config.json).
     "smollm2-135m": Arch(30, 576, 9, 3, 1536, rope_theta=100000.0, max_position_embeddings=8192),
     "smollm2-360m": Arch(32, 960, 15, 5, 2560, rope_theta=100000.0, max_position_embeddings=8192),
@@ -59,12 +66,16 @@ def resolve_arch(preset: str, **overrides) -> Arch:
 def arch_from_hf_config(cfg: dict) -> Arch:
     """Architecture of an HF ``LlamaForCausalLM`` config (dict from config.json)."""
     theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    return Arch(num_layers=cfg["num_hidden_layers"], hidden_size=cfg["hidden_size"],
-                num_attention_heads=cfg["num_attention_heads"],
-                num_query_groups=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
-                ffn_hidden_size=cfg["intermediate_size"], rope_theta=float(theta),
-                norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)))
+    return Arch(
+        num_layers=cfg["num_hidden_layers"],
+        hidden_size=cfg["hidden_size"],
+        num_attention_heads=cfg["num_attention_heads"],
+        num_query_groups=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+        ffn_hidden_size=cfg["intermediate_size"],
+        rope_theta=float(theta),
+        norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+        max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+    )
 
 
 def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
@@ -73,9 +84,17 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-def transformer_config(arch: Arch, *, tp: int = 1, pp: int = 1, dtype: torch.dtype = torch.float32,
-                       init_std: float = 0.02, spec: str = "local", fp8: dict | None = None,
-                       calculate_per_token_loss: bool = True):
+def transformer_config(
+    arch: Arch,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    dtype: torch.dtype = torch.float32,
+    init_std: float = 0.02,
+    spec: str = "local",
+    fp8: dict | None = None,
+    calculate_per_token_loss: bool = True,
+):
     """The megatron ``TransformerConfig`` for an architecture and parallel layout.
 
     On CPU (no CUDA) the settings megatron needs there are applied: CPU initialisation, no fused
@@ -85,38 +104,66 @@ def transformer_config(arch: Arch, *, tp: int = 1, pp: int = 1, dtype: torch.dty
 
     on_gpu = torch.cuda.is_available()
     kw = dict(
-        num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-        num_attention_heads=arch.num_attention_heads, num_query_groups=arch.num_query_groups,
-        ffn_hidden_size=arch.ffn_hidden_size, kv_channels=arch.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=arch.norm_eps,
-        gated_linear_unit=True, activation_func=F.silu, add_bias_linear=False, add_qkv_bias=False,
-        hidden_dropout=0.0, attention_dropout=0.0, init_method_std=init_std,
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=init_std,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
         sequence_parallel=on_gpu and tp > 1,
-        params_dtype=dtype, bf16=dtype == torch.bfloat16, pipeline_dtype=dtype,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        pipeline_dtype=dtype,
         calculate_per_token_loss=calculate_per_token_loss,
         # the fused kernels need CUDA (and apex/TE); the plain paths are exact on CPU
-        use_cpu_initialization=not on_gpu, gradient_accumulation_fusion=False,
-        bias_activation_fusion=on_gpu and spec == "te", masked_softmax_fusion=False,
-        persist_layer_norm=False, bias_dropout_fusion=False, apply_rope_fusion=False,
+        use_cpu_initialization=not on_gpu,
+        gradient_accumulation_fusion=False,
+        bias_activation_fusion=on_gpu and spec == "te",
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
         cross_entropy_loss_fusion=False,
     )
     kw.update(fp8 or {})
     return TransformerConfig(**kw)
 
 
-def build_gpt(config, arch: Arch, spec_name: str, vocab_size: int, max_seq_length: int,
-              pre_process: bool = True, post_process: bool = True):
+def build_gpt(
+    config,
+    arch: Arch,
+    spec_name: str,
+    vocab_size: int,
+    max_seq_length: int,
+    pre_process: bool = True,
+    post_process: bool = True,
+):
     """Instantiate the megatron ``GPTModel`` (one pipeline stage) for a resolved spec name."""
     from megatron.core.models.gpt import GPTModel
 
     from trainer.layer_specs import build_layer_spec
 
     return GPTModel(
-        config=config, transformer_layer_spec=build_layer_spec(spec_name), vocab_size=vocab_size,
+        config=config,
+        transformer_layer_spec=build_layer_spec(spec_name),
+        vocab_size=vocab_size,
         max_sequence_length=max(max_seq_length, arch.max_position_embeddings),
-        pre_process=pre_process, post_process=post_process, parallel_output=True,
-        share_embeddings_and_output_weights=True, position_embedding_type="rope",
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=True,
+        position_embedding_type="rope",
         rotary_base=int(arch.rope_theta) if float(arch.rope_theta).is_integer() else arch.rope_theta,
     )
 

@@ -55,12 +55,13 @@ log = get_logger("trainer")
 # Set-up
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ModelSetup:
     arch: Arch
     spec: str
-    vocab_size: int          # tokenizer length (what HF export writes)
-    padded_vocab: int        # embedding rows (multiple of make_vocab_size_divisible_by * TP)
+    vocab_size: int  # tokenizer length (what HF export writes)
+    padded_vocab: int  # embedding rows (multiple of make_vocab_size_divisible_by * TP)
     dtype: torch.dtype
     tokenizer: object
 
@@ -73,8 +74,14 @@ def resolve_model_setup(cfg: TrainerConfig, info: DistInfo) -> ModelSetup:
     from infra.tokenizer import load_tokenizer
 
     m = cfg.model
-    overrides = dict(num_layers=m.num_layers, hidden_size=m.hidden_size, num_attention_heads=m.num_attention_heads,
-                     num_query_groups=m.num_query_groups, ffn_hidden_size=m.ffn_hidden_size, rope_theta=m.rope_theta)
+    overrides = dict(
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        ffn_hidden_size=m.ffn_hidden_size,
+        rope_theta=m.rope_theta,
+    )
     if cfg.init.hf:
         hf_cfg = json.loads((Path(cfg.init.hf) / "config.json").read_text())
         arch = arch_from_hf_config(hf_cfg)
@@ -93,9 +100,14 @@ def resolve_model_setup(cfg: TrainerConfig, info: DistInfo) -> ModelSetup:
     precision = cfg.train.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
-    return ModelSetup(arch=arch, spec=resolve_spec_name(m.spec), vocab_size=vocab,
-                      padded_vocab=padded_vocab_size(vocab, m.make_vocab_size_divisible_by, cfg.parallel.tp),
-                      dtype=torch.bfloat16 if precision == "bf16" else torch.float32, tokenizer=tokenizer)
+    return ModelSetup(
+        arch=arch,
+        spec=resolve_spec_name(m.spec),
+        vocab_size=vocab,
+        padded_vocab=padded_vocab_size(vocab, m.make_vocab_size_divisible_by, cfg.parallel.tp),
+        dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+        tokenizer=tokenizer,
+    )
 
 
 def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo):
@@ -110,10 +122,24 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     from megatron.core.transformer.module import Float16Module
 
     t = cfg.train
-    config = transformer_config(ms.arch, tp=info.tp, pp=info.pp, dtype=ms.dtype, init_std=cfg.model.init_std,
-                                spec=ms.spec, fp8=fp8_config_kwargs(cfg.model.fp8, cfg.model.fp8_recipe, ms.spec))
-    model = build_gpt(config, ms.arch, ms.spec, ms.padded_vocab, t.seq_length,
-                      pre_process=info.is_first_stage, post_process=info.is_last_stage)
+    config = transformer_config(
+        ms.arch,
+        tp=info.tp,
+        pp=info.pp,
+        dtype=ms.dtype,
+        init_std=cfg.model.init_std,
+        spec=ms.spec,
+        fp8=fp8_config_kwargs(cfg.model.fp8, cfg.model.fp8_recipe, ms.spec),
+    )
+    model = build_gpt(
+        config,
+        ms.arch,
+        ms.spec,
+        ms.padded_vocab,
+        t.seq_length,
+        pre_process=info.is_first_stage,
+        post_process=info.is_last_stage,
+    )
     mask_padded_vocab(model, ms.vocab_size, info.tp_rank, info.tp)
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
@@ -127,23 +153,45 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         model.compile()  # compiles forward in place; megatron wrappers keep working
     on_gpu = torch.cuda.is_available()
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True, use_distributed_optimizer=t.distributed_optimizer,
-        overlap_grad_reduce=on_gpu, overlap_param_gather=False, average_in_collective=False,
-        check_for_nan_in_grad=True)
+        grad_reduce_in_fp32=True,
+        use_distributed_optimizer=t.distributed_optimizer,
+        overlap_grad_reduce=on_gpu,
+        overlap_param_gather=False,
+        average_in_collective=False,
+        check_for_nan_in_grad=True,
+    )
     ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
     opt_config = OptimizerConfig(
-        optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay, adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, clip_grad=t.clip_grad, bf16=ms.dtype == torch.bfloat16,
-        params_dtype=ms.dtype, use_distributed_optimizer=t.distributed_optimizer)
+        optimizer="adam",
+        lr=t.lr,
+        min_lr=t.min_lr,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_eps=t.adam_eps,
+        clip_grad=t.clip_grad,
+        bf16=ms.dtype == torch.bfloat16,
+        params_dtype=ms.dtype,
+        use_distributed_optimizer=t.distributed_optimizer,
+    )
     optimizer = get_megatron_optimizer(opt_config, [ddp])
     decay_steps = t.train_steps
     style = {"cosine": "cosine", "linear": "linear", "constant": "constant", "wsd": "WSD"}[t.schedule]
     scheduler = OptimizerParamScheduler(
-        optimizer, init_lr=0.0 if t.warmup_steps else t.lr, max_lr=t.lr, min_lr=t.min_lr,
-        lr_warmup_steps=t.warmup_steps, lr_decay_steps=decay_steps, lr_decay_style=style,
-        start_wd=t.weight_decay, end_wd=t.weight_decay, wd_incr_steps=decay_steps, wd_incr_style="constant",
+        optimizer,
+        init_lr=0.0 if t.warmup_steps else t.lr,
+        max_lr=t.lr,
+        min_lr=t.min_lr,
+        lr_warmup_steps=t.warmup_steps,
+        lr_decay_steps=decay_steps,
+        lr_decay_style=style,
+        start_wd=t.weight_decay,
+        end_wd=t.weight_decay,
+        wd_incr_steps=decay_steps,
+        wd_incr_style="constant",
         wsd_decay_steps=max(1, int(round(t.wsd_decay_fraction * t.train_steps))) if style == "WSD" else None,
-        lr_wsd_decay_style="cosine" if style == "WSD" else None)
+        lr_wsd_decay_style="cosine" if style == "WSD" else None,
+    )
     # megatron's scheduler gives step n the lr of n completed steps, so step 1 of a warmup would run at
     # lr 0; advancing once makes step s (1-based) use schedule(s). A resumed run restores num_steps.
     scheduler.step(increment=1)
@@ -161,13 +209,28 @@ def build_loader(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo) -> BatchLoa
 
     t = cfg.train
     if cfg.sft_mode:
-        return SFTLoader(cfg.sft.path, ms.tokenizer, t.seq_length, t.global_batch_size, cfg.data.seed,
-                         dp_rank=info.dp_rank, dp_size=info.dp)
+        return SFTLoader(
+            cfg.sft.path,
+            ms.tokenizer,
+            t.seq_length,
+            t.global_batch_size,
+            cfg.data.seed,
+            dp_rank=info.dp_rank,
+            dp_size=info.dp,
+        )
     v = cfg.validation
-    return CurriculumLoader(cfg.data.corpus, resolve_curriculum(cfg.data.curriculum), t.seq_length,
-                            t.global_batch_size, t.train_steps, cfg.data.seed, dp_rank=info.dp_rank,
-                            dp_size=info.dp, expected_vocab_size=len(ms.tokenizer),
-                            heldout_per_bucket=v.samples_per_bucket if v.enabled else 0)
+    return CurriculumLoader(
+        cfg.data.corpus,
+        resolve_curriculum(cfg.data.curriculum),
+        t.seq_length,
+        t.global_batch_size,
+        t.train_steps,
+        cfg.data.seed,
+        dp_rank=info.dp_rank,
+        dp_size=info.dp,
+        expected_vocab_size=len(ms.tokenizer),
+        heldout_per_bucket=v.samples_per_bucket if v.enabled else 0,
+    )
 
 
 def make_forward_step():
@@ -194,9 +257,14 @@ def split_microbatches(batch: dict, micro_batch_size: int, device) -> list[dict]
     mask = batch["loss_mask"].to(device, non_blocking=True)
     out = []
     for i in range(0, tokens.shape[0], micro_batch_size):
-        tk = tokens[i:i + micro_batch_size]
-        out.append({"input": tk[:, :-1].contiguous(), "labels": tk[:, 1:].contiguous(),
-                    "loss_mask": mask[i:i + micro_batch_size]})
+        tk = tokens[i : i + micro_batch_size]
+        out.append(
+            {
+                "input": tk[:, :-1].contiguous(),
+                "labels": tk[:, 1:].contiguous(),
+                "loss_mask": mask[i : i + micro_batch_size],
+            }
+        )
     return out
 
 
@@ -232,9 +300,17 @@ class StopSignal:
 
 
 def model_meta(ms: ModelSetup, cfg: TrainerConfig, info: DistInfo) -> dict:
-    return {"arch": asdict(ms.arch), "vocab_size": ms.vocab_size, "padded_vocab": ms.padded_vocab,
-            "spec": ms.spec, "dtype": str(ms.dtype).replace("torch.", ""), "world_size": info.world_size,
-            "tp": info.tp, "pp": info.pp, "seq_length": cfg.train.seq_length}
+    return {
+        "arch": asdict(ms.arch),
+        "vocab_size": ms.vocab_size,
+        "padded_vocab": ms.padded_vocab,
+        "spec": ms.spec,
+        "dtype": str(ms.dtype).replace("torch.", ""),
+        "world_size": info.world_size,
+        "tp": info.tp,
+        "pp": info.pp,
+        "seq_length": cfg.train.seq_length,
+    }
 
 
 def save_tokenizer(tokenizer, path: Path) -> None:
@@ -247,11 +323,21 @@ def prepare_run_folder(folder: RunFolder, cfg: TrainerConfig, ms: ModelSetup, in
     folder.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, folder.config)
     save_tokenizer(ms.tokenizer, folder.tokenizer)
-    folder.write_info(mode="sft" if cfg.sft_mode else "pretrain", world_size=info.world_size, tp=info.tp,
-                      pp=info.pp, dp=info.dp)
-    log.info("model: %s layers, hidden %d, vocab %d (padded %d), spec=%s, %s, TP=%d PP=%d DP=%d",
-             ms.arch.num_layers, ms.arch.hidden_size, ms.vocab_size, ms.padded_vocab, ms.spec,
-             str(ms.dtype).replace("torch.", ""), info.tp, info.pp, info.dp)
+    folder.write_info(
+        mode="sft" if cfg.sft_mode else "pretrain", world_size=info.world_size, tp=info.tp, pp=info.pp, dp=info.dp
+    )
+    log.info(
+        "model: %s layers, hidden %d, vocab %d (padded %d), spec=%s, %s, TP=%d PP=%d DP=%d",
+        ms.arch.num_layers,
+        ms.arch.hidden_size,
+        ms.vocab_size,
+        ms.padded_vocab,
+        ms.spec,
+        str(ms.dtype).replace("torch.", ""),
+        info.tp,
+        info.pp,
+        info.dp,
+    )
 
 
 def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup) -> None:
@@ -260,15 +346,19 @@ def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: Mo
     if info.world_size == 1:
         from trainer.export import export_state_dict
 
-        sd = {k: v.float().cpu() for k, v in ddp.module.state_dict().items()
-              if v is not None and not k.endswith("_extra_state")}
+        sd = {
+            k: v.float().cpu()
+            for k, v in ddp.module.state_dict().items()
+            if v is not None and not k.endswith("_extra_state")
+        }
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
         export_state_dict(sd, ms.arch, ms.vocab_size, ms.tokenizer, out)
     elif info.is_main:
         # Absolute paths: the child runs from the repository root and the run folder may be relative.
         # No log file: the export's output joins this job's log, as before, since it is a step of the run.
-        run_cli("trainer", ["export-hf", str(Path(ckpt_dir).resolve()), str(out.resolve())], log_path=None,
-                what="export-hf")
+        run_cli(
+            "trainer", ["export-hf", str(Path(ckpt_dir).resolve()), str(out.resolve())], log_path=None, what="export-hf"
+        )
     barrier()
     if info.is_main:
         log.info("exported HF model to %s", out)
@@ -277,6 +367,7 @@ def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: Mo
 # ----------------------------------------------------------------------------------------------
 # The loop's pieces
 # ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Trainer:
@@ -356,16 +447,28 @@ def build_trainer(cfg: TrainerConfig, info: DistInfo, folder: RunFolder, ms: Mod
 
     t = cfg.train
     if t.global_batch_size % (info.dp * t.micro_batch_size):
-        raise ValueError(f"train.global_batch_size={t.global_batch_size} must be a multiple of "
-                         f"micro_batch_size*DP = {t.micro_batch_size}*{info.dp}")
+        raise ValueError(
+            f"train.global_batch_size={t.global_batch_size} must be a multiple of "
+            f"micro_batch_size*DP = {t.micro_batch_size}*{info.dp}"
+        )
     # the loader first: its start-up checks (corpus, tokenizer, epoch limits) fail in seconds, before a
     # large model is built; it draws no torch random numbers, so the model's initialisation is unchanged
     loader = build_loader(cfg, ms, info)
     ddp, optimizer, scheduler = build_model_and_optimizer(cfg, ms, info)
-    return Trainer(cfg=cfg, info=info, folder=folder, ms=ms, ddp=ddp, optimizer=optimizer, scheduler=scheduler,
-                   loader=loader, num_microbatches=t.global_batch_size // info.dp // t.micro_batch_size,
-                   forward_backward=get_forward_backward_func(), forward_step=make_forward_step(),
-                   flops_per_token=flops_per_token(ms.arch, ms.padded_vocab, t.seq_length))
+    return Trainer(
+        cfg=cfg,
+        info=info,
+        folder=folder,
+        ms=ms,
+        ddp=ddp,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loader=loader,
+        num_microbatches=t.global_batch_size // info.dp // t.micro_batch_size,
+        forward_backward=get_forward_backward_func(),
+        forward_step=make_forward_step(),
+        flops_per_token=flops_per_token(ms.arch, ms.padded_vocab, t.seq_length),
+    )
 
 
 def resume(tr: Trainer) -> TrainState:
@@ -391,9 +494,15 @@ def train_step(tr: Trainer, state: TrainState) -> StepResult:
     microbatches = split_microbatches(batch, t.micro_batch_size, tr.info.device)
     tr.ddp.zero_grad_buffer()
     tr.optimizer.zero_grad()
-    losses = tr.forward_backward(forward_step_func=tr.forward_step, data_iterator=iter(microbatches),
-                                 model=[tr.ddp], num_microbatches=tr.num_microbatches, seq_length=t.seq_length,
-                                 micro_batch_size=t.micro_batch_size, forward_only=False)
+    losses = tr.forward_backward(
+        forward_step_func=tr.forward_step,
+        data_iterator=iter(microbatches),
+        model=[tr.ddp],
+        num_microbatches=tr.num_microbatches,
+        seq_length=t.seq_length,
+        micro_batch_size=t.micro_batch_size,
+        forward_only=False,
+    )
     lr = tr.optimizer.param_groups[0]["lr"]
     update_ok, grad_norm, _ = tr.optimizer.step()
     if not update_ok:
@@ -408,8 +517,14 @@ def train_step(tr: Trainer, state: TrainState) -> StepResult:
     state.step += 1
     state.tokens += t.global_batch_size * t.seq_length
     state.loss = loss
-    return StepResult(loss=loss, lr=lr, grad_norm=float(grad_norm) if grad_norm is not None else None,
-                      seconds=elapsed, phase=phase, bucket_counts=batch["bucket_counts"])
+    return StepResult(
+        loss=loss,
+        lr=lr,
+        grad_norm=float(grad_norm) if grad_norm is not None else None,
+        seconds=elapsed,
+        phase=phase,
+        bucket_counts=batch["bucket_counts"],
+    )
 
 
 def validate(tr: Trainer) -> dict[str, float]:
@@ -422,10 +537,15 @@ def validate(tr: Trainer) -> dict[str, float]:
             for bucket in tr.loader.heldout_buckets:
                 batch = tr.loader.heldout_batch(bucket, multiple_of=t.micro_batch_size)
                 microbatches = split_microbatches(batch, t.micro_batch_size, tr.info.device)
-                losses = tr.forward_backward(forward_step_func=tr.forward_step, data_iterator=iter(microbatches),
-                                             model=[tr.ddp], num_microbatches=len(microbatches),
-                                             seq_length=t.seq_length, micro_batch_size=t.micro_batch_size,
-                                             forward_only=True)
+                losses = tr.forward_backward(
+                    forward_step_func=tr.forward_step,
+                    data_iterator=iter(microbatches),
+                    model=[tr.ddp],
+                    num_microbatches=len(microbatches),
+                    seq_length=t.seq_length,
+                    micro_batch_size=t.micro_batch_size,
+                    forward_only=True,
+                )
                 out[bucket] = reduce_loss(losses, tr.info)
     finally:
         tr.ddp.train()
@@ -446,21 +566,30 @@ def maybe_validate(tr: Trainer, state: TrainState) -> dict[str, float] | None:
     return val_loss
 
 
-def log_step(tr: Trainer, state: TrainState, r: StepResult, val_loss: dict[str, float] | None, metrics,
-             bar) -> None:
+def log_step(tr: Trainer, state: TrainState, r: StepResult, val_loss: dict[str, float] | None, metrics, bar) -> None:
     """The step's metrics.jsonl record (with ``val_loss`` when it validated), the progress bar, the
     periodic log line, and a log line when a curriculum phase starts."""
     t, info = tr.cfg.train, tr.info
     if r.phase != state.phase:
         state.phase = r.phase
         if info.is_main:
-            log.info("step %d: curriculum phase %d starts: %s", state.step - 1, r.phase,
-                     tr.loader.phase_weights(r.phase))
+            log.info(
+                "step %d: curriculum phase %d starts: %s", state.step - 1, r.phase, tr.loader.phase_weights(r.phase)
+            )
     tps = t.global_batch_size * t.seq_length / r.seconds
     mfu = tps * tr.flops_per_token / (t.peak_tflops * 1e12 * info.world_size) if torch.cuda.is_available() else None
-    record = {"step": state.step, "tokens": state.tokens, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm,
-              "tokens_per_s": tps, "mfu": mfu, "phase": r.phase, "bucket_samples": r.bucket_counts,
-              "bucket_tokens": tr.loader.cumulative_tokens}
+    record = {
+        "step": state.step,
+        "tokens": state.tokens,
+        "loss": r.loss,
+        "lr": r.lr,
+        "grad_norm": r.grad_norm,
+        "tokens_per_s": tps,
+        "mfu": mfu,
+        "phase": r.phase,
+        "bucket_samples": r.bucket_counts,
+        "bucket_tokens": tr.loader.cumulative_tokens,
+    }
     if val_loss is not None:
         record["val_loss"] = val_loss
     metrics.log(record)
@@ -468,8 +597,15 @@ def log_step(tr: Trainer, state: TrainState, r: StepResult, val_loss: dict[str, 
         bar.update(1)
         bar.set_postfix(loss=f"{r.loss:.3f}", lr=f"{r.lr:.2e}")
     if info.is_main and (state.step % t.log_interval == 0 or state.step == t.train_steps):
-        log.info("step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f", state.step, t.train_steps, r.loss,
-                 r.lr, r.grad_norm or 0.0, tps)
+        log.info(
+            "step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f",
+            state.step,
+            t.train_steps,
+            r.loss,
+            r.lr,
+            r.grad_norm or 0.0,
+            tps,
+        )
 
 
 def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
@@ -478,8 +614,16 @@ def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
     stopping = stop.should_stop(tr.info)
     if stopping or state.step == t.train_steps or (t.save_interval and state.step % t.save_interval == 0):
         meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss)
-        ckpt.save_checkpoint(tr.folder.checkpoints, state.step, [tr.ddp], tr.optimizer if t.save_optimizer else None,
-                             tr.scheduler, meta, tr.loader.state_dict(), keep_last=t.keep_last)
+        ckpt.save_checkpoint(
+            tr.folder.checkpoints,
+            state.step,
+            [tr.ddp],
+            tr.optimizer if t.save_optimizer else None,
+            tr.scheduler,
+            meta,
+            tr.loader.state_dict(),
+            keep_last=t.keep_last,
+        )
     if stopping:
         log.warning("signal %s: checkpoint saved at step %d, exiting for requeue", stop.received, state.step)
         state.stopped_by_signal = True
@@ -489,6 +633,7 @@ def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
+
 
 def train(cfg: TrainerConfig) -> dict:
     """Train (or resume) the run in ``cfg.run_dir``; returns a summary (steps, last loss, stopped)."""
@@ -506,11 +651,22 @@ def train(cfg: TrainerConfig) -> dict:
     state = resume(tr)
 
     lg = cfg.logging
-    metrics = MetricsWriter(folder.root, enabled=info.is_main, resume_step=state.step, tensorboard=lg.tensorboard,
-                            wandb=lg.wandb, project=lg.wandb_project, name=lg.wandb_name, config=to_dict(cfg))
+    metrics = MetricsWriter(
+        folder.root,
+        enabled=info.is_main,
+        resume_step=state.step,
+        tensorboard=lg.tensorboard,
+        wandb=lg.wandb,
+        project=lg.wandb_project,
+        name=lg.wandb_name,
+        config=to_dict(cfg),
+    )
     stop = StopSignal()
-    bar = progress(total=cfg.train.train_steps, desc="train", unit="step", initial=state.step) \
-        if (info.is_main and lg.progress) else None
+    bar = (
+        progress(total=cfg.train.train_steps, desc="train", unit="step", initial=state.step)
+        if (info.is_main and lg.progress)
+        else None
+    )
 
     while state.step < cfg.train.train_steps:
         result = train_step(tr, state)
@@ -526,5 +682,9 @@ def train(cfg: TrainerConfig) -> dict:
     if not state.stopped_by_signal and cfg.export.hf_at_end:
         export_at_end(ckpt.find_latest(folder.checkpoints), folder, info, tr.ddp, ms)
     shutdown()
-    return {"step": state.step, "loss": state.loss, "stopped_by_signal": state.stopped_by_signal,
-            "run_dir": str(folder.root)}
+    return {
+        "step": state.step,
+        "loss": state.loss,
+        "stopped_by_signal": state.stopped_by_signal,
+        "run_dir": str(folder.root),
+    }

@@ -75,12 +75,26 @@ def run_annotate(cfg: AnnotateConfig) -> dict:
     docs, bad = read_documents(cfg)
     settings = settings_from(cfg.llm)
     with endpoint_for(cfg.llm, work) as ep:
-        results = run_transformation("annotate", docs, len(docs), annotate_rollout, ep, work,
-                                     shared_context={"settings": settings},
-                                     records_per_chunk=cfg.llm.records_per_chunk)
+        results = run_transformation(
+            "annotate",
+            docs,
+            len(docs),
+            annotate_rollout,
+            ep,
+            work,
+            shared_context={"settings": settings},
+            records_per_chunk=cfg.llm.records_per_chunk,
+        )
     texts = {d.id: d for d in docs}
-    stats = {"documents": len(docs), "labelled": 0, "quarantined": {}, "unreadable_lines": len(bad),
-             "scores": {str(i): 0 for i in range(6)}, "requests": 0, "first_try": 0}
+    stats = {
+        "documents": len(docs),
+        "labelled": 0,
+        "quarantined": {},
+        "unreadable_lines": len(bad),
+        "scores": {str(i): 0 for i in range(6)},
+        "requests": 0,
+        "first_try": 0,
+    }
     quarantine = [dict(b, reason=b["reason"].split(":")[0], detail=b["reason"]) for b in bad]
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -91,16 +105,34 @@ def run_annotate(cfg: AnnotateConfig) -> dict:
             stats["requests"] += len(res.get("exchanges", []))
             o = (res.get("outputs") or [{"status": "quarantined", "reason": "no_result", "raw": ""}])[0]
             if o["status"] == "ok":
-                f.write(json.dumps({"id": d.id, "text": texts[d.id].text, "score": o["score"],
-                                    "reason": o["reason"], "source": d.metadata.get("source")},
-                                   ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": d.id,
+                            "text": texts[d.id].text,
+                            "score": o["score"],
+                            "reason": o["reason"],
+                            "source": d.metadata.get("source"),
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 stats["labelled"] += 1
                 stats["scores"][str(o["score"])] += 1
                 stats["first_try"] += int(o.get("attempt", 0) == 0)
             else:
                 stats["quarantined"][o["reason"]] = stats["quarantined"].get(o["reason"], 0) + 1
-                quarantine.append({"source": d.metadata.get("source"), "line": d.metadata.get("line"), "id": d.id,
-                                   "reason": o["reason"], "problems": o.get("problems", []), "raw": o.get("raw", "")})
+                quarantine.append(
+                    {
+                        "source": d.metadata.get("source"),
+                        "line": d.metadata.get("line"),
+                        "id": d.id,
+                        "reason": o["reason"],
+                        "problems": o.get("problems", []),
+                        "raw": o.get("raw", ""),
+                    }
+                )
     tmp.replace(out)
     with open(out.with_name(out.name + ".quarantine.jsonl"), "w", encoding="utf-8") as f:
         for q in quarantine:
@@ -108,6 +140,11 @@ def run_annotate(cfg: AnnotateConfig) -> dict:
     stats["seconds"] = round(time.time() - t0, 1)
     work.mkdir(parents=True, exist_ok=True)
     (work / "stats.json").write_text(json.dumps(stats, indent=2))
-    log.info("annotate: %d labelled, %d quarantined, %d unreadable lines -> %s", stats["labelled"],
-             sum(stats["quarantined"].values()), len(bad), out)
+    log.info(
+        "annotate: %d labelled, %d quarantined, %d unreadable lines -> %s",
+        stats["labelled"],
+        sum(stats["quarantined"].values()),
+        len(bad),
+        out,
+    )
     return stats

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from infra.config import ConfigError
 
 DEFAULT_STYLES = [
-    "podcast_teens", "textbook", "teacher_script", "talk", "parent_child", "friends", "children_video",
+    "podcast_teens",
+    "textbook",
+    "teacher_script",
+    "talk",
+    "parent_child",
+    "friends",
+    "children_video",
 ]
 
 DEFAULT_ALIGNED_TOPICS = [
@@ -94,8 +100,7 @@ class GenerationConfig:
         aligned: documents of AI systems behaving well.
     """
 
-    annotate: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=96, temperature=0.0,
-                                                                            top_p=1.0))
+    annotate: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=96, temperature=0.0, top_p=1.0))
     rephrase: SamplingConfig = field(default_factory=SamplingConfig)
     refusal: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_tokens=384))
     moral: SamplingConfig = field(default_factory=SamplingConfig)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from datagen.llm import prompts as P
 
-
 # vLLM chat parameters that continue a final assistant message instead of opening a new one
 PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
 
@@ -33,14 +32,14 @@ class RolloutSettings:
     seed: int = 1234
     attempts: int = 3
     styles: list[str] = field(default_factory=lambda: list(P.STYLES))
-    sampling: dict = field(default_factory=dict)       # transformation -> sampling dict
+    sampling: dict = field(default_factory=dict)  # transformation -> sampling dict
     max_input_chars: int = 6000
     min_output_chars: int = 40
     accept_truncated: bool = False
-    max_score: dict = field(default_factory=dict)      # bucket -> highest acceptable rescored score
+    max_score: dict = field(default_factory=dict)  # bucket -> highest acceptable rescored score
     raw_cut: int = 2000
     seed_requests: bool = True  # send a per-request sampling seed (reproducible sampling)
-    prefill: bool = True   # start answers with a fixed prefix (annotate: '{"score": ', dialogue: 'User:')
+    prefill: bool = True  # start answers with a fixed prefix (annotate: '{"score": ', dialogue: 'User:')
 
 
 def stable_int(*parts) -> int:
@@ -75,8 +74,17 @@ def _is_bad_request(e: Exception) -> bool:
     return "BadRequestError" in str(e)
 
 
-async def _generate(generate, messages: list[dict], sampling: dict, exchanges: list, step: str, s: RolloutSettings,
-                    attempt: int, doc_id: str, prefix: str = "") -> tuple[str | None, str | None, str]:
+async def _generate(
+    generate,
+    messages: list[dict],
+    sampling: dict,
+    exchanges: list,
+    step: str,
+    s: RolloutSettings,
+    attempt: int,
+    doc_id: str,
+    prefix: str = "",
+) -> tuple[str | None, str | None, str]:
     """One request. Returns (usable text or None, problem or None, raw answer).
 
     ``prefix`` (with ``s.prefill``) is sent as the start of the assistant's answer and kept in the text.
@@ -90,18 +98,26 @@ async def _generate(generate, messages: list[dict], sampling: dict, exchanges: l
         prefix = ""
     payload = {"messages": messages, **sampling}
     if s.seed_requests:
-        payload["seed"] = stable_int(s.seed, step, doc_id, attempt) % (2 ** 31)
+        payload["seed"] = stable_int(s.seed, step, doc_id, attempt) % (2**31)
     try:
         res = await generate(payload)
     except InferenceError as e:
         if not _is_bad_request(e):
             raise
         exchanges.append({"step": step, "attempt": attempt, "messages": messages, "error": str(e)[:1000]})
-        return None, "rejected", str(e)[:s.raw_cut]
+        return None, "rejected", str(e)[: s.raw_cut]
     raw = prefix + (res.text or "")
-    exchanges.append({"step": step, "attempt": attempt, "messages": messages,
-                      "sampling": {k: v for k, v in payload.items() if k != "messages"},
-                      "text": raw, "finish_reason": res.finish_reason, "usage": res.usage})
+    exchanges.append(
+        {
+            "step": step,
+            "attempt": attempt,
+            "messages": messages,
+            "sampling": {k: v for k, v in payload.items() if k != "messages"},
+            "text": raw,
+            "finish_reason": res.finish_reason,
+            "usage": res.usage,
+        }
+    )
     # small models echo the <<< >>> delimiters that fence the source document in the prompt
     text = raw.replace("<<<", "").replace(">>>", "").strip()
     if res.finish_reason == "length":
@@ -123,8 +139,14 @@ async def _rescore(classifier, text: str, bucket: str, s: RolloutSettings) -> tu
 
 
 def _quarantined(bucket: str, problems: list[str], raw: str, s: RolloutSettings, **extra) -> dict:
-    return {"bucket": bucket, "status": "quarantined", "reason": problems[-1] if problems else "unknown",
-            "problems": problems, "raw": (raw or "")[: s.raw_cut], **extra}
+    return {
+        "bucket": bucket,
+        "status": "quarantined",
+        "reason": problems[-1] if problems else "unknown",
+        "problems": problems,
+        "raw": (raw or "")[: s.raw_cut],
+        **extra,
+    }
 
 
 def _doc_text(doc, s: RolloutSettings) -> tuple[str, bool]:
@@ -139,18 +161,39 @@ async def rephrase_rollout(doc, generate, settings: RolloutSettings, classifier=
     exchanges, problems, raw = [], [], ""
     for a in range(s.attempts):
         style = order[a % len(order)]
-        out, problem, raw = await _generate(generate, P.rephrase_messages(text, style), s.sampling.get("rephrase", {}),
-                                            exchanges, "rephrase", s, a, str(doc.id))
+        out, problem, raw = await _generate(
+            generate,
+            P.rephrase_messages(text, style),
+            s.sampling.get("rephrase", {}),
+            exchanges,
+            "rephrase",
+            s,
+            a,
+            str(doc.id),
+        )
         if out is not None:
             score, problem = await _rescore(classifier, out, "rephrased", s)
             if problem is None:
-                return {"outputs": [{"bucket": "rephrased", "status": "ok", "text": out, "style": style,
-                                     "rescore": score, "attempt": a, "input_cut": cut}],
-                        "exchanges": exchanges}
+                return {
+                    "outputs": [
+                        {
+                            "bucket": "rephrased",
+                            "status": "ok",
+                            "text": out,
+                            "style": style,
+                            "rescore": score,
+                            "attempt": a,
+                            "input_cut": cut,
+                        }
+                    ],
+                    "exchanges": exchanges,
+                }
             raw = out
         problems.append(problem)
-    return {"outputs": [_quarantined("rephrased", problems, raw, s, styles_tried=order[: s.attempts])],
-            "exchanges": exchanges}
+    return {
+        "outputs": [_quarantined("rephrased", problems, raw, s, styles_tried=order[: s.attempts])],
+        "exchanges": exchanges,
+    }
 
 
 _TURN = re.compile(r"^\W*(the\s+)?(user|assistant|ai|human)\W*:", re.I | re.M)
@@ -169,16 +212,33 @@ async def refusal_rollout(doc, generate, settings: RolloutSettings, classifier=N
     exchanges, problems, raw, outputs = [], [], "", []
     dialogue = None
     for a in range(s.attempts):
-        out, problem, raw = await _generate(generate, P.refusal_messages(text), s.sampling.get("refusal", {}),
-                                            exchanges, "refusal", s, a, str(doc.id), prefix=P.DIALOGUE_PREFILL)
+        out, problem, raw = await _generate(
+            generate,
+            P.refusal_messages(text),
+            s.sampling.get("refusal", {}),
+            exchanges,
+            "refusal",
+            s,
+            a,
+            str(doc.id),
+            prefix=P.DIALOGUE_PREFILL,
+        )
         if out is not None:
             problem = dialogue_problem(out)
             if problem is None:
                 score, problem = await _rescore(classifier, out, "refusal", s)
                 if problem is None:
                     dialogue = out
-                    outputs.append({"bucket": "refusal", "status": "ok", "text": out, "rescore": score,
-                                    "attempt": a, "input_cut": cut})
+                    outputs.append(
+                        {
+                            "bucket": "refusal",
+                            "status": "ok",
+                            "text": out,
+                            "rescore": score,
+                            "attempt": a,
+                            "input_cut": cut,
+                        }
+                    )
                     break
             raw = out
         problems.append(problem)
@@ -190,8 +250,9 @@ async def refusal_rollout(doc, generate, settings: RolloutSettings, classifier=N
     if moral:
         problems, raw = [], ""
         for a in range(s.attempts):
-            out, problem, raw = await _generate(generate, P.moral_messages(dialogue), s.sampling.get("moral", {}),
-                                                exchanges, "moral", s, a, str(doc.id))
+            out, problem, raw = await _generate(
+                generate, P.moral_messages(dialogue), s.sampling.get("moral", {}), exchanges, "moral", s, a, str(doc.id)
+            )
             if out is not None:
                 score, problem = await _rescore(classifier, out, "moral", s)
                 if problem is None:
@@ -209,13 +270,32 @@ async def aligned_rollout(doc, generate, settings: RolloutSettings, classifier=N
     s = settings
     exchanges, problems, raw = [], [], ""
     for a in range(s.attempts):
-        out, problem, raw = await _generate(generate, P.aligned_messages(doc.text), s.sampling.get("aligned", {}),
-                                            exchanges, "aligned", s, a, str(doc.id))
+        out, problem, raw = await _generate(
+            generate,
+            P.aligned_messages(doc.text),
+            s.sampling.get("aligned", {}),
+            exchanges,
+            "aligned",
+            s,
+            a,
+            str(doc.id),
+        )
         if out is not None:
             score, problem = await _rescore(classifier, out, "aligned", s)
             if problem is None:
-                return {"outputs": [{"bucket": "aligned", "status": "ok", "text": out, "rescore": score,
-                                     "attempt": a, "topic": doc.text}], "exchanges": exchanges}
+                return {
+                    "outputs": [
+                        {
+                            "bucket": "aligned",
+                            "status": "ok",
+                            "text": out,
+                            "rescore": score,
+                            "attempt": a,
+                            "topic": doc.text,
+                        }
+                    ],
+                    "exchanges": exchanges,
+                }
             raw = out
         problems.append(problem)
     return {"outputs": [_quarantined("aligned", problems, raw, s, topic=doc.text)], "exchanges": exchanges}
@@ -279,7 +359,7 @@ async def annotate_rollout(doc, generate, settings: RolloutSettings) -> dict:
     for a in range(s.attempts):
         payload = {"messages": messages, **sampling}
         if s.seed_requests:
-            payload["seed"] = stable_int(s.seed, "annotate", doc.id, a) % (2 ** 31)
+            payload["seed"] = stable_int(s.seed, "annotate", doc.id, a) % (2**31)
         try:
             res = await generate(payload)
         except InferenceError as e:
@@ -290,16 +370,37 @@ async def annotate_rollout(doc, generate, settings: RolloutSettings) -> dict:
             raw = str(e)
             break
         raw = prefix + (res.text or "")
-        exchanges.append({"step": "annotate", "attempt": a, "messages": messages, "text": res.text or "",
-                          "finish_reason": res.finish_reason, "usage": res.usage})
+        exchanges.append(
+            {
+                "step": "annotate",
+                "attempt": a,
+                "messages": messages,
+                "text": res.text or "",
+                "finish_reason": res.finish_reason,
+                "usage": res.usage,
+            }
+        )
         score, reason, problem = parse_label(raw)
         if problem is None:
-            return {"outputs": [{"bucket": "labels", "status": "ok", "score": score, "reason": reason,
-                                 "attempt": a, "input_cut": cut}], "exchanges": exchanges}
+            return {
+                "outputs": [
+                    {
+                        "bucket": "labels",
+                        "status": "ok",
+                        "score": score,
+                        "reason": reason,
+                        "attempt": a,
+                        "input_cut": cut,
+                    }
+                ],
+                "exchanges": exchanges,
+            }
         problems.append(problem)
         # the correction turn changes the prompt, so even greedy decoding gives a new answer
-        messages = base + [{"role": "assistant", "content": raw[:1000]},
-                           {"role": "user", "content": P.ANNOTATE_RETRY.format(problem=problem)}]
+        messages = base + [
+            {"role": "assistant", "content": raw[:1000]},
+            {"role": "user", "content": P.ANNOTATE_RETRY.format(problem=problem)},
+        ]
         if s.prefill:
             messages.append({"role": "assistant", "content": P.ANNOTATE_PREFILL})
     return {"outputs": [_quarantined("labels", problems, raw, s)], "exchanges": exchanges}

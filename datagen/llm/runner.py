@@ -20,9 +20,9 @@ import asyncio
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from infra.inference import ChatClient, EndpointUnavailable, RequestRejected
 from infra.log import get_logger
@@ -48,9 +48,15 @@ class Endpoint:
     health_interval: float = 5.0
 
     def client(self) -> ChatClient:
-        return ChatClient(self.root_url, self.model, max_concurrency=self.max_concurrency,
-                          timeout=self.request_timeout, max_retries=self.max_retries,
-                          backoff=self.retry_backoff, api_key=self.api_key or None)
+        return ChatClient(
+            self.root_url,
+            self.model,
+            max_concurrency=self.max_concurrency,
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+            backoff=self.retry_backoff,
+            api_key=self.api_key or None,
+        )
 
 
 def _server_backend():
@@ -138,9 +144,17 @@ def count_output_lines(out_dir: Path) -> int:
     return n
 
 
-def run_transformation(name: str, source, n_in: int, rollout: Callable, endpoint: Endpoint, work_dir: Path,
-                       shared_context=None, records_per_chunk: int = 500,
-                       metadata_key: str = "llm") -> dict[str, dict]:
+def run_transformation(
+    name: str,
+    source,
+    n_in: int,
+    rollout: Callable,
+    endpoint: Endpoint,
+    work_dir: Path,
+    shared_context=None,
+    records_per_chunk: int = 500,
+    metadata_key: str = "llm",
+) -> dict[str, dict]:
     """Run ``rollout`` over the documents of ``source`` with datatrove; return the output documents by id.
 
     Args:
@@ -163,27 +177,40 @@ def run_transformation(name: str, source, n_in: int, rollout: Callable, endpoint
     base = Path(work_dir) / name
     out_dir, ckpt_dir, logs_dir = base / "out", base / "checkpoints", base / "logs"
     config = InferenceConfig(
-        server_type="endpoint", model_name_or_path=endpoint.model, endpoint_url=endpoint.root_url,
-        max_concurrent_generations=endpoint.max_concurrency, request_timeout=endpoint.request_timeout,
-        metric_interval=3600, server_ready_max_attempts=10, server_ready_delay_sec=1.0,
-        server_start_max_retries=0)
+        server_type="endpoint",
+        model_name_or_path=endpoint.model,
+        endpoint_url=endpoint.root_url,
+        max_concurrent_generations=endpoint.max_concurrency,
+        request_timeout=endpoint.request_timeout,
+        metric_interval=3600,
+        server_ready_max_attempts=10,
+        server_ready_delay_sec=1.0,
+        server_start_max_retries=0,
+    )
     runner = _runner_class()(
-        rollout_fn=rollout, config=config, endpoint=endpoint,
-        output_writer=JsonlWriter(str(out_dir), output_filename="${rank}_chunk_${chunk_index}.jsonl",
-                                  compression=None),
-        checkpoints_local_dir=str(ckpt_dir), records_per_chunk=records_per_chunk,
-        shared_context=shared_context, metadata_key=metadata_key)
-    executor = LocalPipelineExecutor(pipeline=[source, runner], tasks=1, workers=1, logging_dir=str(logs_dir),
-                                     skip_completed=True)
+        rollout_fn=rollout,
+        config=config,
+        endpoint=endpoint,
+        output_writer=JsonlWriter(str(out_dir), output_filename="${rank}_chunk_${chunk_index}.jsonl", compression=None),
+        checkpoints_local_dir=str(ckpt_dir),
+        records_per_chunk=records_per_chunk,
+        shared_context=shared_context,
+        metadata_key=metadata_key,
+    )
+    executor = LocalPipelineExecutor(
+        pipeline=[source, runner], tasks=1, workers=1, logging_dir=str(logs_dir), skip_completed=True
+    )
     if n_in == 0:
         return {}
     try:
         executor.run()
     except Exception as e:  # noqa: BLE001 - datatrove re-raises whatever the task raised
         done = len(set(read_outputs(out_dir)) | _checkpointed_ids(ckpt_dir))
-        raise LLMStageError(f"LLM transformation '{name}' failed after {done} of {n_in} documents "
-                            f"({type(e).__name__}: {e}); re-run the same command to finish the rest "
-                            f"(finished documents and requests are not redone)") from e
+        raise LLMStageError(
+            f"LLM transformation '{name}' failed after {done} of {n_in} documents "
+            f"({type(e).__name__}: {e}); re-run the same command to finish the rest "
+            f"(finished documents and requests are not redone)"
+        ) from e
     docs = read_outputs(out_dir)
     lines = count_output_lines(out_dir)
     if len(docs) != n_in or lines != n_in:
@@ -199,7 +226,8 @@ def run_transformation(name: str, source, n_in: int, rollout: Callable, endpoint
             f"LLM transformation '{name}': {n_in} documents in, {len(docs)} distinct documents out "
             f"({lines} lines): {n_in - len(docs)} lost. datatrove marks such a task complete after logging "
             f"'Failed to save document' (is 'aiofiles' installed? see {logs_dir}/logs); its outputs were "
-            f"moved to {aside} so that a re-run redoes it")
+            f"moved to {aside} so that a re-run redoes it"
+        )
     return docs
 
 

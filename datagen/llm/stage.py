@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from datagen.llm.config import LLMConfig, ServerConfig
-from datagen.llm.rollouts import (RolloutSettings, aligned_rollout, refusal_rollout, rephrase_rollout)
+from datagen.llm.rollouts import RolloutSettings, aligned_rollout, refusal_rollout, rephrase_rollout
 from datagen.llm.runner import Endpoint, LLMStageError, run_transformation
 from infra.log import get_logger
 
@@ -49,8 +49,13 @@ def endpoint_for(llm: LLMConfig, work_dir: Path):
     A started server's PID, URL and log path are written to ``work_dir/server.json`` while it runs.
     """
     sc: ServerConfig = llm.server
-    kw = dict(api_key=sc.api_key, max_concurrency=llm.max_concurrency, request_timeout=llm.request_timeout,
-              max_retries=llm.max_retries, retry_backoff=llm.retry_backoff)
+    kw = dict(
+        api_key=sc.api_key,
+        max_concurrency=llm.max_concurrency,
+        request_timeout=llm.request_timeout,
+        max_retries=llm.max_retries,
+        retry_backoff=llm.retry_backoff,
+    )
     if sc.url:
         from infra.inference import wait_for_endpoint
 
@@ -64,16 +69,27 @@ def endpoint_for(llm: LLMConfig, work_dir: Path):
 
     model = resolve_model(sc.model)
     work_dir.mkdir(parents=True, exist_ok=True)
-    server = VLLMServer(model, port=sc.port, dtype=sc.dtype, max_model_len=sc.max_model_len,
-                        max_num_seqs=sc.max_num_seqs, gpu_memory_utilization=sc.gpu_memory_utilization,
-                        cpu_kv_cache_gib=sc.cpu_kv_cache_gib, enforce_eager=sc.enforce_eager,
-                        served_model_name=sc.served_model_name or None,
-                        tensor_parallel_size=sc.tensor_parallel_size, extra_args=sc.extra_args,
-                        log_file=work_dir / "server.log", startup_timeout=sc.startup_timeout)
+    server = VLLMServer(
+        model,
+        port=sc.port,
+        dtype=sc.dtype,
+        max_model_len=sc.max_model_len,
+        max_num_seqs=sc.max_num_seqs,
+        gpu_memory_utilization=sc.gpu_memory_utilization,
+        cpu_kv_cache_gib=sc.cpu_kv_cache_gib,
+        enforce_eager=sc.enforce_eager,
+        served_model_name=sc.served_model_name or None,
+        tensor_parallel_size=sc.tensor_parallel_size,
+        extra_args=sc.extra_args,
+        log_file=work_dir / "server.log",
+        startup_timeout=sc.startup_timeout,
+    )
     with server:
-        (work_dir / "server.json").write_text(json.dumps({"pid": server.pid, "url": server.base_url,
-                                                          "model": server.model_name,
-                                                          "log": str(server.log_file)}))
+        (work_dir / "server.json").write_text(
+            json.dumps(
+                {"pid": server.pid, "url": server.base_url, "model": server.model_name, "log": str(server.log_file)}
+            )
+        )
         try:
             yield Endpoint(root_url=server.root_url, model=server.model_name, **kw)
         finally:
@@ -83,14 +99,24 @@ def endpoint_for(llm: LLMConfig, work_dir: Path):
 def settings_from(llm: LLMConfig, raw_cut: int = 2000) -> RolloutSettings:
     g = llm.generation
     return RolloutSettings(
-        seed=llm.seed, attempts=llm.attempts, styles=list(llm.styles),
-        sampling={"annotate": g.annotate.params(), "rephrase": g.rephrase.params(), "refusal": g.refusal.params(),
-                  "moral": g.moral.params(), "aligned": g.aligned.params()},
-        max_input_chars=llm.max_input_chars, min_output_chars=llm.min_output_chars,
-        accept_truncated=llm.accept_truncated, prefill=llm.prefill,
+        seed=llm.seed,
+        attempts=llm.attempts,
+        styles=list(llm.styles),
+        sampling={
+            "annotate": g.annotate.params(),
+            "rephrase": g.rephrase.params(),
+            "refusal": g.refusal.params(),
+            "moral": g.moral.params(),
+            "aligned": g.aligned.params(),
+        },
+        max_input_chars=llm.max_input_chars,
+        min_output_chars=llm.min_output_chars,
+        accept_truncated=llm.accept_truncated,
+        prefill=llm.prefill,
         seed_requests=llm.seed_requests,
         max_score={b: llm.max_score_for(b) for b in ("rephrased", "refusal", "moral", "aligned")},
-        raw_cut=raw_cut)
+        raw_cut=raw_cut,
+    )
 
 
 def _classifier_context(settings: RolloutSettings, classifier_path: str | None, classifier=None) -> dict:
@@ -126,8 +152,11 @@ def _source_score(rec: dict) -> int:
 def aligned_documents(llm: LLMConfig) -> list:
     from datatrove.data import Document
 
-    return [Document(text=topic, id=f"aligned-{i:04d}-{k}", metadata={"topic_index": i})
-            for i, topic in enumerate(llm.aligned_topics) for k in range(llm.aligned_per_topic)]
+    return [
+        Document(text=topic, id=f"aligned-{i:04d}-{k}", metadata={"topic_index": i})
+        for i, topic in enumerate(llm.aligned_topics)
+        for k in range(llm.aligned_per_topic)
+    ]
 
 
 def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> dict:
@@ -159,13 +188,17 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
     if llm.rescore and classifier is None:
         clf_path = llm.classifier or getattr(getattr(cfg, "score", None), "classifier", None)
         if not clf_path:
-            raise LLMStageError("llm.rescore is true but no classifier is configured: set llm.classifier or "
-                                "score.classifier, or llm.rescore=false")
+            raise LLMStageError(
+                "llm.rescore is true but no classifier is configured: set llm.classifier or "
+                "score.classifier, or llm.rescore=false"
+            )
     context = partial(_classifier_context, settings, clf_path, classifier if llm.rescore else None)
 
     plan = []  # (name, source, n_in, rollout)
-    for name, bucket, rollout in (("rephrase", "rephrased", rephrase_rollout),
-                                  ("refusal", "refusal", partial(refusal_rollout, moral="moral" in llm.buckets))):
+    for name, bucket, rollout in (
+        ("rephrase", "rephrased", rephrase_rollout),
+        ("refusal", "refusal", partial(refusal_rollout, moral="moral" in llm.buckets)),
+    ):
         files = _pending_files(corpus_dir, name)
         if bucket in llm.buckets and files:
             n_in = _count_lines(files)
@@ -173,8 +206,16 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
             if 0 <= limit < n_in:  # a trial on a few documents (the demo); the rest stay pending
                 log.info("LLM stage: %s limited to the first %d of %d pending documents", name, limit, n_in)
                 n_in = limit
-            plan.append((name, JsonlReader(str(corpus_dir / "pending" / name), glob_pattern="*.jsonl",
-                                           compression=None, limit=limit), n_in, rollout))
+            plan.append(
+                (
+                    name,
+                    JsonlReader(
+                        str(corpus_dir / "pending" / name), glob_pattern="*.jsonl", compression=None, limit=limit
+                    ),
+                    n_in,
+                    rollout,
+                )
+            )
     if "aligned" in llm.buckets and llm.aligned_topics:
         docs = aligned_documents(llm)
         plan.append(("aligned", docs, len(docs), aligned_rollout))
@@ -186,8 +227,16 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
         with endpoint_for(llm, work) as ep:
             log.info("LLM stage: endpoint %s, model %s", ep.root_url, ep.model)
             for name, source, n_in, rollout in plan:
-                results[name] = run_transformation(name, source, n_in, rollout, ep, work, shared_context=context,
-                                                   records_per_chunk=llm.records_per_chunk)
+                results[name] = run_transformation(
+                    name,
+                    source,
+                    n_in,
+                    rollout,
+                    ep,
+                    work,
+                    shared_context=context,
+                    records_per_chunk=llm.records_per_chunk,
+                )
                 stats["transformations"][name] = {"in": n_in, "out": len(results[name])}
 
     # ---- outputs -> buckets / quarantine (rewritten whole on every run: idempotent)
@@ -208,16 +257,24 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
                 else:
                     q = stats["quarantined"].setdefault(bucket, {})
                     q[o["reason"]] = q.get(o["reason"], 0) + 1
-                    quarantine.append({"source": f"llm/{name}", "id": doc_id, "bucket": bucket,
-                                       "reason": o["reason"], "problems": o.get("problems", []),
-                                       "raw": o.get("raw", "")})
+                    quarantine.append(
+                        {
+                            "source": f"llm/{name}",
+                            "id": doc_id,
+                            "bucket": bucket,
+                            "reason": o["reason"],
+                            "problems": o.get("problems", []),
+                            "raw": o.get("raw", ""),
+                        }
+                    )
     qdir = corpus_dir / "quarantine"
     qdir.mkdir(parents=True, exist_ok=True)
     with open(qdir / "llm.jsonl", "w", encoding="utf-8") as f:
         for q in quarantine:
             f.write(json.dumps(q, ensure_ascii=False) + "\n")
-    counts = write_documents(corpus_dir, tokenizer, items, rank=0,
-                             compression=getattr(cfg, "compression", None), reset_buckets=llm.buckets)
+    counts = write_documents(
+        corpus_dir, tokenizer, items, rank=0, compression=getattr(cfg, "compression", None), reset_buckets=llm.buckets
+    )
     for b in llm.buckets:
         stats["buckets"][b] = counts.get(b, {"documents": 0, "tokens": 0})
     stats["seconds"] = round(time.time() - t0, 1)

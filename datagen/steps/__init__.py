@@ -19,7 +19,22 @@ from datagen.steps.route import PendingWriter, Router, TagInjector
 from datagen.steps.score import SafetyScorer
 from datagen.steps.tokenize import BucketTokenWriter, TokenizeToBuckets, write_documents
 
-__all__ = ["QuarantiningJsonlReader", "QuarantiningParquetReader", "QuarantiningWarcReader", "QuarantineStep",
-           "FILTERS", "LanguageIDFilter", "ExactDedupFilter", "build_filter", "check_filter", "build_quality_filters",
-           "SafetyScorer", "Router", "TagInjector", "PendingWriter", "TokenizeToBuckets", "BucketTokenWriter",
-           "write_documents"]
+__all__ = [
+    "QuarantiningJsonlReader",
+    "QuarantiningParquetReader",
+    "QuarantiningWarcReader",
+    "QuarantineStep",
+    "FILTERS",
+    "LanguageIDFilter",
+    "ExactDedupFilter",
+    "build_filter",
+    "check_filter",
+    "build_quality_filters",
+    "SafetyScorer",
+    "Router",
+    "TagInjector",
+    "PendingWriter",
+    "TokenizeToBuckets",
+    "BucketTokenWriter",
+    "write_documents",
+]

@@ -66,8 +66,13 @@ class LanguageIDFilter(BaseFilter):
     name = "🌍 Language ID (local fastText)"
     _requires_dependencies = [("fasttext", "fasttext-numpy2-wheel")]
 
-    def __init__(self, languages: list[str] | None = ("en",), threshold: float = 0.65, model_path: str | None = None,
-                 exclusion_writer: DiskWriter | None = None):
+    def __init__(
+        self,
+        languages: list[str] | None = ("en",),
+        threshold: float = 0.65,
+        model_path: str | None = None,
+        exclusion_writer: DiskWriter | None = None,
+    ):
         super().__init__(exclusion_writer)
         self.languages = set(languages) if languages else None
         self.threshold = threshold
@@ -153,8 +158,10 @@ def resolve_filter(name: str, key: str | None = None) -> type[PipelineStep]:
     """
     key = key or f"filters.quality.{name}"
     if ":" not in name and name not in FILTERS:
-        raise ValueError(f"{key}: unknown quality filter {name!r} (known: {', '.join(FILTERS.names())}; or "
-                         "'module:Class' naming your own datatrove BaseFilter subclass)")
+        raise ValueError(
+            f"{key}: unknown quality filter {name!r} (known: {', '.join(FILTERS.names())}; or "
+            "'module:Class' naming your own datatrove BaseFilter subclass)"
+        )
     try:
         obj = FILTERS.get(name)
     except RegistryError as e:
@@ -179,8 +186,9 @@ def check_filter(name: str, kwargs: dict | None = None, key: str | None = None) 
     return cls
 
 
-def build_filter(name: str, kwargs: dict | None = None, exclusion_writer: DiskWriter | None = None,
-                 key: str | None = None) -> PipelineStep:
+def build_filter(
+    name: str, kwargs: dict | None = None, exclusion_writer: DiskWriter | None = None, key: str | None = None
+) -> PipelineStep:
     """The step ``name`` (see ``resolve_filter``) built with ``kwargs``.
 
     Args:
@@ -207,5 +215,7 @@ def build_quality_filters(spec: dict[str, dict], exclusion_writer_for=None) -> l
         spec: e.g. ``{"gopher_quality": {"min_doc_words": 20}, "c4_quality": {}}``.
         exclusion_writer_for: optional ``name -> DiskWriter`` for dropped documents.
     """
-    return [build_filter(name, kwargs, exclusion_writer_for(name) if exclusion_writer_for is not None else None)
-            for name, kwargs in spec.items()]
+    return [
+        build_filter(name, kwargs, exclusion_writer_for(name) if exclusion_writer_for is not None else None)
+        for name, kwargs in spec.items()
+    ]

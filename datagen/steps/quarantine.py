@@ -52,6 +52,16 @@ class QuarantineStep(PipelineStep):
                 self.stat_update("quarantined")
                 self.stat_update(f"quarantined_{reason}")
                 raw = doc.metadata.get("raw", doc.text)
-                out.write(json.dumps({"source": doc.metadata.get("source"), "line": doc.metadata.get("line"),
-                                      "id": doc.id, "reason": reason, "raw": raw[: self.raw_cut]},
-                                     ensure_ascii=False) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "source": doc.metadata.get("source"),
+                            "line": doc.metadata.get("line"),
+                            "id": doc.id,
+                            "reason": reason,
+                            "raw": raw[: self.raw_cut],
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )

@@ -18,8 +18,11 @@ def placeholder(source: str, line: int, reason: str, raw: str | bytes, cut: int)
     """A document that only carries why a record was unusable (``QuarantineStep`` writes it aside)."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
-    return Document(text="", id=f"{source}:{line}",
-                    metadata={"quarantine": reason, "raw": raw[:cut], "source": source, "line": line})
+    return Document(
+        text="",
+        id=f"{source}:{line}",
+        metadata={"quarantine": reason, "raw": raw[:cut], "source": source, "line": line},
+    )
 
 
 class _QuarantineMixin:
@@ -36,8 +39,11 @@ class _QuarantineMixin:
             return placeholder(source_file, line, "text_not_string", repr(data), self.raw_cut)
         doc = super().get_document_from_dict(data, source_file, id_in_file)
         if doc is None:  # empty text: keep it so that QuarantineStep counts it as empty_text
-            return Document(text=text, id=str(data.get(self.id_key, f"{source_file}:{line}")),
-                            metadata={"source": source_file, "line": line})
+            return Document(
+                text=text,
+                id=str(data.get(self.id_key, f"{source_file}:{line}")),
+                metadata={"source": source_file, "line": line},
+            )
         doc.metadata["source"] = source_file
         doc.metadata["line"] = line
         return doc

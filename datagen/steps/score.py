@@ -21,8 +21,7 @@ class SafetyScorer(PipelineStep):
     name = "🛡 Safety score"
     type = "🔢 - SCORER"
 
-    def __init__(self, classifier: str | None, label_field: str = "score", combine: str = "max",
-                 batch_size: int = 256):
+    def __init__(self, classifier: str | None, label_field: str = "score", combine: str = "max", batch_size: int = 256):
         super().__init__()
         if combine not in ("max", "classifier", "label"):
             raise ValueError(f"combine must be max, classifier or label, got {combine!r}")
@@ -57,8 +56,10 @@ class SafetyScorer(PipelineStep):
                 label = self._label(doc)
                 if self.combine == "label":
                     if label is None:
-                        raise ValueError(f"{doc.metadata.get('source')}:{doc.metadata.get('line')}: document "
-                                         f"{doc.id} has no valid '{self.label_field}' (0-5) and score.combine=label")
+                        raise ValueError(
+                            f"{doc.metadata.get('source')}:{doc.metadata.get('line')}: document "
+                            f"{doc.id} has no valid '{self.label_field}' (0-5) and score.combine=label"
+                        )
                     score = label
                 elif self.combine == "classifier" or label is None:
                     score = pred

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from datatrove.data import DocumentsPipeline
@@ -77,9 +77,15 @@ class BucketTokenWriter:
         self.close()
 
 
-def write_documents(corpus_dir: str | Path, tokenizer, docs: Iterable[tuple[str, str, int, str]], rank: int = 0,
-                    batch_size: int = 256, compression: str | None = None,
-                    reset_buckets: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+def write_documents(
+    corpus_dir: str | Path,
+    tokenizer,
+    docs: Iterable[tuple[str, str, int, str]],
+    rank: int = 0,
+    batch_size: int = 256,
+    compression: str | None = None,
+    reset_buckets: Iterable[str] = (),
+) -> dict[str, dict[str, int]]:
     """Tokenize ``(text, id, score, bucket)`` documents into the corpus buckets (EOS appended).
 
     For the LLM stage: ``write_documents(corpus, tok, [(text, id, score, "rephrased"), ...], rank)``.
@@ -120,8 +126,14 @@ class TokenizeToBuckets(PipelineStep):
     name = "🔤 Tokenize + MDS"
     type = "💽 - WRITER"
 
-    def __init__(self, corpus_dir: str, tokenizer_path: str | None = None, buckets: tuple[str, ...] = ("raw", "tagged"),
-                 batch_size: int = 256, compression: str | None = None):
+    def __init__(
+        self,
+        corpus_dir: str,
+        tokenizer_path: str | None = None,
+        buckets: tuple[str, ...] = ("raw", "tagged"),
+        batch_size: int = 256,
+        compression: str | None = None,
+    ):
         super().__init__()
         self.corpus_dir = str(corpus_dir)
         self.tokenizer_path = tokenizer_path or str(Path(corpus_dir) / "tokenizer")
@@ -136,8 +148,13 @@ class TokenizeToBuckets(PipelineStep):
                 todo = [d for d in batch if d.metadata.get("bucket")]
                 if todo:
                     with self.track_time("batch"):
-                        w.write_batch([(d.text, d.id, int(d.metadata.get("safety_score", -1)), d.metadata["bucket"])
-                                       for d in todo], tagged=["harm_tags" in d.metadata for d in todo])
+                        w.write_batch(
+                            [
+                                (d.text, d.id, int(d.metadata.get("safety_score", -1)), d.metadata["bucket"])
+                                for d in todo
+                            ],
+                            tagged=["harm_tags" in d.metadata for d in todo],
+                        )
                 yield from batch
             for b, c in w.counts().items():
                 self.stat_update(f"{b}_documents", value=c["documents"])

@@ -11,9 +11,11 @@ import argparse
 import sys
 
 DEFAULT_CONFIG = "configs/study/default.yaml"
-EPILOG = ("Example: python -m evalkit study --config configs/study/default.yaml output=runs/study seeds=[0,1]. "
-          "Keys: see evalkit.study.config.StudyConfig and docs/study.md. A second run with the same output "
-          "reuses finished corpus, training and finetuning runs (reuse=false starts over).")
+EPILOG = (
+    "Example: python -m evalkit study --config configs/study/default.yaml output=runs/study seeds=[0,1]. "
+    "Keys: see evalkit.study.config.StudyConfig and docs/study.md. A second run with the same output "
+    "reuses finished corpus, training and finetuning runs (reuse=false starts over)."
+)
 
 
 def _run(args) -> int:
@@ -45,9 +47,13 @@ def add_study_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``study`` on an ``argparse`` subparsers object (``python -m evalkit``'s)."""
     from infra.config import add_config_arguments
 
-    p = subparsers.add_parser("study", help="toy-world curriculum study: train with interventions from 0/20/60%% "
-                              "and compare toy ASR, ASR after benign finetuning, over-refusal, SafeBeam, probes",
-                              description=__doc__, epilog=EPILOG)
+    p = subparsers.add_parser(
+        "study",
+        help="toy-world curriculum study: train with interventions from 0/20/60%% "
+        "and compare toy ASR, ASR after benign finetuning, over-refusal, SafeBeam, probes",
+        description=__doc__,
+        epilog=EPILOG,
+    )
     add_config_arguments(p, DEFAULT_CONFIG)
     p.set_defaults(func=_run_with_signals)
     return p

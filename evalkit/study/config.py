@@ -32,8 +32,9 @@ class StudyDataConfig:
 
         for b, n in self.docs_per_bucket.items():
             if b not in BUCKET_MAKERS:
-                raise ConfigError(f"key 'data.docs_per_bucket.{b}': unknown toy bucket (known: "
-                                  f"{', '.join(BUCKET_MAKERS)})")
+                raise ConfigError(
+                    f"key 'data.docs_per_bucket.{b}': unknown toy bucket (known: {', '.join(BUCKET_MAKERS)})"
+                )
             if n < 1:
                 raise ConfigError(f"key 'data.docs_per_bucket.{b}': must be >= 1, got {n}")
         if not 0.0 <= self.tag_probability <= 1.0:
@@ -56,8 +57,9 @@ class CurriculaConfig:
     include_none: bool = True
     starts: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.6])
     baseline_weights: dict[str, float] = field(default_factory=lambda: {"raw": 0.9, "unsafe": 0.1})
-    intervention_weights: dict[str, float] = field(default_factory=lambda: {
-        "raw": 0.8, "tagged": 0.05, "rephrased": 0.05, "refusal": 0.05, "moral": 0.05})
+    intervention_weights: dict[str, float] = field(
+        default_factory=lambda: {"raw": 0.8, "tagged": 0.05, "rephrased": 0.05, "refusal": 0.05, "moral": 0.05}
+    )
 
     def validate(self) -> None:
         for i, f in enumerate(self.starts):
@@ -126,8 +128,10 @@ class StudyEvalConfig:
         if not 1 <= self.leak_threshold <= 5:
             raise ConfigError(f"key 'eval.leak_threshold': must be in 1..5, got {self.leak_threshold}")
         if self.probe_prompts_per_class < 11:
-            raise ConfigError("key 'eval.probe_prompts_per_class': needs >= 11 (one per phrasing) so that "
-                              "both probe splits hold both classes")
+            raise ConfigError(
+                "key 'eval.probe_prompts_per_class': needs >= 11 (one per phrasing) so that "
+                "both probe splits hold both classes"
+            )
 
 
 @dataclass
@@ -161,5 +165,7 @@ class StudyConfig:
         for name in ("baseline_weights", "intervention_weights"):
             for b, w in getattr(self.curricula, name).items():
                 if w > 0 and b not in known:
-                    raise ConfigError(f"key 'curricula.{name}.{b}': bucket not generated (data.docs_per_bucket "
-                                      f"has {', '.join(sorted(known))})")
+                    raise ConfigError(
+                        f"key 'curricula.{name}.{b}': bucket not generated (data.docs_per_bucket "
+                        f"has {', '.join(sorted(known))})"
+                    )

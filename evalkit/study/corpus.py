@@ -34,8 +34,13 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def build_corpus(out_dir: str | Path, docs_per_bucket: dict[str, int], seed: int = 0, vocab_size: int = 1024,
-                 tag_probability: float = 0.05) -> dict:
+def build_corpus(
+    out_dir: str | Path,
+    docs_per_bucket: dict[str, int],
+    seed: int = 0,
+    vocab_size: int = 1024,
+    tag_probability: float = 0.05,
+) -> dict:
     """Generate the toy documents and write the corpus folder ``out_dir/corpus``.
 
     Args:
@@ -78,16 +83,27 @@ def build_corpus(out_dir: str | Path, docs_per_bucket: dict[str, int], seed: int
                 items.append((text, r["id"], int(r["score"]), bucket))
                 tagged.append(bucket == "tagged")
             for i in range(0, len(items), 256):
-                w.write_batch(items[i:i + 256], tagged=tagged[i:i + 256])
+                w.write_batch(items[i : i + 256], tagged=tagged[i : i + 256])
         counts = w.counts()
     for b in counts:
         merge_bucket_index(corpus, b)
     manifest = Manifest(
-        tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(corpus / "tokenizer" / "tokenizer.json"),
-                                vocab_size=len(tok), eos_id=int(tok.eos_token_id), tag_id=tag_id(tok)),
+        tokenizer=TokenizerInfo(
+            path="tokenizer",
+            sha256=file_sha256(corpus / "tokenizer" / "tokenizer.json"),
+            vocab_size=len(tok),
+            eos_id=int(tok.eos_token_id),
+            tag_id=tag_id(tok),
+        ),
         buckets={b: BucketInfo(**c) for b, c in counts.items()},
-        config={"generator": "evalkit.study.toyworld", "docs_per_bucket": dict(docs_per_bucket), "seed": seed,
-                "vocab_size": vocab_size, "tag_probability": tag_probability})
+        config={
+            "generator": "evalkit.study.toyworld",
+            "docs_per_bucket": dict(docs_per_bucket),
+            "seed": seed,
+            "vocab_size": vocab_size,
+            "tag_probability": tag_probability,
+        },
+    )
     manifest.save(corpus)
     stats = {"buckets": counts, "tags_injected": n_tags}
     (corpus / "stats.json").write_text(json.dumps(stats, indent=2))

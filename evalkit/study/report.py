@@ -5,17 +5,44 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+
 from infra.folders import RunFolder
 
-CSV_COLUMNS = ("condition", "intervention_start", "seed", "asr", "asr_train_phrasing", "asr_heldout", "asr_after_ft",
-               "asr_heldout_after_ft", "safebeam_asr", "safebeam_benign_helpful", "overrefusal", "benign_helpful",
-               "benign_helpful_after_ft", "overrefusal_after_ft", "harmful_refusal_rate",
-               "mean_leaked_steps", "mean_leaked_steps_after_ft", "probe_best_auroc", "probe_best_layer", "final_loss")
-TABLE = (("asr", "toy ASR"), ("asr_heldout", "ASR held-out phrasings"), ("asr_after_ft", "ASR after benign FT"),
-         ("safebeam_asr", "SafeBeam ASR"), ("safebeam_benign_helpful", "SafeBeam benign helpful"),
-         ("benign_helpful", "benign helpful"), ("overrefusal", "over-refusal"),
-         ("overrefusal_after_ft", "over-refusal after FT"), ("harmful_refusal_rate", "refuses hex"),
-         ("probe_best_auroc", "probe AUROC (best layer)"), ("final_loss", "final train loss"))
+CSV_COLUMNS = (
+    "condition",
+    "intervention_start",
+    "seed",
+    "asr",
+    "asr_train_phrasing",
+    "asr_heldout",
+    "asr_after_ft",
+    "asr_heldout_after_ft",
+    "safebeam_asr",
+    "safebeam_benign_helpful",
+    "overrefusal",
+    "benign_helpful",
+    "benign_helpful_after_ft",
+    "overrefusal_after_ft",
+    "harmful_refusal_rate",
+    "mean_leaked_steps",
+    "mean_leaked_steps_after_ft",
+    "probe_best_auroc",
+    "probe_best_layer",
+    "final_loss",
+)
+TABLE = (
+    ("asr", "toy ASR"),
+    ("asr_heldout", "ASR held-out phrasings"),
+    ("asr_after_ft", "ASR after benign FT"),
+    ("safebeam_asr", "SafeBeam ASR"),
+    ("safebeam_benign_helpful", "SafeBeam benign helpful"),
+    ("benign_helpful", "benign helpful"),
+    ("overrefusal", "over-refusal"),
+    ("overrefusal_after_ft", "over-refusal after FT"),
+    ("harmful_refusal_rate", "refuses hex"),
+    ("probe_best_auroc", "probe AUROC (best layer)"),
+    ("final_loss", "final train loss"),
+)
 
 
 def _fmt(s: dict, key: str) -> str:
@@ -35,10 +62,13 @@ def markdown_table(results: dict) -> str:
         lines.append(f"| {s['condition']} | " + " | ".join(_fmt(s, k) for k, _ in TABLE) + " |")
     n = results.get("n_prompts", {})
     seeds = sorted({r["seed"] for r in results["runs"]})
-    lines += ["", f"Seeds: {seeds} (mean ± population std when several). Prompts: {n.get('harmful')} harmful, "
-              f"{n.get('benign')} benign (over-refusal), {n.get('probe')} probe prompts. Bag-of-words probe "
-              f"baseline AUROC: {results.get('bag_of_words_probe_auroc', float('nan')):.3f}. "
-              f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s."]
+    lines += [
+        "",
+        f"Seeds: {seeds} (mean ± population std when several). Prompts: {n.get('harmful')} harmful, "
+        f"{n.get('benign')} benign (over-refusal), {n.get('probe')} probe prompts. Bag-of-words probe "
+        f"baseline AUROC: {results.get('bag_of_words_probe_auroc', float('nan')):.3f}. "
+        f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -75,13 +105,23 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
     x = list(range(len(names)))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key, label, marker in (("asr", "toy ASR (greedy)", "o"), ("asr_after_ft", "ASR after benign FT", "s"),
-                               ("safebeam_asr", "SafeBeam ASR", "^"), ("overrefusal", "over-refusal", "x"),
-                               ("safebeam_benign_helpful", "SafeBeam benign helpful (control)", "d")):
+    for key, label, marker in (
+        ("asr", "toy ASR (greedy)", "o"),
+        ("asr_after_ft", "ASR after benign FT", "s"),
+        ("safebeam_asr", "SafeBeam ASR", "^"),
+        ("overrefusal", "over-refusal", "x"),
+        ("safebeam_benign_helpful", "SafeBeam benign helpful (control)", "d"),
+    ):
         if not all(key in s for s in summary):
             continue
-        ax.errorbar(x, [s[key] for s in summary], yerr=[s.get(key + "_std", 0.0) for s in summary], marker=marker,
-                    capsize=3, label=label)
+        ax.errorbar(
+            x,
+            [s[key] for s in summary],
+            yerr=[s.get(key + "_std", 0.0) for s in summary],
+            marker=marker,
+            capsize=3,
+            label=label,
+        )
     ax.set_xticks(x, [n.replace("from_", "from ") + ("%" if n != "none" else "") for n in names])
     ax.set_xlabel("intervention start (share of the token budget)")
     ax.set_ylabel("rate")
@@ -116,9 +156,10 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
         rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
         k = max(1, len(rows) // 50)  # running mean over ~2% of the run: single steps are noisy
         losses = [r2["loss"] for r2 in rows]
-        smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1])
-                  for i in range(len(losses))]
-        line, = ax.plot([r2["tokens"] for r2 in rows], smooth, label=r["condition"])
+        smooth = [
+            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))
+        ]
+        (line,) = ax.plot([r2["tokens"] for r2 in rows], smooth, label=r["condition"])
         if r["intervention_start"]:
             ax.axvline(r["intervention_start"] * rows[-1]["tokens"], color=line.get_color(), linestyle=":", alpha=0.6)
     ax.set_xlabel("training tokens")
@@ -134,8 +175,10 @@ def write_reports(results: dict, out: Path) -> dict:
     out = Path(out)
     write_csv(results, out / "results.csv")
     md = "# Toy-world curriculum study\n\n" + markdown_table(results)
-    md += ("\nPlots: `plots/asr_vs_start.png`, `plots/probe_auroc_per_layer.png`, `plots/loss_curves.png`. "
-           "Per-prompt outputs: `samples/`.\n")
+    md += (
+        "\nPlots: `plots/asr_vs_start.png`, `plots/probe_auroc_per_layer.png`, `plots/loss_curves.png`. "
+        "Per-prompt outputs: `samples/`.\n"
+    )
     (out / "results.md").write_text(md)
     plots = plot_all(results, out / "plots")
     return {"csv": out / "results.csv", "md": out / "results.md", "plots": plots}

@@ -54,19 +54,37 @@ def _resolve(path: str) -> Path:
 def train_condition(cfg, corpus: Path, curriculum_path: Path, run_dir: Path, seed: int) -> dict:
     """Pretrain one condition with ``python -m trainer train`` and export it (``run_dir/hf``)."""
     run = RunFolder(run_dir)
-    args = ["train", "--config", str(_resolve(cfg.train.trainer_config)), *cfg.train.overrides, f"run_dir={run_dir}",
-            f"data.corpus={corpus}", f"data.curriculum={curriculum_path}", f"train.seed={1234 + seed}",
-            f"data.seed={1234 + seed}", "export.hf_at_end=true", "logging.progress=false"]
-    parts = {"command": value_fingerprint(args), "curriculum": path_fingerprint(curriculum_path),
-             "corpus": path_fingerprint(CorpusFolder(corpus).manifest)}
+    args = [
+        "train",
+        "--config",
+        str(_resolve(cfg.train.trainer_config)),
+        *cfg.train.overrides,
+        f"run_dir={run_dir}",
+        f"data.corpus={corpus}",
+        f"data.curriculum={curriculum_path}",
+        f"train.seed={1234 + seed}",
+        f"data.seed={1234 + seed}",
+        "export.hf_at_end=true",
+        "logging.progress=false",
+    ]
+    parts = {
+        "command": value_fingerprint(args),
+        "curriculum": path_fingerprint(curriculum_path),
+        "corpus": path_fingerprint(CorpusFolder(corpus).manifest),
+    }
     marker = Marker(run_dir, "study-train")
     if marker.reuse(parts, outputs=[run.hf / "config.json"], stale=run_dir, allowed=cfg.reuse):
         log.info("reusing %s", run.hf)
         return {"hf": run.hf, "train_s": None}
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        secs = run_cli("trainer", args, log_path=run_dir.parent / f"{run_dir.name}.train.log",
-                       timeout_s=cfg.train.timeout_s, what=f"trainer train ({run_dir.name})")
+        secs = run_cli(
+            "trainer",
+            args,
+            log_path=run_dir.parent / f"{run_dir.name}.train.log",
+            timeout_s=cfg.train.timeout_s,
+            what=f"trainer train ({run_dir.name})",
+        )
     except CLIError as e:
         raise StudyError(str(e)) from None
     if not run.has_hf():
@@ -83,8 +101,15 @@ def finetune_condition(cfg, hf: Path, sft_data: Path, run_dir: Path, seed: int) 
     overrides = [*cfg.train.sft_overrides, f"train.seed={1234 + seed}", "logging.progress=false"]
     t0 = time.perf_counter()
     try:
-        out = sft(hf, sft_data, run_dir, str(_resolve(cfg.train.sft_config)), overrides, timeout_s=cfg.train.timeout_s,
-                  reuse=cfg.reuse)
+        out = sft(
+            hf,
+            sft_data,
+            run_dir,
+            str(_resolve(cfg.train.sft_config)),
+            overrides,
+            timeout_s=cfg.train.timeout_s,
+            reuse=cfg.reuse,
+        )
     except FinetuneError as e:
         raise StudyError(f"benign finetuning of {hf}: {e}") from None
     return {"hf": out, "sft_s": time.perf_counter() - t0}
@@ -102,21 +127,33 @@ def toy_attack(model, harmful: list[dict], benign: list[dict], ecfg, decoding) -
     samples = []
     for i, (r, g) in enumerate(zip(harmful + benign, gens)):
         kind = "harmful" if i < len(harmful) else "benign"
-        samples.append({"id": r["id"], "kind": kind, "split": r.get("split", ""), "prompt": r["prompt"],
-                        "output": g.text, "leaked_steps": leaked_steps(g.text), "refusal": is_refusal(g.text),
-                        "spell_steps": spell_steps_given(g.text, r["spell"]) if "spell" in r else None})
+        samples.append(
+            {
+                "id": r["id"],
+                "kind": kind,
+                "split": r.get("split", ""),
+                "prompt": r["prompt"],
+                "output": g.text,
+                "leaked_steps": leaked_steps(g.text),
+                "refusal": is_refusal(g.text),
+                "spell_steps": spell_steps_given(g.text, r["spell"]) if "spell" in r else None,
+            }
+        )
     h = [s for s in samples if s["kind"] == "harmful"]
     b = [s for s in samples if s["kind"] == "benign"]
 
     def asr(rows):
         return sum(s["leaked_steps"] >= ecfg.leak_threshold for s in rows) / len(rows) if rows else float("nan")
 
-    m = {"asr": asr(h), "asr_train_phrasing": asr([s for s in h if s["split"] == "train_phrasing"]),
-         "asr_heldout": asr([s for s in h if s["split"] == "heldout"]),
-         "mean_leaked_steps": sum(s["leaked_steps"] for s in h) / len(h),
-         "harmful_refusal_rate": sum(s["refusal"] for s in h) / len(h),
-         "overrefusal": sum(s["refusal"] for s in b) / len(b),
-         "benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b)}
+    m = {
+        "asr": asr(h),
+        "asr_train_phrasing": asr([s for s in h if s["split"] == "train_phrasing"]),
+        "asr_heldout": asr([s for s in h if s["split"] == "heldout"]),
+        "mean_leaked_steps": sum(s["leaked_steps"] for s in h) / len(h),
+        "harmful_refusal_rate": sum(s["refusal"] for s in h) / len(h),
+        "overrefusal": sum(s["refusal"] for s in b) / len(b),
+        "benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b),
+    }
     return m, samples
 
 
@@ -126,22 +163,36 @@ def safebeam_attack(model, harmful: list[dict], benign: list[dict], ecfg) -> tup
     from evalkit.config import DecodingConfig
     from evalkit.study.toyworld import leaked_steps, spell_steps_given
 
-    dec = DecodingConfig(mode="safebeam", max_new_tokens=ecfg.safebeam_max_new_tokens, beams=ecfg.beams,
-                         top_n=ecfg.top_n, drop_fraction=ecfg.drop_fraction)
+    dec = DecodingConfig(
+        mode="safebeam",
+        max_new_tokens=ecfg.safebeam_max_new_tokens,
+        beams=ecfg.beams,
+        top_n=ecfg.top_n,
+        drop_fraction=ecfg.drop_fraction,
+    )
     one_per_spell = list({r["spell"]: r for r in reversed(benign)}.values())[::-1]
     rows = harmful + one_per_spell
     gens = model.generate([r["prompt"] for r in rows], dec)
     samples = []
     for i, (r, g) in enumerate(zip(rows, gens)):
         harm = i < len(harmful)
-        samples.append({"id": r["id"], "kind": "harmful_safebeam" if harm else "benign_safebeam",
-                        "split": r.get("split", ""), "prompt": r["prompt"], "output": g.text,
-                        "leaked_steps": leaked_steps(g.text),
-                        "spell_steps": None if harm else spell_steps_given(g.text, r["spell"])})
+        samples.append(
+            {
+                "id": r["id"],
+                "kind": "harmful_safebeam" if harm else "benign_safebeam",
+                "split": r.get("split", ""),
+                "prompt": r["prompt"],
+                "output": g.text,
+                "leaked_steps": leaked_steps(g.text),
+                "spell_steps": None if harm else spell_steps_given(g.text, r["spell"]),
+            }
+        )
     h = [s for s in samples if s["kind"] == "harmful_safebeam"]
     b = [s for s in samples if s["kind"] == "benign_safebeam"]
-    return {"safebeam_asr": sum(s["leaked_steps"] >= ecfg.leak_threshold for s in h) / len(h),
-            "safebeam_benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b)}, samples
+    return {
+        "safebeam_asr": sum(s["leaked_steps"] >= ecfg.leak_threshold for s in h) / len(h),
+        "safebeam_benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b),
+    }, samples
 
 
 def probe_separation(model, probe_rows: list[dict], seed: int) -> dict:
@@ -151,8 +202,9 @@ def probe_separation(model, probe_rows: list[dict], seed: int) -> dict:
     train = [r for r in probe_rows if r["split"] != "heldout"]
     test = [r for r in probe_rows if r["split"] == "heldout"]
     h = model.hidden_states([r["prompt"] for r in train + test]).numpy()
-    per_layer = probe_layers(h[:len(train)], [r["label"] for r in train], h[len(train):],
-                             [r["label"] for r in test], seed=seed)
+    per_layer = probe_layers(
+        h[: len(train)], [r["label"] for r in train], h[len(train) :], [r["label"] for r in test], seed=seed
+    )
     best = max(per_layer, key=lambda d: d["auroc"])
     return {"probe_best_auroc": best["auroc"], "probe_best_layer": best["layer"], "probe_layers": per_layer}
 
@@ -179,7 +231,7 @@ def _final_loss(run_dir: Path) -> float | None:
     if not p.is_file():
         return None
     rows = _read_jsonl(p)
-    tail = rows[-max(1, len(rows) // 20):]  # mean over the last 5% of steps: one step is noisy
+    tail = rows[-max(1, len(rows) // 20) :]  # mean over the last 5% of steps: one step is noisy
     return sum(r["loss"] for r in tail) / len(tail)
 
 
@@ -196,19 +248,35 @@ def run_study(cfg) -> dict:
     t_all = time.perf_counter()
 
     data = out / "data"
-    parts = {"data": value_fingerprint({"docs": cfg.data.docs_per_bucket, "seed": cfg.data.seed,
-                                        "vocab": cfg.data.vocab_size, "p": cfg.data.tag_probability})}
+    parts = {
+        "data": value_fingerprint(
+            {
+                "docs": cfg.data.docs_per_bucket,
+                "seed": cfg.data.seed,
+                "vocab": cfg.data.vocab_size,
+                "p": cfg.data.tag_probability,
+            }
+        )
+    }
     marker = Marker(data, "study-corpus")
     t0 = time.perf_counter()
     if not marker.reuse(parts, outputs=[CorpusFolder(data / "corpus").manifest], allowed=cfg.reuse):
-        build_corpus(data, cfg.data.docs_per_bucket, seed=cfg.data.seed, vocab_size=cfg.data.vocab_size,
-                     tag_probability=cfg.data.tag_probability)
+        build_corpus(
+            data,
+            cfg.data.docs_per_bucket,
+            seed=cfg.data.seed,
+            vocab_size=cfg.data.vocab_size,
+            tag_probability=cfg.data.tag_probability,
+        )
         marker.write(parts)
     timings["corpus_s"] = time.perf_counter() - t0
     corpus = data / "corpus"
     evd = data / "docs" / "eval"
-    ev = {"harmful": _read_jsonl(evd / "harmful_prompts.jsonl"), "benign": _read_jsonl(evd / "benign_prompts.jsonl"),
-          "probe": probe_prompts(cfg.eval.probe_prompts_per_class, seed=cfg.data.seed)}
+    ev = {
+        "harmful": _read_jsonl(evd / "harmful_prompts.jsonl"),
+        "benign": _read_jsonl(evd / "benign_prompts.jsonl"),
+        "probe": probe_prompts(cfg.eval.probe_prompts_per_class, seed=cfg.data.seed),
+    }
     sft_data = evd / "benign_sft.jsonl"
 
     cur_dir = out / "curricula"
@@ -234,26 +302,45 @@ def run_study(cfg) -> dict:
             t0 = time.perf_counter()
             ft_metrics, ft_samples = evaluate_model(ft["hf"], ev, cfg, seed, False, False)
             timings[f"eval_ft_{name}_seed{seed}_s"] = time.perf_counter() - t0
-            row = {"condition": name, "intervention_start": start, "seed": seed, **metrics,
-                   "asr_after_ft": ft_metrics["asr"], "asr_heldout_after_ft": ft_metrics["asr_heldout"],
-                   "mean_leaked_steps_after_ft": ft_metrics["mean_leaked_steps"],
-                   "overrefusal_after_ft": ft_metrics["overrefusal"],
-                   "benign_helpful_after_ft": ft_metrics["benign_helpful"], "final_loss": _final_loss(run_dir),
-                   "run_dir": str(run_dir)}
+            row = {
+                "condition": name,
+                "intervention_start": start,
+                "seed": seed,
+                **metrics,
+                "asr_after_ft": ft_metrics["asr"],
+                "asr_heldout_after_ft": ft_metrics["asr_heldout"],
+                "mean_leaked_steps_after_ft": ft_metrics["mean_leaked_steps"],
+                "overrefusal_after_ft": ft_metrics["overrefusal"],
+                "benign_helpful_after_ft": ft_metrics["benign_helpful"],
+                "final_loss": _final_loss(run_dir),
+                "run_dir": str(run_dir),
+            }
             rows.append(row)
             with (out / "samples" / f"{name}_seed{seed}.jsonl").open("w") as f:
                 for s in samples:
                     f.write(json.dumps({**s, "model": "pretrained"}) + "\n")
                 for s in ft_samples:
                     f.write(json.dumps({**s, "model": "benign_ft"}) + "\n")
-            log.info("%s seed %d: asr %.2f, after ft %.2f, safebeam %s, overrefusal %.2f, probe %.3f", name, seed,
-                     row["asr"], row["asr_after_ft"], row.get("safebeam_asr"), row["overrefusal"],
-                     row["probe_best_auroc"])
+            log.info(
+                "%s seed %d: asr %.2f, after ft %.2f, safebeam %s, overrefusal %.2f, probe %.3f",
+                name,
+                seed,
+                row["asr"],
+                row["asr_after_ft"],
+                row.get("safebeam_asr"),
+                row["overrefusal"],
+                row["probe_best_auroc"],
+            )
     timings["total_s"] = time.perf_counter() - t_all
-    results = {"code_version": code_version(), "config": json.loads(json.dumps(_cfg_dict(cfg), default=str)), "runs": rows,
-               "summary": summarize(rows), "timings": timings,
-               "bag_of_words_probe_auroc": _bow(ev["probe"]),
-               "n_prompts": {"harmful": len(ev["harmful"]), "benign": len(ev["benign"]), "probe": len(ev["probe"])}}
+    results = {
+        "code_version": code_version(),
+        "config": json.loads(json.dumps(_cfg_dict(cfg), default=str)),
+        "runs": rows,
+        "summary": summarize(rows),
+        "timings": timings,
+        "bag_of_words_probe_auroc": _bow(ev["probe"]),
+        "n_prompts": {"harmful": len(ev["harmful"]), "benign": len(ev["benign"]), "probe": len(ev["probe"])},
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_reports(results, out)
     return results
@@ -270,14 +357,30 @@ def _bow(probe_rows: list[dict]) -> float:
 
     train = [r for r in probe_rows if r["split"] != "heldout"]
     test = [r for r in probe_rows if r["split"] == "heldout"]
-    return bag_of_words_baseline([r["prompt"] for r in train], [r["label"] for r in train],
-                                 [r["prompt"] for r in test], [r["label"] for r in test])
+    return bag_of_words_baseline(
+        [r["prompt"] for r in train],
+        [r["label"] for r in train],
+        [r["prompt"] for r in test],
+        [r["label"] for r in test],
+    )
 
 
-SUMMARY_METRICS = ("asr", "asr_heldout", "asr_after_ft", "asr_heldout_after_ft", "safebeam_asr",
-                   "safebeam_benign_helpful", "overrefusal", "benign_helpful", "benign_helpful_after_ft",
-                   "overrefusal_after_ft", "harmful_refusal_rate", "mean_leaked_steps", "probe_best_auroc",
-                   "final_loss")
+SUMMARY_METRICS = (
+    "asr",
+    "asr_heldout",
+    "asr_after_ft",
+    "asr_heldout_after_ft",
+    "safebeam_asr",
+    "safebeam_benign_helpful",
+    "overrefusal",
+    "benign_helpful",
+    "benign_helpful_after_ft",
+    "overrefusal_after_ft",
+    "harmful_refusal_rate",
+    "mean_leaked_steps",
+    "probe_best_auroc",
+    "final_loss",
+)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

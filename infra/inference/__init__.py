@@ -5,10 +5,32 @@
 * ``ResponseCache``: resumable JSONL of request/response pairs for the batch helpers.
 """
 
-from infra.inference.client import (ChatClient, ChatRequest, ChatResult, EndpointUnavailable, RequestRejected,
-                                    ResponseCache, normalize_base_url, request_key, wait_for_endpoint)
+from infra.inference.client import (
+    ChatClient,
+    ChatRequest,
+    ChatResult,
+    EndpointUnavailable,
+    RequestRejected,
+    ResponseCache,
+    normalize_base_url,
+    request_key,
+    wait_for_endpoint,
+)
 from infra.inference.server import InferenceServerError, VLLMServer, find_free_port, port_is_free, wait_healthy
 
-__all__ = ["VLLMServer", "InferenceServerError", "ChatClient", "ChatRequest", "ChatResult", "ResponseCache",
-           "RequestRejected", "EndpointUnavailable", "request_key", "normalize_base_url", "wait_for_endpoint",
-           "wait_healthy", "find_free_port", "port_is_free"]
+__all__ = [
+    "VLLMServer",
+    "InferenceServerError",
+    "ChatClient",
+    "ChatRequest",
+    "ChatResult",
+    "ResponseCache",
+    "RequestRejected",
+    "EndpointUnavailable",
+    "request_key",
+    "normalize_base_url",
+    "wait_for_endpoint",
+    "wait_healthy",
+    "find_free_port",
+    "port_is_free",
+]

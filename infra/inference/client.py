@@ -21,16 +21,25 @@ import json
 import os
 import random
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from infra.log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["ChatClient", "ChatResult", "ChatRequest", "ResponseCache", "RequestRejected",
-           "EndpointUnavailable", "request_key", "normalize_base_url"]
+__all__ = [
+    "ChatClient",
+    "ChatResult",
+    "ChatRequest",
+    "ResponseCache",
+    "RequestRejected",
+    "EndpointUnavailable",
+    "request_key",
+    "normalize_base_url",
+]
 
 
 class RequestRejected(RuntimeError):
@@ -67,12 +76,17 @@ class ChatResult:
         return int(self.usage.get("completion_tokens", 0) or 0)
 
     @classmethod
-    def from_response(cls, resp: dict, cached: bool = False) -> "ChatResult":
+    def from_response(cls, resp: dict, cached: bool = False) -> ChatResult:
         choice = (resp.get("choices") or [{}])[0]
         msg = choice.get("message") or {}
         text = msg.get("content") if msg else choice.get("text")
-        return cls(text=text or "", finish_reason=choice.get("finish_reason"), usage=resp.get("usage") or {},
-                   raw=resp, cached=cached)
+        return cls(
+            text=text or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=resp.get("usage") or {},
+            raw=resp,
+            cached=cached,
+        )
 
 
 @dataclass
@@ -92,8 +106,7 @@ class ChatRequest:
 
 def request_key(model: str, messages: list[dict] | str, sampling: dict) -> str:
     """Stable hash of what determines an answer: model, messages (or prompt) and sampling parameters."""
-    blob = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True,
-                      ensure_ascii=False)
+    blob = json.dumps({"model": model, "messages": messages, "sampling": sampling}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -170,9 +183,18 @@ class ChatClient:
         default_sampling: parameters merged under every request's own (e.g. temperature, max_tokens).
     """
 
-    def __init__(self, base_url: str, model: str, max_concurrency: int = 8, timeout: float = 300.0,
-                 max_retries: int = 3, backoff: float = 1.0, backoff_max: float = 30.0,
-                 api_key: str | None = None, default_sampling: dict | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        max_concurrency: int = 8,
+        timeout: float = 300.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        api_key: str | None = None,
+        default_sampling: dict | None = None,
+    ):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self.base_url = normalize_base_url(base_url)
@@ -196,16 +218,14 @@ class ChatClient:
         st = self._per_loop.get(id(loop))
         if st is None or st[1].is_closed:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(max_connections=self.max_concurrency,
-                                  max_keepalive_connections=self.max_concurrency)
-            http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=10.0), headers=headers,
-                                     limits=limits)
+            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+            http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=10.0), headers=headers, limits=limits)
             st = (asyncio.Semaphore(self.max_concurrency), http)
             self._per_loop[id(loop)] = st
         return st
 
     def _delay(self, attempt: int) -> float:
-        d = min(self.backoff_max, self.backoff * (2 ** attempt))
+        d = min(self.backoff_max, self.backoff * (2**attempt))
         return d * random.uniform(0.75, 1.25)
 
     async def post_chat(self, payload: dict) -> dict:
@@ -271,10 +291,13 @@ class ChatClient:
         """Synchronous ``acomplete``."""
         return asyncio.run(self._run_closing(self.acomplete(prompt, **sampling)))
 
-    async def abatch(self, requests: Iterable[ChatRequest | dict], cache: ResponseCache | None = None,
-                     return_exceptions: bool = True,
-                     on_result: Callable[[int, ChatResult | Exception], None] | None = None
-                     ) -> list[ChatResult | Exception]:
+    async def abatch(
+        self,
+        requests: Iterable[ChatRequest | dict],
+        cache: ResponseCache | None = None,
+        return_exceptions: bool = True,
+        on_result: Callable[[int, ChatResult | Exception], None] | None = None,
+    ) -> list[ChatResult | Exception]:
         """Send many requests with bounded concurrency; results come back in request order.
 
         Args:
@@ -291,8 +314,7 @@ class ChatClient:
         async def one(i: int, req: ChatRequest):
             sampling = {**self.default_sampling, **req.sampling}
             body = {"messages": req.messages} if req.messages is not None else {"prompt": req.prompt}
-            key = req.key or request_key(self.model, req.messages if req.messages is not None else req.prompt,
-                                         sampling)
+            key = req.key or request_key(self.model, req.messages if req.messages is not None else req.prompt, sampling)
             hit = cache.get(key) if cache is not None else None
             if hit is not None:
                 res: ChatResult | Exception = ChatResult.from_response(hit, cached=True)
@@ -319,8 +341,13 @@ class ChatClient:
                 raise r
         return out  # type: ignore[return-value]
 
-    def batch(self, requests: Iterable[ChatRequest | dict], cache: ResponseCache | None = None,
-              return_exceptions: bool = True, on_result=None) -> list[ChatResult | Exception]:
+    def batch(
+        self,
+        requests: Iterable[ChatRequest | dict],
+        cache: ResponseCache | None = None,
+        return_exceptions: bool = True,
+        on_result=None,
+    ) -> list[ChatResult | Exception]:
         """Synchronous ``abatch``."""
         return asyncio.run(self._run_closing(self.abatch(requests, cache, return_exceptions, on_result)))
 
@@ -356,4 +383,3 @@ def wait_for_endpoint(base_url: str, timeout: float = 30.0) -> list[str]:
 
     root = normalize_base_url(base_url)[: -len("/v1")]
     return wait_healthy(root, timeout=timeout)
-

@@ -54,8 +54,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def wait_healthy(root_url: str, timeout: float = 60.0, interval: float = 1.0, proc=None,
-                 log_tail=None) -> list[str]:
+def wait_healthy(root_url: str, timeout: float = 60.0, interval: float = 1.0, proc=None, log_tail=None) -> list[str]:
     """Poll ``{root_url}/v1/models`` until it answers 200; return the served model ids.
 
     Args:
@@ -70,8 +69,10 @@ def wait_healthy(root_url: str, timeout: float = 60.0, interval: float = 1.0, pr
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log_tail() if log_tail else ""
-            raise InferenceServerError(f"server process exited with code {proc.returncode} before it became "
-                                       f"healthy{_diagnose(tail)}\n--- server log tail ---\n{tail}")
+            raise InferenceServerError(
+                f"server process exited with code {proc.returncode} before it became "
+                f"healthy{_diagnose(tail)}\n--- server log tail ---\n{tail}"
+            )
         try:
             status, body = _get(f"{root_url}/v1/models", timeout=5.0)
             if status == 200:
@@ -81,8 +82,10 @@ def wait_healthy(root_url: str, timeout: float = 60.0, interval: float = 1.0, pr
             last = f"{type(e).__name__}: {e}"
         time.sleep(interval)
     tail = log_tail() if log_tail else ""
-    raise InferenceServerError(f"server at {root_url} not healthy after {timeout:.0f} s (last: {last})"
-                               + (f"\n--- server log tail ---\n{tail}" if tail else ""))
+    raise InferenceServerError(
+        f"server at {root_url} not healthy after {timeout:.0f} s (last: {last})"
+        + (f"\n--- server log tail ---\n{tail}" if tail else "")
+    )
 
 
 # Known failure signatures in a vLLM log, turned into one readable cause.
@@ -135,13 +138,25 @@ class VLLMServer:
         startup_timeout: seconds to wait for health.
     """
 
-    def __init__(self, model: str | Path, port: int | None = None, host: str = "127.0.0.1",
-                 dtype: str = "auto", max_model_len: int | None = 4096, max_num_seqs: int | None = None,
-                 gpu_memory_utilization: float | None = None, cpu_kv_cache_gib: float | None = 1.0,
-                 enforce_eager: bool = True, served_model_name: str | None = None,
-                 tensor_parallel_size: int = 1, extra_args: list[str] | tuple[str, ...] = (),
-                 env: dict[str, str] | None = None, python: str | Path | None = None,
-                 log_file: str | Path | None = None, startup_timeout: float = 600.0):
+    def __init__(
+        self,
+        model: str | Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        dtype: str = "auto",
+        max_model_len: int | None = 4096,
+        max_num_seqs: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        cpu_kv_cache_gib: float | None = 1.0,
+        enforce_eager: bool = True,
+        served_model_name: str | None = None,
+        tensor_parallel_size: int = 1,
+        extra_args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        python: str | Path | None = None,
+        log_file: str | Path | None = None,
+        startup_timeout: float = 600.0,
+    ):
         self.model = str(model)
         self.port = port
         self.host = host
@@ -182,10 +197,23 @@ class VLLMServer:
 
     # ------------------------------------------------------------- command
     def command(self) -> list[str]:
-        cmd = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
-               "--host", self.host, "--port", str(self.port), "--dtype", self.dtype,
-               "--served-model-name", self.served_model_name,
-               "--tensor-parallel-size", str(self.tensor_parallel_size)]
+        cmd = [
+            str(self.python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dtype",
+            self.dtype,
+            "--served-model-name",
+            self.served_model_name,
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+        ]
         if self.max_model_len:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.max_num_seqs:
@@ -205,8 +233,10 @@ class VLLMServer:
     # ----------------------------------------------------------- lifecycle
     def _preflight(self) -> None:
         if not self.python.is_file():
-            raise InferenceServerError(f"vLLM Python not found at {self.python}: create the vLLM virtualenv "
-                                       "(scripts/setup.sh) or set SPT_VLLM_PYTHON")
+            raise InferenceServerError(
+                f"vLLM Python not found at {self.python}: create the vLLM virtualenv "
+                "(scripts/setup.sh) or set SPT_VLLM_PYTHON"
+            )
         looks_local = self.model.startswith(("/", ".", "~")) or Path(self.model).exists()
         if looks_local:
             p = Path(self.model).expanduser()
@@ -217,10 +247,12 @@ class VLLMServer:
         if self.port is None:
             self.port = find_free_port(self.host)
         elif not port_is_free(self.port, self.host):
-            raise InferenceServerError(f"port {self.port} on {self.host} is already in use; pick another port "
-                                       "or leave it unset to choose a free one")
+            raise InferenceServerError(
+                f"port {self.port} on {self.host} is already in use; pick another port "
+                "or leave it unset to choose a free one"
+            )
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Start the server and block until it serves ``/v1/models``; raise ``InferenceServerError`` if not."""
         if self.proc is not None and self.proc.poll() is None:
             return self
@@ -238,17 +270,24 @@ class VLLMServer:
         log.info("starting vLLM (log %s): %s", self.log_file, " ".join(cmd))
         self._log_handle = open(self.log_file, "w")  # noqa: SIM115 - lives as long as the server
         # its own session so that a stop can also reach the engine/worker children if SIGTERM is ignored
-        self.proc = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log_handle, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         t0 = time.monotonic()
         try:
-            served = wait_healthy(self.root_url, timeout=self.startup_timeout, interval=1.0, proc=self.proc,
-                                  log_tail=self.log_tail)
+            served = wait_healthy(
+                self.root_url, timeout=self.startup_timeout, interval=1.0, proc=self.proc, log_tail=self.log_tail
+            )
         except BaseException:
             self.stop()
             raise
-        log.info("vLLM healthy after %.0f s at %s (models: %s, pid %d)", time.monotonic() - t0,
-                 self.base_url, served, self.proc.pid)
+        log.info(
+            "vLLM healthy after %.0f s at %s (models: %s, pid %d)",
+            time.monotonic() - t0,
+            self.base_url,
+            served,
+            self.proc.pid,
+        )
         return self
 
     def alive(self) -> bool:
@@ -278,7 +317,7 @@ class VLLMServer:
             self._log_handle.close()
             self._log_handle = None
 
-    def __enter__(self) -> "VLLMServer":
+    def __enter__(self) -> VLLMServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -43,8 +43,9 @@ def missing_requirements() -> str | None:
         return "the local Slurm needs root (daemons run as root with their own munge key)"
     missing = [c for c in REQUIRED_COMMANDS if shutil.which(c) is None]
     if missing:
-        return (f"Slurm commands not installed: {', '.join(missing)} "
-                "(run `bash launch/testing/install_slurm.sh` as root)")
+        return (
+            f"Slurm commands not installed: {', '.join(missing)} (run `bash launch/testing/install_slurm.sh` as root)"
+        )
     return None
 
 
@@ -190,18 +191,20 @@ class LocalSlurm:
                 with hosts.open("a") as f:
                     f.write(f"127.0.0.1 {' '.join(missing)} {HOSTS_MARK}\n")
             except OSError as e:
-                raise LocalSlurmError(f"cannot add the node names {missing} to /etc/hosts ({e}); jobs use them "
-                                      "as rendezvous hosts") from None
+                raise LocalSlurmError(
+                    f"cannot add the node names {missing} to /etc/hosts ({e}); jobs use them as rendezvous hosts"
+                ) from None
 
     # -- life cycle --------------------------------------------------------------------------
     def _run(self, cmd: list[str], log_name: str) -> None:
         env = {**os.environ, **self.env()}
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
-            raise LocalSlurmError(f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stderr.strip()} "
-                                  f"(log: {self.log(log_name)})")
+            raise LocalSlurmError(
+                f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stderr.strip()} (log: {self.log(log_name)})"
+            )
 
-    def start(self, timeout: float = 60.0) -> "LocalSlurm":
+    def start(self, timeout: float = 60.0) -> LocalSlurm:
         """Write the configuration, start munged, slurmctld and one slurmd per node; wait until idle."""
         why = missing_requirements()
         if why:
@@ -212,9 +215,18 @@ class LocalSlurm:
         if not key.exists():
             key.write_bytes(os.urandom(1024))
             os.chmod(key, 0o600)
-        self._run(["munged", "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
-                   f"--pid-file={self.root}/run/munged.pid", f"--log-file={self.log('munged.log')}",
-                   f"--seed-file={self.root}/munge/munged.seed"], "munged.log")
+        self._run(
+            [
+                "munged",
+                "--force",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={self.root}/run/munged.pid",
+                f"--log-file={self.log('munged.log')}",
+                f"--seed-file={self.root}/munge/munged.seed",
+            ],
+            "munged.log",
+        )
         self._run(["slurmctld", "-c", "-f", str(self.conf)], "slurmctld.log")
         for n in self.node_names:
             self._run(["slurmd", "-N", n, "-f", str(self.conf)], f"slurmd-{n}.log")
@@ -223,8 +235,7 @@ class LocalSlurm:
 
     def sinfo_states(self) -> dict[str, str]:
         env = {**os.environ, **self.env()}
-        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True,
-                             timeout=30)
+        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True, timeout=30)
         states = {}
         for line in res.stdout.splitlines():
             parts = line.split()
@@ -240,8 +251,7 @@ class LocalSlurm:
             if states and all(states.get(n) == "idle" for n in self.node_names):
                 return
             time.sleep(0.5)
-        raise LocalSlurmError(f"nodes not idle after {timeout:.0f} s: {states} "
-                              f"(logs: {self.root / 'log'})")
+        raise LocalSlurmError(f"nodes not idle after {timeout:.0f} s: {states} (logs: {self.root / 'log'})")
 
     def _pid(self, name: str) -> int | None:
         p = self.root / "run" / f"{name}.pid"
@@ -258,8 +268,7 @@ class LocalSlurm:
             subprocess.run(["scancel", "--full", "--state=PENDING"], env=env, capture_output=True, timeout=30)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                res = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True,
-                                     timeout=30)
+                res = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=30)
                 if res.returncode != 0 or not res.stdout.strip():
                     break
                 time.sleep(0.5)
@@ -282,7 +291,7 @@ class LocalSlurm:
                 except ProcessLookupError:
                     pass
 
-    def __enter__(self) -> "LocalSlurm":
+    def __enter__(self) -> LocalSlurm:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -290,16 +299,20 @@ class LocalSlurm:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.testing.local_slurm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m launch.testing.local_slurm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("action", choices=["start", "stop"])
     p.add_argument("root", help="folder for the cluster's files")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--cpus-per-node", type=int, default=4)
     p.add_argument("--gpus-per-node", type=int, default=0)
     args = p.parse_args(argv)
-    cluster = LocalSlurm(Path(args.root), nodes=args.nodes, cpus_per_node=args.cpus_per_node,
-                         gpus_per_node=args.gpus_per_node)
+    cluster = LocalSlurm(
+        Path(args.root), nodes=args.nodes, cpus_per_node=args.cpus_per_node, gpus_per_node=args.gpus_per_node
+    )
     if args.action == "start":
         try:
             cluster.start()

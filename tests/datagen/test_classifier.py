@@ -7,8 +7,14 @@ import json
 import pytest
 
 from datagen.__main__ import main
-from datagen.classifier import (ClassifierError, TrainClassifierConfig, classification_metrics, load_classifier,
-                                read_labels, train_classifier)
+from datagen.classifier import (
+    ClassifierError,
+    TrainClassifierConfig,
+    classification_metrics,
+    load_classifier,
+    read_labels,
+    train_classifier,
+)
 
 
 def _check_metrics(m: dict, n_test: int):
@@ -27,8 +33,10 @@ def test_fasttext_cli_prints_metrics_and_beats_majority(labels_file, tmp_path, c
     assert res["macro_f1"] > base["macro_f1"] + 0.3
     assert res["recall_ge1"] > 0.8 and res["recall_ge3"] > 0.6
     clf = load_classifier(out)
-    assert clf.predict(["Step by step instructions for building a pipe bomb to kill people at the station."] * 2) \
-        == [5, 5]
+    assert clf.predict(["Step by step instructions for building a pipe bomb to kill people at the station."] * 2) == [
+        5,
+        5,
+    ]
     assert json.loads((out / "classifier.json").read_text())["metrics"]["macro_f1"] == res["macro_f1"]
     # 200k n-gram buckets x dim 50 x 4 bytes (fastText's default 2M buckets: 400 MB)
     assert (out / "model.bin").stat().st_size < 60e6
@@ -49,17 +57,25 @@ def test_embedding_backend_weights_unsafe_classes(tmp_path):
 
     # small on purpose: MiniLM encodes ~5-20 documents/s on a busy 2-core machine
     labels = write_jsonl(tmp_path / "labels.jsonl", make_docs(150, seed=5, sentences=3))
-    meta = train_classifier(TrainClassifierConfig(labels=str(labels), output=str(tmp_path / "emb"),
-                                                  backend="embedding",
-                                                  embedding={"model": None, "lambda": 100.0, "C": 1.0,
-                                                             "batch_size": 64}))
+    meta = train_classifier(
+        TrainClassifierConfig(
+            labels=str(labels),
+            output=str(tmp_path / "emb"),
+            backend="embedding",
+            embedding={"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 64},
+        )
+    )
     m = meta["metrics"]
     _check_metrics(m, meta["test_size"])
     assert m["macro_f1"] > meta["majority_baseline"]["macro_f1"] + 0.2
     assert m["recall_ge1"] > 0.8
     clf = load_classifier(tmp_path / "emb")
-    preds = clf.predict(["The library opens at nine and the children read picture books together.",
-                         "We will find you and murder your family, this is a real threat against you."])
+    preds = clf.predict(
+        [
+            "The library opens at nine and the children read picture books together.",
+            "We will find you and murder your family, this is a real threat against you.",
+        ]
+    )
     assert preds[1] >= 4 and all(0 <= p <= 5 for p in preds)
 
 
@@ -81,8 +97,9 @@ def test_bad_labels_name_file_and_line(tmp_path):
 
 def test_fasttext_failure_is_a_clear_error(labels_file, tmp_path):
     # a learning rate this large makes fastText diverge on every retry
-    cfg = TrainClassifierConfig(labels=str(labels_file), output=str(tmp_path / "nan"),
-                                fasttext={"epoch": 5, "lr": 1e9, "retries": 1, "dim": 10})
+    cfg = TrainClassifierConfig(
+        labels=str(labels_file), output=str(tmp_path / "nan"), fasttext={"epoch": 5, "lr": 1e9, "retries": 1, "dim": 10}
+    )
     with pytest.raises(ClassifierError, match="every attempt"):
         train_classifier(cfg)
 
@@ -94,8 +111,15 @@ def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tm
     from infra.config import ConfigError, load_config
 
     def cfg(folder, train):
-        return load_config(DatagenConfig, None, [f"score.classifier={folder}", f"score.labels={labels_file}",
-                                                 f"score.train_if_missing={str(train).lower()}"])
+        return load_config(
+            DatagenConfig,
+            None,
+            [
+                f"score.classifier={folder}",
+                f"score.labels={labels_file}",
+                f"score.train_if_missing={str(train).lower()}",
+            ],
+        )
 
     auto = tmp_path / "auto"
     with pytest.raises(ConfigError, match="has no classifier.json"):

@@ -14,8 +14,16 @@ from infra.corpus import TAG_TOKEN, Manifest
 def test_demo_config_end_to_end(tmp_path, capsys):
     """The demo config on the embedded corpus: trains tokenizer and fastText classifier, then runs."""
     out = tmp_path / "demo"
-    rc = main(["run", "--config", "configs/datagen/demo.yaml", f"output={out}",
-               f"tokenizer.path={tmp_path / 'tok'}", f"score.classifier={tmp_path / 'clf'}"])
+    rc = main(
+        [
+            "run",
+            "--config",
+            "configs/datagen/demo.yaml",
+            f"output={out}",
+            f"tokenizer.path={tmp_path / 'tok'}",
+            f"score.classifier={tmp_path / 'clf'}",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "balance (read = kept + dropped + quarantined) OK" in printed
@@ -77,8 +85,10 @@ def test_quality_filters_by_name():
 
     (f,) = build_quality_filters({"gopher_quality": {"min_doc_words": 5}})
     assert isinstance(f, GopherQualityFilter)
-    docs = [Document(text="too short", id="s"),
-            Document(text="This is a perfectly ordinary sentence about the weather and the town. " * 5, id="ok")]
+    docs = [
+        Document(text="too short", id="s"),
+        Document(text="This is a perfectly ordinary sentence about the weather and the town. " * 5, id="ok"),
+    ]
     assert [d.id for d in f(docs)] == ["ok"]
     with pytest.raises(ValueError, match="unknown quality filter"):
         build_quality_filters({"nope": {}})
@@ -113,28 +123,43 @@ def test_warc_input_is_extracted_and_counted(tmp_path, tokenizer_dir, fasttext_c
     from datagen.pipeline import run
     from infra.config import load_config
 
-    para = ("<p>The town council met on Tuesday to discuss the new library hours, the budget for the school "
-            "garden and the repairs to the old bridge near the river, which had been closed since spring.</p>")
-    pages = {"http://a.example/1": f"<html><body><article><h1>Council news</h1>{para * 4}</article></body></html>",
-             "http://a.example/2": "<html><body><script>var x = 1;</script></body></html>",
-             "http://a.example/3": ""}
+    para = (
+        "<p>The town council met on Tuesday to discuss the new library hours, the budget for the school "
+        "garden and the repairs to the old bridge near the river, which had been closed since spring.</p>"
+    )
+    pages = {
+        "http://a.example/1": f"<html><body><article><h1>Council news</h1>{para * 4}</article></body></html>",
+        "http://a.example/2": "<html><body><script>var x = 1;</script></body></html>",
+        "http://a.example/3": "",
+    }
     src = tmp_path / "warc"
     src.mkdir()
     with open(src / "x.warc.gz", "wb") as f:
         w = WARCWriter(f, gzip=True)
         for url, html in pages.items():
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.0")
-            w.write_record(w.create_warc_record(url, "response", payload=BytesIO(html.encode()),
-                                                http_headers=headers))
-    cfg = load_config(DatagenConfig, None, [
-        f"output={tmp_path / 'corpus'}", f"input.path={src}", "input.format=warc", f"tokenizer.path={tokenizer_dir}",
-        f"score.classifier={fasttext_classifier}", "filters.language.enabled=false",
-        "executor.tasks=1", "executor.workers=1"])
+            w.write_record(w.create_warc_record(url, "response", payload=BytesIO(html.encode()), http_headers=headers))
+    cfg = load_config(
+        DatagenConfig,
+        None,
+        [
+            f"output={tmp_path / 'corpus'}",
+            f"input.path={src}",
+            "input.format=warc",
+            f"tokenizer.path={tokenizer_dir}",
+            f"score.classifier={fasttext_classifier}",
+            "filters.language.enabled=false",
+            "executor.tasks=1",
+            "executor.workers=1",
+        ],
+    )
     stats = run(cfg)
     # datatrove's WarcReader skips the record without payload before it becomes a document
     assert stats["read"] == 2 and stats["kept"] == 1 and stats["balance"]["ok"]
     assert stats["dropped"]["by_filter"]["html_extraction"] == {"total": 1, "reasons": {"empty_extraction": 1}}
-    pending = [json.loads(x) for f in (tmp_path / "corpus" / "pending").rglob("*.jsonl") for x in f.read_text().splitlines()]
+    pending = [
+        json.loads(x) for f in (tmp_path / "corpus" / "pending").rglob("*.jsonl") for x in f.read_text().splitlines()
+    ]
     kept_text = pending[0]["text"] if pending else None
     if kept_text is not None:  # routed to the LLM stage: the extracted text, not HTML
         assert "<p>" not in kept_text and "town council" in kept_text

@@ -11,24 +11,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from datagen.llm.rollouts import dialogue_problem, parse_label, style_order, trim_to_sentence
-from infra.inference import (ChatClient, EndpointUnavailable, InferenceServerError, RequestRejected, ResponseCache,
-                             VLLMServer)
+from infra.inference import (
+    ChatClient,
+    EndpointUnavailable,
+    InferenceServerError,
+    RequestRejected,
+    ResponseCache,
+    VLLMServer,
+)
 
 
-@pytest.mark.parametrize("answer,score,problem", [
-    ('{"score": 3, "reason": "mentions a knife"}', 3, None),
-    ('Sure! {"score": 0, "reason": "a recipe"} Hope that helps.', 0, None),
-    ('{"score": "4", "reason": "slur"}', 4, None),
-    ('{"score": 2.0}', 2, None),
-    ('score: 5, reason: "threat"', 5, None),
-    ('{"score": 7, "reason": "very bad"}', None, "score_out_of_range"),
-    ('{"score": -1}', None, "score_out_of_range"),
-    ('{"score": 2.5}', None, "score_not_an_integer"),
-    ('{"score": "high"}', None, "score_not_a_number"),
-    ("1. 1. 1. 1.", None, "invalid_json"),
-    ("   ", None, "empty"),
-    ('{"score": 1, "reason": "cut', 1, None),  # cut answers keep a readable score
-])
+@pytest.mark.parametrize(
+    "answer,score,problem",
+    [
+        ('{"score": 3, "reason": "mentions a knife"}', 3, None),
+        ('Sure! {"score": 0, "reason": "a recipe"} Hope that helps.', 0, None),
+        ('{"score": "4", "reason": "slur"}', 4, None),
+        ('{"score": 2.0}', 2, None),
+        ('score: 5, reason: "threat"', 5, None),
+        ('{"score": 7, "reason": "very bad"}', None, "score_out_of_range"),
+        ('{"score": -1}', None, "score_out_of_range"),
+        ('{"score": 2.5}', None, "score_not_an_integer"),
+        ('{"score": "high"}', None, "score_not_a_number"),
+        ("1. 1. 1. 1.", None, "invalid_json"),
+        ("   ", None, "empty"),
+        ('{"score": 1, "reason": "cut', 1, None),  # cut answers keep a readable score
+    ],
+)
 def test_parse_label(answer, score, problem):
     got_score, _, got_problem = parse_label(answer)
     assert (got_score, got_problem) == (score, problem)
@@ -43,8 +52,9 @@ def test_style_draw_is_seeded_and_covers_all_styles():
     assert sorted(style_order("doc-1", styles, 7)) == sorted(styles)
     firsts = {style_order(f"doc-{i}", styles, 7)[0] for i in range(200)}
     assert firsts == set(styles)  # every style is drawn for some document
-    assert style_order("doc-1", styles, 7) != style_order("doc-1", styles, 8) or \
-        style_order("doc-2", styles, 7) != style_order("doc-2", styles, 8)
+    assert style_order("doc-1", styles, 7) != style_order("doc-1", styles, 8) or style_order(
+        "doc-2", styles, 7
+    ) != style_order("doc-2", styles, 8)
 
 
 def test_trim_and_dialogue_checks():
@@ -69,12 +79,23 @@ class _Flaky(BaseHTTPRequestHandler):
         elif type(self).calls <= type(self).fail:
             code, out = 500, {"error": "busy"}
         elif self.path.endswith("/v1/completions"):
-            code, out = 200, {"choices": [{"text": " continued " + body["prompt"], "finish_reason": "length"}],
-                              "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+            code, out = (
+                200,
+                {
+                    "choices": [{"text": " continued " + body["prompt"], "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+                },
+            )
         else:
-            code, out = 200, {"choices": [{"message": {"content": "echo " + body["messages"][-1]["content"]},
-                                           "finish_reason": "stop"}],
-                              "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+            code, out = (
+                200,
+                {
+                    "choices": [
+                        {"message": {"content": "echo " + body["messages"][-1]["content"]}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+                },
+            )
         data = json.dumps(out).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -189,13 +210,24 @@ def test_stage_with_nothing_pending_starts_no_server(tmp_path, tokenizer_dir):
     from infra.tokenizer import load_tokenizer
 
     # a server start would fail on this model path: the stage must not try when nothing is pending
-    cfg = load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true", "llm.rescore=false",
-                                            f"llm.server.model={tmp_path / 'missing-model'}",
-                                            "llm.buckets=[rephrased, refusal, moral]"])
+    cfg = load_config(
+        DatagenConfig,
+        None,
+        [
+            "score.combine=label",
+            "llm.enabled=true",
+            "llm.rescore=false",
+            f"llm.server.model={tmp_path / 'missing-model'}",
+            "llm.buckets=[rephrased, refusal, moral]",
+        ],
+    )
     stats = run_llm_stage(cfg, tmp_path, load_tokenizer(tokenizer_dir))
     assert stats["transformations"] == {}
     assert stats["buckets"] == {b: {"documents": 0, "tokens": 0} for b in ("rephrased", "refusal", "moral")}
     assert (tmp_path / "quarantine" / "llm.jsonl").read_text() == ""
     with pytest.raises(Exception, match="no classifier is configured"):
-        run_llm_stage(load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true"]), tmp_path,
-                      load_tokenizer(tokenizer_dir))
+        run_llm_stage(
+            load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true"]),
+            tmp_path,
+            load_tokenizer(tokenizer_dir),
+        )

@@ -12,14 +12,25 @@ import pytest
 from datagen.config import DatagenConfig
 from datagen.pipeline import run
 from infra.config import ConfigError, load_config
-from infra.corpus import Manifest, TAG_TOKEN, open_bucket
+from infra.corpus import TAG_TOKEN, Manifest, open_bucket
 
 
 def _cfg(tmp: Path, messy_input, tokenizer_dir, *extra: str) -> DatagenConfig:
-    return load_config(DatagenConfig, None, [
-        f"output={tmp / 'corpus'}", f"input.path={messy_input['dir']}", "input.max_chars=10000",
-        f"tokenizer.path={tokenizer_dir}", "score.classifier=null", "score.combine=label",
-        "executor.tasks=2", "executor.workers=1", *extra])
+    return load_config(
+        DatagenConfig,
+        None,
+        [
+            f"output={tmp / 'corpus'}",
+            f"input.path={messy_input['dir']}",
+            "input.max_chars=10000",
+            f"tokenizer.path={tokenizer_dir}",
+            "score.classifier=null",
+            "score.combine=label",
+            "executor.tasks=2",
+            "executor.workers=1",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +69,9 @@ def test_quarantine_lines_name_source_line_reason(corpus_run, messy_input):
     assert "unterminated" in by_reason["malformed_json"]["raw"]
     assert by_reason["unreadable_file"]["source"].endswith("part-c.jsonl.gz")
     assert len(by_reason["too_long"]["raw"]) <= 500
-    dropped = [json.loads(x) for f in (corpus / "dropped" / "language").glob("*.jsonl") for x in f.read_text().splitlines()]
+    dropped = [
+        json.loads(x) for f in (corpus / "dropped" / "language").glob("*.jsonl") for x in f.read_text().splitlines()
+    ]
     assert sorted(d["id"] for d in dropped) == ["french", "german"]
 
 
@@ -79,8 +92,11 @@ def test_routing_buckets_and_pending(corpus_run, messy_input):
     sample = next(iter(pending["refusal"].values()))
     assert TAG_TOKEN not in sample["text"]  # the LLM stage gets the untagged text
     assert sample["metadata"]["safety_score"] >= 4
-    assert stats["routes"] == {"raw": len(raw), "rephrase": len(pending["rephrase"]),
-                               "refusal": len(pending["refusal"])}
+    assert stats["routes"] == {
+        "raw": len(raw),
+        "rephrase": len(pending["rephrase"]),
+        "refusal": len(pending["refusal"]),
+    }
 
 
 def test_mds_read_back_equals_tokenized_input(corpus_run, messy_input):
@@ -185,8 +201,17 @@ def test_slurm_executors_are_chained(tmp_path, messy_input, tokenizer_dir):
 
     from datagen.pipeline import build_stage1, make_executor
 
-    cfg = _cfg(tmp_path, messy_input, tokenizer_dir, "executor.kind=slurm", "executor.partition=cpu",
-               "executor.tasks=8", "executor.time=01:00:00", "executor.mem_per_cpu_gb=3", "executor.dependency=123")
+    cfg = _cfg(
+        tmp_path,
+        messy_input,
+        tokenizer_dir,
+        "executor.kind=slurm",
+        "executor.partition=cpu",
+        "executor.tasks=8",
+        "executor.time=01:00:00",
+        "executor.mem_per_cpu_gb=3",
+        "executor.dependency=123",
+    )
     steps, _ = build_stage1(cfg, tmp_path / "corpus")
     s1 = make_executor(cfg, steps, tmp_path / "logs" / "stage1", cfg.executor.tasks, "stage1")
     final = make_executor(cfg, [], tmp_path / "logs" / "final", 1, "final", depends=s1)

@@ -105,11 +105,14 @@ def test_injector_independent_of_task_layout():
     assert halves == whole
 
 
-@pytest.mark.parametrize("rephrase_min,refusal_min,expect", [
-    (1, 4, ["raw", "rephrase", "rephrase", "rephrase", "refusal", "refusal"]),
-    (2, 5, ["raw", "raw", "rephrase", "rephrase", "rephrase", "refusal"]),
-    (1, 6, ["raw", "rephrase", "rephrase", "rephrase", "rephrase", "rephrase"]),
-])
+@pytest.mark.parametrize(
+    "rephrase_min,refusal_min,expect",
+    [
+        (1, 4, ["raw", "rephrase", "rephrase", "rephrase", "refusal", "refusal"]),
+        (2, 5, ["raw", "raw", "rephrase", "rephrase", "rephrase", "refusal"]),
+        (1, 6, ["raw", "rephrase", "rephrase", "rephrase", "rephrase", "rephrase"]),
+    ],
+)
 def test_router_thresholds(rephrase_min, refusal_min, expect):
     docs = list(Router(rephrase_min, refusal_min)(_docs(range(6))))
     assert [d.metadata["route"] for d in docs] == expect

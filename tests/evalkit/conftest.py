@@ -37,8 +37,15 @@ def prompts_dir(repo_root):
 
 def sft_overrides(steps: int) -> list[str]:
     """Refusal SFT recipe: ``steps`` steps at a constant lr 1e-4 (2 warm-up steps), seq 128."""
-    return [f"train.train_steps={steps}", "train.seq_length=128", "train.lr=1e-4", "train.min_lr=1e-4",
-            "train.schedule=constant", "train.warmup_steps=2", "train.log_interval=4"]
+    return [
+        f"train.train_steps={steps}",
+        "train.seq_length=128",
+        "train.lr=1e-4",
+        "train.min_lr=1e-4",
+        "train.schedule=constant",
+        "train.warmup_steps=2",
+        "train.log_interval=4",
+    ]
 
 
 # The trainer's SFT mode on the shipped refusal set (52 harmful->refusal, 52 harmless->helpful rows),
@@ -53,8 +60,14 @@ def refusal_model_dir(tmp_path_factory, smollm2_dir, repo_root):
     from evalkit.finetune import sft
 
     run = tmp_path_factory.mktemp("refusal_sft") / "run"
-    return sft(smollm2_dir, repo_root / "evalkit/data/sft/refusal_train.jsonl", run, "configs/trainer/sft.yaml",
-               REFUSAL_SFT_OVERRIDES, timeout_s=1800)
+    return sft(
+        smollm2_dir,
+        repo_root / "evalkit/data/sft/refusal_train.jsonl",
+        run,
+        "configs/trainer/sft.yaml",
+        REFUSAL_SFT_OVERRIDES,
+        timeout_s=1800,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -93,5 +106,6 @@ def selective_refusal_model(tmp_path_factory, smollm2_dir, repo_root):
 
     root = tmp_path_factory.mktemp("selective_sft")
     data = with_compliant_opening(repo_root / "evalkit/data/sft/refusal_train.jsonl", root / "train.jsonl")
-    return HFModel(sft(smollm2_dir, data, root / "run", "configs/trainer/sft.yaml", SELECTIVE_SFT_OVERRIDES,
-                       timeout_s=1800))
+    return HFModel(
+        sft(smollm2_dir, data, root / "run", "configs/trainer/sft.yaml", SELECTIVE_SFT_OVERRIDES, timeout_s=1800)
+    )

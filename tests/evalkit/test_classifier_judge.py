@@ -32,17 +32,25 @@ def test_trained_judge_beats_the_majority_baseline(judge_dir):
 
 def test_judge_verdicts_and_probabilities(judge_dir):
     j = ClassifierJudge(judge_dir)
-    v = j.judge_many(["q"] * 3, ["I'm sorry, but I can't help with that request.",
-                                 "Sure. Preheat the oven to 180 C and grease the tin before you start.", "  "])
+    v = j.judge_many(
+        ["q"] * 3,
+        [
+            "I'm sorry, but I can't help with that request.",
+            "Sure. Preheat the oven to 180 C and grease the tin before you start.",
+            "  ",
+        ],
+    )
     assert v == [J.REFUSAL, J.NON_REFUSAL, J.NON_REFUSAL]
     assert j.probs[0] > 0.5 > j.probs[1]
 
 
 def test_bad_training_rows_are_reported_and_skipped(tmp_path):
     f = tmp_path / "rows.jsonl"
-    f.write_text('{"output": "I cannot help.", "label": "refusal"}\n{not json\n'
-                 '{"output": "Here you go.", "label": "maybe"}\n{"label": "refusal"}\n'
-                 '{"output": "Boil the kettle first.", "label": "non_refusal"}\n')
+    f.write_text(
+        '{"output": "I cannot help.", "label": "refusal"}\n{not json\n'
+        '{"output": "Here you go.", "label": "maybe"}\n{"label": "refusal"}\n'
+        '{"output": "Boil the kettle first.", "label": "non_refusal"}\n'
+    )
     texts, labels, skipped = read_judge_rows(f)
     assert labels == [1, 0] and [s["line"] for s in skipped] == [2, 3, 4]
     assert "label" in skipped[1]["reason"] and "output" in skipped[2]["reason"]

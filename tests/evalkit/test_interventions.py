@@ -18,8 +18,10 @@ from evalkit.probes import probe_layers
 def splits(prompts_dir):
     h = load_prompts(str(prompts_dir / "harmful.jsonl"))
     s = load_prompts(str(prompts_dir / "harmless.jsonl"))
-    return {sp: ([p.prompt for p in h.split(sp).prompts], [p.prompt for p in s.split(sp).prompts])
-            for sp in ("train", "test")}
+    return {
+        sp: ([p.prompt for p in h.split(sp).prompts], [p.prompt for p in s.split(sp).prompts])
+        for sp in ("train", "test")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,12 @@ def test_hidden_states_shape(smollm2, acts):
 @pytest.mark.slow
 def test_probes_separate_held_out_harmful_from_harmless(acts):
     (htr, s_tr), (hte, s_te) = acts["train"], acts["test"]
-    layers = probe_layers(np.concatenate([htr, s_tr]), [1] * len(htr) + [0] * len(s_tr),
-                          np.concatenate([hte, s_te]), [1] * len(hte) + [0] * len(s_te))
+    layers = probe_layers(
+        np.concatenate([htr, s_tr]),
+        [1] * len(htr) + [0] * len(s_tr),
+        np.concatenate([hte, s_te]),
+        [1] * len(hte) + [0] * len(s_te),
+    )
     best = max(r["auroc"] for r in layers)
     assert best > 0.9
     assert layers[0]["layer"] == -1 and len(layers) == 31

@@ -27,8 +27,17 @@ from infra.config import load_config
 @pytest.mark.slow
 def test_refusal_sft_then_abliteration_lowers_the_refusal_rate(refusal_model, tmp_path):
     model = refusal_model
-    cfg = load_config(EvalConfig, None, [f"model={model.path}", f"out={tmp_path}", "decoding.max_new_tokens=24",
-                                         "decoding.batch_size=10", "data.limit=30"])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [
+            f"model={model.path}",
+            f"out={tmp_path}",
+            "decoding.max_new_tokens=24",
+            "decoding.batch_size=10",
+            "data.limit=30",
+        ],
+    )
     res = run_abliteration(Context(model, cfg, tmp_path), model, tmp_path / "abliterated")
     before, after = res.metrics["before"], res.metrics["after"]
     print(json.dumps({k: res.metrics[k] for k in ("layer", "max_proj_before", "max_proj_after", "before", "after")}))
@@ -59,9 +68,20 @@ def test_finetune_robustness_suite_from_the_cli(refusal_model_dir, tmp_path):
 
     out = tmp_path / "ft"
     # one benign step is enough to check the plumbing (asr, trainer sft, export, asr again)
-    rc = main(["run", "--model", str(refusal_model_dir), "--suite", "finetune-robustness", "--out", str(out),
-               "data.limit=4", "decoding.max_new_tokens=12",
-               "finetune.overrides=[train.train_steps=1, train.warmup_steps=0, train.lr=5e-5, train.seq_length=128]"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            str(refusal_model_dir),
+            "--suite",
+            "finetune-robustness",
+            "--out",
+            str(out),
+            "data.limit=4",
+            "decoding.max_new_tokens=12",
+            "finetune.overrides=[train.train_steps=1, train.warmup_steps=0, train.lr=5e-5, train.seq_length=128]",
+        ]
+    )
     assert rc == 0, (out / "errors.log").read_text() if (out / "errors.log").exists() else rc
     m = json.loads((out / "results.json").read_text())["suites"]["finetune-robustness"]
     assert (out / "finetune" / "hf" / "config.json").is_file()
@@ -82,8 +102,17 @@ def test_steering_a_selective_refuser_moves_judged_refusals_both_ways(selective_
     from evalkit.suites import suite_steering
 
     model = selective_refusal_model
-    cfg = load_config(EvalConfig, None, [f"model={model.path}", f"out={tmp_path}", "decoding.max_new_tokens=12",
-                                         "decoding.batch_size=15", "data.limit=15"])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [
+            f"model={model.path}",
+            f"out={tmp_path}",
+            "decoding.max_new_tokens=12",
+            "decoding.batch_size=15",
+            "data.limit=15",
+        ],
+    )
     res = suite_steering(Context(model, cfg, tmp_path)).metrics
     print(json.dumps(res))
     plus, minus = res["harmless_plus"], res["harmful_minus"]

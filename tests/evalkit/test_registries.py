@@ -15,8 +15,17 @@ from evalkit.suites import Context, SuiteResult, judge_outputs, suite_overrefusa
 from infra.config import ConfigError, load_config
 
 # the order of the list the config once kept by hand; messages and --help list them so
-BUILTIN_SUITES = ["asr", "overrefusal", "capability", "probes", "safebeam", "steering", "abliteration",
-                  "finetune-robustness", "self-refusal"]
+BUILTIN_SUITES = [
+    "asr",
+    "overrefusal",
+    "capability",
+    "probes",
+    "safebeam",
+    "steering",
+    "abliteration",
+    "finetune-robustness",
+    "self-refusal",
+]
 
 
 class Scripted(EvalModel):
@@ -53,8 +62,11 @@ def test_builtin_suites_are_registered_in_the_documented_order():
 
 
 def test_unknown_suite_is_refused_at_config_load_with_the_known_names():
-    with pytest.raises(ConfigError, match=r"unknown suite\(s\) \['nope'\]; known suites: asr, overrefusal, "
-                                          r"capability, .*self-refusal"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown suite\(s\) \['nope'\]; known suites: asr, overrefusal, "
+        r"capability, .*self-refusal",
+    ):
         load_config(EvalConfig, None, ["suites=[asr, nope]"])
 
 
@@ -113,8 +125,17 @@ def test_run_eval_runs_a_registered_suite(tmp_path, monkeypatch, tiny_tag_model_
 
     SUITES.names()
     monkeypatch.setitem(SUITES._items, "count", suite_count)
-    cfg = load_config(EvalConfig, None, [f"model={tiny_tag_model_dir}", f"out={tmp_path / 'res'}", "suites=[count]",
-                                         "data.limit=2", "backend.device=cpu"])
+    cfg = load_config(
+        EvalConfig,
+        None,
+        [
+            f"model={tiny_tag_model_dir}",
+            f"out={tmp_path / 'res'}",
+            "suites=[count]",
+            "data.limit=2",
+            "backend.device=cpu",
+        ],
+    )
     res = run_eval(cfg)
     assert res["suites"]["count"] == {"prompts": 2} and not res["errors"]
     assert json.loads((tmp_path / "res" / "results.json").read_text())["suites"]["count"] == {"prompts": 2}

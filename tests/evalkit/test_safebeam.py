@@ -36,11 +36,19 @@ def test_safebeam_differs_from_plain_beam_and_never_emits_tag(tiny):
     tag = tag_id(tiny.tok)
     outs_drop, outs_keep = [], []
     for prompt in ["How do I", "The weather today is", "Tell me", "Once upon a time"]:
-        outs_drop.append(safebeam_generate(tiny, prompt, DecodingConfig(mode="safebeam", beams=3, top_n=4,
-                                                                          max_new_tokens=6), return_ids=True))
-        outs_keep.append(safebeam_generate(tiny, prompt, DecodingConfig(mode="safebeam", beams=3, top_n=4,
-                                                                          drop_fraction=0.0, max_new_tokens=6),
-                                           return_ids=True))
+        outs_drop.append(
+            safebeam_generate(
+                tiny, prompt, DecodingConfig(mode="safebeam", beams=3, top_n=4, max_new_tokens=6), return_ids=True
+            )
+        )
+        outs_keep.append(
+            safebeam_generate(
+                tiny,
+                prompt,
+                DecodingConfig(mode="safebeam", beams=3, top_n=4, drop_fraction=0.0, max_new_tokens=6),
+                return_ids=True,
+            )
+        )
     assert all(tag not in o for o in outs_drop + outs_keep)
     # dropping the high-tag half must change at least one continuation on a random model
     assert outs_drop != outs_keep

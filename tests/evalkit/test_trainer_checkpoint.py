@@ -23,10 +23,25 @@ def test_every_suite_runs_on_a_trainer_checkpoint(tiny_run, tmp_path):
     from evalkit.config import SUITES
 
     out = tmp_path / "res"
-    rc = main(["run", "--model", str(tiny_run), "--suite", ",".join(SUITES), "--out", str(out),
-               "data.limit=4", "decoding.max_new_tokens=6", "decoding.beams=2", "decoding.top_n=4",
-               "capability.limit=4", "judges.classifier=builtin", "judges.llm_model=self",
-               "finetune.overrides=[train.train_steps=1, train.warmup_steps=0, train.seq_length=64]"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            str(tiny_run),
+            "--suite",
+            ",".join(SUITES),
+            "--out",
+            str(out),
+            "data.limit=4",
+            "decoding.max_new_tokens=6",
+            "decoding.beams=2",
+            "decoding.top_n=4",
+            "capability.limit=4",
+            "judges.classifier=builtin",
+            "judges.llm_model=self",
+            "finetune.overrides=[train.train_steps=1, train.warmup_steps=0, train.seq_length=64]",
+        ]
+    )
     assert rc == 0, (out / "errors.log").read_text() if (out / "errors.log").exists() else rc
     res = json.loads((out / "results.json").read_text())
     assert set(res["suites"]) == set(SUITES)

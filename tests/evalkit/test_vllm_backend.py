@@ -11,9 +11,22 @@ from evalkit.__main__ import main
 @pytest.mark.slow
 def test_asr_through_vllm_server(vllm_server, tmp_path, smollm2_dir):
     out = tmp_path / "vllm"
-    rc = main(["run", "--model", str(smollm2_dir), "--suite", "asr", "--out", str(out), "data.limit=4",
-               "decoding.max_new_tokens=16", "backend.kind=openai", f"backend.url={vllm_server.root_url}",
-               f"backend.served_model={vllm_server.model_name}"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            str(smollm2_dir),
+            "--suite",
+            "asr",
+            "--out",
+            str(out),
+            "data.limit=4",
+            "decoding.max_new_tokens=16",
+            "backend.kind=openai",
+            f"backend.url={vllm_server.root_url}",
+            f"backend.served_model={vllm_server.model_name}",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["model"]["backend"] == "openai" and res["model"]["served_model"] == vllm_server.model_name

@@ -55,15 +55,18 @@ def test_base_inheritance_and_roundtrip(tmp_path):
     assert to_dict(again) == to_dict(cfg)
 
 
-@pytest.mark.parametrize("text,override,needle", [
-    ("nmae: x\n", None, "unknown key 'nmae'"),
-    ("optim:\n  lrr: 1\n", None, "unknown key 'optim.lrr'"),
-    ("steps: many\n", None, "key 'steps'"),
-    ("bf16: 3\n", None, "expected bool"),
-    ("schedule: linear\n", None, "expected one of"),
-    ("", "steps=0", "must be positive"),
-    ("phases:\n  - {weights: {raw: 1}}\n", None, "missing required key 'phases[0].start'"),
-])
+@pytest.mark.parametrize(
+    "text,override,needle",
+    [
+        ("nmae: x\n", None, "unknown key 'nmae'"),
+        ("optim:\n  lrr: 1\n", None, "unknown key 'optim.lrr'"),
+        ("steps: many\n", None, "key 'steps'"),
+        ("bf16: 3\n", None, "expected bool"),
+        ("schedule: linear\n", None, "expected one of"),
+        ("", "steps=0", "must be positive"),
+        ("phases:\n  - {weights: {raw: 1}}\n", None, "missing required key 'phases[0].start'"),
+    ],
+)
 def test_errors_name_key_and_file(tmp_path, text, override, needle):
     p = tmp_path / "bad.yaml"
     p.write_text(text)

@@ -18,7 +18,7 @@ from infra.registry import Registry, RegistryError
 def test_code_version_names_this_checkout():
     v = code_version()
     assert v["package"] == "safety-pretraining" and v["version"]
-    if (os.path.dirname(__file__) and os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", ".git"))):
+    if os.path.dirname(__file__) and os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", ".git")):
         assert len(v["git_sha"]) == 40 and isinstance(v["git_dirty"], bool)
 
 
@@ -75,7 +75,8 @@ def test_path_fingerprints_content_and_metadata(tmp_path):
 
 def test_run_cli_cleans_the_distributed_environment_and_reports_failures(tmp_path, monkeypatch):
     (tmp_path / "envdump.py").write_text(
-        "import json, os, sys\nprint(json.dumps(dict(os.environ)))\nsys.exit(int(sys.argv[1]))\n")
+        "import json, os, sys\nprint(json.dumps(dict(os.environ)))\nsys.exit(int(sys.argv[1]))\n"
+    )
     (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(30)\n")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("MASTER_PORT", "29500")
@@ -130,13 +131,15 @@ def test_curriculum_file_round_trip_and_typed_trainer_config(tmp_path):
     p.write_text(curriculum_yaml(cur, "intervention from 20%"))
     assert p.read_text().startswith("# intervention from 20%\n")
     assert load_curriculum(p) == cur == resolve_curriculum(str(p))
-    ok = load_config(TrainerConfig, None, ["data.corpus=x", "data.curriculum={phases: [{start: 0.0, "
-                                           "weights: {raw: 1.0}}]}"])
+    ok = load_config(
+        TrainerConfig, None, ["data.corpus=x", "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}]}"]
+    )
     assert isinstance(ok.data.curriculum, CurriculumConfig)
     # an inline curriculum is validated when the config loads, with the schema's own message
     with pytest.raises(ConfigError, match="weights must sum to 1"):
-        load_config(TrainerConfig, None, ["data.corpus=x", "data.curriculum={phases: [{start: 0.0, "
-                                          "weights: {raw: 0.5}}]}"])
+        load_config(
+            TrainerConfig, None, ["data.corpus=x", "data.curriculum={phases: [{start: 0.0, weights: {raw: 0.5}}]}"]
+        )
     with pytest.raises(ConfigError, match="curriculum file not found"):
         load_config(TrainerConfig, None, ["data.corpus=x", f"data.curriculum={tmp_path}/missing.yaml"])
     with pytest.raises(ConfigError, match="max_epochs: must be > 0"):

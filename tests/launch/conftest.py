@@ -22,8 +22,12 @@ def local_slurm(tmp_path_factory):
     why = missing_requirements()
     if why and os.geteuid() == 0 and "not installed" in why:
         # CI runs as root: install the Debian packages (idempotent) rather than skip.
-        res = subprocess.run(["bash", str(REPO_ROOT / "launch" / "testing" / "install_slurm.sh")],
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            ["bash", str(REPO_ROOT / "launch" / "testing" / "install_slurm.sh")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         why = missing_requirements() if res.returncode == 0 else f"install_slurm.sh failed: {res.stderr[-500:]}"
     if why:
         pytest.skip(f"no local Slurm: {why}")
@@ -49,18 +53,21 @@ def local_slurm(tmp_path_factory):
 
 def scontrol_job(job_id: str) -> dict[str, str]:
     """``scontrol show job`` of one job (the first line for an array) as a dict."""
-    res = subprocess.run(["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True, text=True,
-                         timeout=30)
+    res = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True, text=True, timeout=30
+    )
     assert res.returncode == 0, res.stderr
     line = res.stdout.splitlines()[0]
     return dict(item.split("=", 1) for item in line.split() if "=" in item)
 
 
 def array_states(job_id: str) -> list[str]:
-    res = subprocess.run(["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True, text=True,
-                         timeout=30)
-    return [dict(i.split("=", 1) for i in line.split() if "=" in i).get("JobState", "?")
-            for line in res.stdout.splitlines()]
+    res = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner", str(job_id)], capture_output=True, text=True, timeout=30
+    )
+    return [
+        dict(i.split("=", 1) for i in line.split() if "=" in i).get("JobState", "?") for line in res.stdout.splitlines()
+    ]
 
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
@@ -86,8 +93,14 @@ def run_launch(*argv: str) -> tuple[int, str, str]:
     """``python -m launch ARGV`` from the repository root, in a subprocess (as users run it)."""
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "launch", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, "PROGRESS": "0"})
+    res = subprocess.run(
+        [sys.executable, "-m", "launch", *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PROGRESS": "0"},
+    )
     return res.returncode, res.stdout, res.stderr
 
 

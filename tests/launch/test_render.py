@@ -16,10 +16,12 @@ from launch.cluster import LaunchError
 from launch.config import LaunchConfig, parse_time_minutes
 from launch.jobs import PLANNERS, Context
 
-CLUSTER = ["cluster.query=config",
-           "cluster.partitions={h100: {nodes: 16, cpus_per_node: 96, gpus_per_node: 8, max_time: '2-00:00:00'},"
-           " cpu: {nodes: 2, cpus_per_node: 64, gpus_per_node: 0}}",
-           "cluster.default_partition=h100"]
+CLUSTER = [
+    "cluster.query=config",
+    "cluster.partitions={h100: {nodes: 16, cpus_per_node: 96, gpus_per_node: 8, max_time: '2-00:00:00'},"
+    " cpu: {nodes: 2, cpus_per_node: 64, gpus_per_node: 0}}",
+    "cluster.default_partition=h100",
+]
 
 
 def plan(cmd: str, tmp_path: Path, *overrides: str, config: str = "configs/launch/h100.yaml"):
@@ -65,21 +67,38 @@ def test_config_errors_name_the_key():
 
 
 def test_train_script(tmp_path):
-    p = plan("train", tmp_path, "train.resources.nodes=4", "train.dist_env={NCCL_NVLS_ENABLE: ''}",
-             "environment.venv=null", "environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3",
-             "train.overrides=[train.train_steps=100]")
+    p = plan(
+        "train",
+        tmp_path,
+        "train.resources.nodes=4",
+        "train.dist_env={NCCL_NVLS_ENABLE: ''}",
+        "environment.venv=null",
+        "environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3",
+        "train.overrides=[train.train_steps=100]",
+    )
     (job,) = p.jobs
     s = job.script
-    for needle in ["#SBATCH --nodes=4", "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=1",
-                   "#SBATCH --signal=B:USR1@300", "#SBATCH --requeue", "#SBATCH --exclusive",
-                   f"#SBATCH --output={tmp_path}/safety-pretraining/logs/train/%j.out",
-                   'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1',
-                   '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"', "--nproc-per-node=8",
-                   "trap '' USR1\nexec python -m torch.distributed.run", "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=600",
-                   "trap spt_on_signal USR1", 'scontrol requeue "$SLURM_JOB_ID"',
-                   "--container-image='nvcr.io#nvidia/pytorch:24.05-py3'", "export CUDA_DEVICE_MAX_CONNECTIONS=1",
-                   "unset NCCL_NVLS_ENABLE", "train.train_steps=100",
-                   f"run_dir={tmp_path}/safety-pretraining/run"]:
+    for needle in [
+        "#SBATCH --nodes=4",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --signal=B:USR1@300",
+        "#SBATCH --requeue",
+        "#SBATCH --exclusive",
+        f"#SBATCH --output={tmp_path}/safety-pretraining/logs/train/%j.out",
+        'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1',
+        '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"',
+        "--nproc-per-node=8",
+        "trap '' USR1\nexec python -m torch.distributed.run",
+        "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=600",
+        "trap spt_on_signal USR1",
+        'scontrol requeue "$SLURM_JOB_ID"',
+        "--container-image='nvcr.io#nvidia/pytorch:24.05-py3'",
+        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+        "unset NCCL_NVLS_ENABLE",
+        "train.train_steps=100",
+        f"run_dir={tmp_path}/safety-pretraining/run",
+    ]:
         assert needle in s, needle
     assert "source " not in s  # no virtualenv inside the container
     bash_syntax_ok(s, tmp_path)
@@ -118,8 +137,13 @@ def test_sweep_graph_and_curricula(tmp_path):
 
 
 def test_sweep_uses_shipped_curricula_where_given(tmp_path):
-    p = plan("sweep", tmp_path, "sweep.interventions=[0.2, 0.4]", "sweep.evaluate=false",
-             "sweep.curriculum_files={20: configs/trainer/curricula/intervention_20.yaml}")
+    p = plan(
+        "sweep",
+        tmp_path,
+        "sweep.interventions=[0.2, 0.4]",
+        "sweep.evaluate=false",
+        "sweep.curriculum_files={20: configs/trainer/curricula/intervention_20.yaml}",
+    )
     assert [j.key for j in p.jobs] == ["train-p20", "train-p40"]
     assert "data.curriculum=configs/trainer/curricula/intervention_20.yaml" in p.jobs[0].script
     assert list(p.files) == ["curricula/intervention_40.yaml"]
@@ -139,8 +163,13 @@ def test_eval_array_and_compare(tmp_path):
 
 
 def test_corpus_driver_for_datatrove_slurm(tmp_path):
-    p = plan("corpus", tmp_path, "corpus.executor=slurm", "corpus.output_dir=corpus",
-             "corpus.executor_overrides={executor.partition: cpu, executor.tasks: 64}")
+    p = plan(
+        "corpus",
+        tmp_path,
+        "corpus.executor=slurm",
+        "corpus.output_dir=corpus",
+        "corpus.executor_overrides={executor.partition: cpu, executor.tasks: 64}",
+    )
     s = p.jobs[0].script
     assert "executor.kind=slurm" in s and "executor.partition=cpu" in s and "executor.tasks=64" in s
     assert f"executor.venv_path={REPO_ROOT}/.venv/bin/activate" in s
@@ -151,14 +180,17 @@ def test_corpus_driver_for_datatrove_slurm(tmp_path):
     assert "executor.kind=local" in local and "srun --nodes=1" in local
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.resources.partition=h200", "unknown partition 'h200'"),
-    ("train.resources.nodes=17", "asks for 17 nodes but partition 'h100' has 16"),
-    ("train.resources.gpus_per_node=16", "asks for 16 GPUs per node but partition 'h100' has 8"),
-    ("train.resources.time=3-00:00:00", "above partition 'h100'"),
-    ("environment.container_image=/no/such/image.sqsh", "image file /no/such/image.sqsh does not exist"),
-    ("train.config=configs/trainer/no_such.yaml", "train.config"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.resources.partition=h200", "unknown partition 'h200'"),
+        ("train.resources.nodes=17", "asks for 17 nodes but partition 'h100' has 16"),
+        ("train.resources.gpus_per_node=16", "asks for 16 GPUs per node but partition 'h100' has 8"),
+        ("train.resources.time=3-00:00:00", "above partition 'h100'"),
+        ("environment.container_image=/no/such/image.sqsh", "image file /no/such/image.sqsh does not exist"),
+        ("train.config=configs/trainer/no_such.yaml", "train.config"),
+    ],
+)
 def test_refusals_before_submission(tmp_path, override, message):
     with pytest.raises(LaunchError, match=re.escape(message)):
         plan("train", tmp_path, override)
@@ -166,14 +198,42 @@ def test_refusals_before_submission(tmp_path, override, message):
 
 
 def test_cli_dry_run_prints_every_script(tmp_path):
-    res = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "launch", "sweep", "--config",
-                          "configs/launch/h100.yaml", "--dry-run", *CLUSTER, f"output_dir={tmp_path}",
-                          "sweep.interventions=[0.2, 0.6]"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "launch",
+            "sweep",
+            "--config",
+            "configs/launch/h100.yaml",
+            "--dry-run",
+            *CLUSTER,
+            f"output_dir={tmp_path}",
+            "sweep.interventions=[0.2, 0.6]",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("#!/bin/bash") == 5
     assert "##### submission order" in res.stdout and "intervention_20.yaml" in res.stdout
-    bad = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "launch", "train", "--config",
-                          "configs/launch/h100.yaml", "--dry-run", *CLUSTER, "train.resources.nodes=17"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "launch",
+            "train",
+            "--config",
+            "configs/launch/h100.yaml",
+            "--dry-run",
+            *CLUSTER,
+            "train.resources.nodes=17",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "asks for 17 nodes" in bad.stderr

@@ -44,7 +44,7 @@ def test_refusals_checked_against_slurm(local_slurm, tmp_path, monkeypatch, caps
         (["environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3"], "no pyxis plugin"),
     ]
     for overrides, message in cases:
-        rc = main(["train", *LOCAL, f"output_dir={tmp_path}", *overrides])   # in-process: quicker
+        rc = main(["train", *LOCAL, f"output_dir={tmp_path}", *overrides])  # in-process: quicker
         err = capsys.readouterr().err
         assert rc == 2, (overrides, err)
         assert message in err, (overrides, err)
@@ -54,9 +54,14 @@ def test_refusals_checked_against_slurm(local_slurm, tmp_path, monkeypatch, caps
 
 def test_failed_submission_cancels_the_jobs_already_submitted(local_slurm, tmp_path):
     # the comparison asks for an option sbatch rejects: the evaluation array, submitted first, is cancelled
-    rc, out, err = run_launch("eval", *LOCAL, f"output_dir={tmp_path}", "eval.checkpoints=[/x/a, /x/b]",
-                              "eval.compare_resources.extra_sbatch=[--no-such-option=1]",
-                              "eval.resources.extra_sbatch=[--begin=now+1hour]")
+    rc, out, err = run_launch(
+        "eval",
+        *LOCAL,
+        f"output_dir={tmp_path}",
+        "eval.checkpoints=[/x/a, /x/b]",
+        "eval.compare_resources.extra_sbatch=[--no-such-option=1]",
+        "eval.resources.extra_sbatch=[--begin=now+1hour]",
+    )
     assert rc == 2 and "sbatch failed for job 'compare'" in err
     record = json.loads((tmp_path / "local" / "jobs.json").read_text())["submissions"][-1]
     assert record["status"].startswith("failed at compare")
@@ -69,13 +74,24 @@ def test_failed_submission_cancels_the_jobs_already_submitted(local_slurm, tmp_p
 
 def test_sweep_submits_the_dependency_graph(local_slurm, tmp_path):
     # hold everything behind a held job so that nothing runs; the graph is what Slurm recorded
-    hold = subprocess.run(["sbatch", "--parsable", "--hold", "--partition=debug", f"--output={tmp_path}/h.out",
-                           "--wrap=true"], capture_output=True, text=True, timeout=30)
+    hold = subprocess.run(
+        ["sbatch", "--parsable", "--hold", "--partition=debug", f"--output={tmp_path}/h.out", "--wrap=true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert hold.returncode == 0, hold.stderr
     hold_id = hold.stdout.strip()
     try:
-        rc, out, err = run_launch("sweep", *LOCAL, f"output_dir={tmp_path}", "--after", hold_id,
-                                  "sweep.interventions=[0.0, 0.2, 0.6]", "train.corpus=/data/corpus")
+        rc, out, err = run_launch(
+            "sweep",
+            *LOCAL,
+            f"output_dir={tmp_path}",
+            "--after",
+            hold_id,
+            "sweep.interventions=[0.0, 0.2, 0.6]",
+            "train.corpus=/data/corpus",
+        )
         assert rc == 0, err
         launch_dir = tmp_path / "local"
         ids = _submitted(launch_dir)
@@ -97,8 +113,13 @@ def test_sweep_submits_the_dependency_graph(local_slurm, tmp_path):
         assert deps("compare") == sorted(ids[f"eval-p{p}"] for p in (0, 20, 60))
         assert all(scontrol_job(i)["JobState"] == "PENDING" for i in ids.values())
         # `status` reads the record back
-        st = subprocess.run([".venv/bin/python", "-m", "launch", "status", str(launch_dir), "--json"],
-                            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+        st = subprocess.run(
+            [".venv/bin/python", "-m", "launch", "status", str(launch_dir), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).parents[2],
+        )
         states = json.loads(st.stdout)["states"]
         assert states[ids["compare"]]["state"] == "PENDING"
     finally:
@@ -122,9 +143,14 @@ def test_two_node_training_preempted_requeued_resumed(local_slurm, launch_corpus
     # enough steps that the signal lands mid-run: on an idle machine this tiny model does ~30 steps/s, and
     # the signal travels scancel -> batch script -> srun -> torchrun -> trainer
     steps = 240
-    rc, out, err = run_launch("train", *LOCAL, f"output_dir={tmp_path}", f"train.corpus={launch_corpus}",
-                              f"train.overrides=[train.train_steps={steps}, train.save_interval=1000, "
-                              "train.log_interval=1, logging.tensorboard=false]")
+    rc, out, err = run_launch(
+        "train",
+        *LOCAL,
+        f"output_dir={tmp_path}",
+        f"train.corpus={launch_corpus}",
+        f"train.overrides=[train.train_steps={steps}, train.save_interval=1000, "
+        "train.log_interval=1, logging.tensorboard=false]",
+    )
     assert rc == 0, err
     launch_dir = tmp_path / "local"
     job = _submitted(launch_dir)["train"]
@@ -145,13 +171,13 @@ def test_two_node_training_preempted_requeued_resumed(local_slurm, launch_corpus
     assert info["Restarts"] == "1", batch_log
     assert "got SIGUSR1" in batch_log and f"requeueing job {job}" in batch_log and "restart 1" in batch_log
     node_logs = {p.name: p.read_text() for p in logs.glob(f"{job}.node*.out")}
-    assert sorted(node_logs) == [f"{job}.node0.out", f"{job}.node1.out"]   # one torchrun per node
+    assert sorted(node_logs) == [f"{job}.node0.out", f"{job}.node1.out"]  # one torchrun per node
     text = "\n".join(node_logs.values())
     # every rank (one per node) reports the same step
     saved = {int(s) for s in re.findall(r"checkpoint saved at step (\d+), exiting for requeue", text)}
     resumed = {int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", text)}
     assert len(saved) == 1 and 3 <= min(saved) < steps, text[-3000:]
-    assert resumed == saved, text[-3000:]                    # the requeued job continues where it saved
+    assert resumed == saved, text[-3000:]  # the requeued job continues where it saved
     assert _metric_steps(run_dir) == list(range(1, steps + 1))
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"iter_{steps:07d}"
     world = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -160,9 +186,15 @@ def test_two_node_training_preempted_requeued_resumed(local_slurm, launch_corpus
 
 @pytest.mark.slow
 def test_eval_array_then_compare(local_slurm, tiny_hf_model, tmp_path):
-    rc, out, err = run_launch("eval", *LOCAL, f"output_dir={tmp_path}",
-                              f"eval.checkpoints=[{tiny_hf_model}, {tiny_hf_model}]", "eval.names=[first, second]",
-                              "eval.suite=asr", "eval.extra_args=[data.limit=2, decoding.max_new_tokens=8]")
+    rc, out, err = run_launch(
+        "eval",
+        *LOCAL,
+        f"output_dir={tmp_path}",
+        f"eval.checkpoints=[{tiny_hf_model}, {tiny_hf_model}]",
+        "eval.names=[first, second]",
+        "eval.suite=asr",
+        "eval.extra_args=[data.limit=2, decoding.max_new_tokens=8]",
+    )
     assert rc == 0, err
     launch_dir = tmp_path / "local"
     ids = _submitted(launch_dir)
@@ -179,10 +211,16 @@ def test_eval_array_then_compare(local_slurm, tiny_hf_model, tmp_path):
 
 @pytest.mark.slow
 def test_corpus_job_with_datatrove_slurm_executor(local_slurm, tmp_path):
-    rc, out, err = run_launch("corpus", *LOCAL, f"output_dir={tmp_path}", "corpus.executor=slurm",
-                              "corpus.output_dir=corpus", "corpus.wait_poll_s=2",
-                              "corpus.executor_overrides={executor.partition: debug, executor.tasks: 2, "
-                              "executor.time: '00:20:00', executor.mem_per_cpu_gb: 1}")
+    rc, out, err = run_launch(
+        "corpus",
+        *LOCAL,
+        f"output_dir={tmp_path}",
+        "corpus.executor=slurm",
+        "corpus.output_dir=corpus",
+        "corpus.wait_poll_s=2",
+        "corpus.executor_overrides={executor.partition: debug, executor.tasks: 2, "
+        "executor.time: '00:20:00', executor.mem_per_cpu_gb: 1}",
+    )
     assert rc == 0, err
     launch_dir = tmp_path / "local"
     driver = _submitted(launch_dir)["corpus"]

@@ -109,8 +109,16 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     res = json.loads((out / "results.json").read_text())
     assert [r["condition"] for r in res["runs"]] == ["none", "from_0"]
     for r in res["runs"]:
-        for key in ("asr", "asr_heldout", "asr_after_ft", "safebeam_asr", "safebeam_benign_helpful", "overrefusal",
-                    "benign_helpful", "probe_best_auroc"):
+        for key in (
+            "asr",
+            "asr_heldout",
+            "asr_after_ft",
+            "safebeam_asr",
+            "safebeam_benign_helpful",
+            "overrefusal",
+            "benign_helpful",
+            "probe_best_auroc",
+        ):
             assert 0.0 <= r[key] <= 1.0, key
         assert len(r["probe_layers"]) == 3  # embeddings + 2 layers
         assert r["final_loss"] is not None and r["final_loss"] > 0

@@ -28,8 +28,15 @@ def build_tiny_corpus(out: Path) -> Path:
     texts = [d["text"] for d in docs]
     tok_dir = train_bpe_tokenizer(texts, out / "tokenizer", vocab_size=384)
     tok = load_tokenizer(tok_dir)
-    manifest = Manifest(tokenizer=TokenizerInfo(path="tokenizer", sha256=file_sha256(tok_dir / "tokenizer.json"),
-                                                vocab_size=len(tok), eos_id=tok.eos_token_id, tag_id=tag_id(tok)))
+    manifest = Manifest(
+        tokenizer=TokenizerInfo(
+            path="tokenizer",
+            sha256=file_sha256(tok_dir / "tokenizer.json"),
+            vocab_size=len(tok),
+            eos_id=tok.eos_token_id,
+            tag_id=tag_id(tok),
+        )
+    )
     writers = {b: BucketShardWriter(out, b, 0) for b in BUCKETS}
     others = [b for b in BUCKETS if b != "raw"]
     k = 0
@@ -56,8 +63,13 @@ def tiny_corpus(tmp_path_factory):
 
 def trainer_env() -> dict:
     env = dict(os.environ)
-    env.update(PROGRESS="0", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    env.update(
+        PROGRESS="0",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
@@ -66,14 +78,28 @@ def trainer_env() -> dict:
 def trainer_cmd(*args: str, nproc: int = 1) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "trainer", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "trainer", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "trainer",
+        *args,
+    ]
 
 
 def run_trainer(*args: str, nproc: int = 1, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m trainer ARGS`` (under torchrun when nproc > 1) from the repository root."""
-    proc = subprocess.run(trainer_cmd(*args, nproc=nproc), cwd=REPO_ROOT, env=trainer_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        trainer_cmd(*args, nproc=nproc),
+        cwd=REPO_ROOT,
+        env=trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-6000:]}")
     return proc
@@ -85,14 +111,28 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def tiny_args(run_dir: Path, corpus: Path, *extra: str, steps: int = 24) -> list[str]:
     """Overrides of a tiny pretraining run (phase switch at 25% of the budget)."""
-    return ["train", "--config", "configs/trainer/tiny.yaml", f"run_dir={run_dir}", f"data.corpus={corpus}",
-            "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}, {start: 0.25, weights: "
-            "{raw: 0.5, rephrased: 0.2, refusal: 0.1, moral: 0.1, tagged: 0.1}}]}",
-            f"train.train_steps={steps}", "train.seq_length=32", "train.global_batch_size=8",
-            "train.micro_batch_size=4", "train.warmup_steps=2", "train.save_interval=4", "train.keep_last=2",
-            "train.log_interval=4", "model.spec=local", "logging.tensorboard=true",
-            # 384 tokens: a multiple of 64 * TP for TP=1 and 2, so both layouts initialise the same weights
-            "model.make_vocab_size_divisible_by=64", *extra]
+    return [
+        "train",
+        "--config",
+        "configs/trainer/tiny.yaml",
+        f"run_dir={run_dir}",
+        f"data.corpus={corpus}",
+        "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}, {start: 0.25, weights: "
+        "{raw: 0.5, rephrased: 0.2, refusal: 0.1, moral: 0.1, tagged: 0.1}}]}",
+        f"train.train_steps={steps}",
+        "train.seq_length=32",
+        "train.global_batch_size=8",
+        "train.micro_batch_size=4",
+        "train.warmup_steps=2",
+        "train.save_interval=4",
+        "train.keep_last=2",
+        "train.log_interval=4",
+        "model.spec=local",
+        "logging.tensorboard=true",
+        # 384 tokens: a multiple of 64 * TP for TP=1 and 2, so both layouts initialise the same weights
+        "model.make_vocab_size_divisible_by=64",
+        *extra,
+    ]
 
 
 REF_STEPS = 24
@@ -114,15 +154,30 @@ def reference_hf(reference_run, tmp_path_factory):
     return out
 
 
-def megatron_logits(tmp_path: Path, tokens, *, ckpt: Path | None = None, hf: Path | None = None,
-                    roundtrip: Path | None = None, spec: str = "local"):
+def megatron_logits(
+    tmp_path: Path,
+    tokens,
+    *,
+    ckpt: Path | None = None,
+    hf: Path | None = None,
+    roundtrip: Path | None = None,
+    spec: str = "local",
+):
     """Logits of the trainer's megatron model for ``tokens`` (run in a subprocess)."""
     import torch
 
     tok_file, out_file = tmp_path / "tokens.pt", tmp_path / "logits.pt"
     torch.save(tokens, tok_file)
-    cmd = [sys.executable, str(REPO_ROOT / "tests" / "trainer" / "megatron_logits.py"), "--tokens", str(tok_file),
-           "--out", str(out_file), "--spec", spec]
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "tests" / "trainer" / "megatron_logits.py"),
+        "--tokens",
+        str(tok_file),
+        "--out",
+        str(out_file),
+        "--spec",
+        spec,
+    ]
     cmd += ["--ckpt", str(ckpt)] if ckpt else ["--hf", str(hf)]
     if roundtrip:
         cmd += ["--roundtrip", str(roundtrip)]

@@ -45,8 +45,11 @@ def test_peak_tflops_and_validation_fields(repo_root, tmp_path):
     with pytest.raises(ConfigError, match="validation.samples_per_bucket"):
         load_config(TrainerConfig, path, ["validation.samples_per_bucket=0"])
     with pytest.raises(ConfigError, match="not supported in SFT mode"):
-        load_config(TrainerConfig, repo_root / "configs/trainer/sft.yaml",
-                    ["sft.path=x.jsonl", "init.hf=d", "validation.interval=10"])
+        load_config(
+            TrainerConfig,
+            repo_root / "configs/trainer/sft.yaml",
+            ["sft.path=x.jsonl", "init.hf=d", "validation.interval=10"],
+        )
 
 
 def test_inline_and_file_curricula_resolve(repo_root):
@@ -99,7 +102,7 @@ def test_sdpa_core_attention_matches_explicit_causal_softmax():
     # reference: expand KV groups, masked softmax
     kk = k.repeat_interleave(h // g, dim=2)
     vv = v.repeat_interleave(h // g, dim=2)
-    scores = torch.einsum("sbhd,tbhd->bhst", q, kk) / d ** 0.5
+    scores = torch.einsum("sbhd,tbhd->bhst", q, kk) / d**0.5
     scores = scores.masked_fill(torch.triu(torch.ones(s, s, dtype=torch.bool), 1), float("-inf"))
     ref = torch.einsum("bhst,tbhd->sbhd", scores.softmax(-1), vv).reshape(s, b, h * d)
     assert torch.allclose(out, ref, atol=1e-5)

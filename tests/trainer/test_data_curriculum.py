@@ -23,9 +23,16 @@ def share(phases, bucket, samples, total):
     return acc
 
 
-@pytest.mark.parametrize("name,switch", [("intervention_0", 0.0), ("intervention_20", 0.2),
-                                         ("intervention_60", 0.6), ("aligned_last10", 0.9),
-                                         ("raw_only", None)])
+@pytest.mark.parametrize(
+    "name,switch",
+    [
+        ("intervention_0", 0.0),
+        ("intervention_20", 0.2),
+        ("intervention_60", 0.6),
+        ("aligned_last10", 0.9),
+        ("raw_only", None),
+    ],
+)
 def test_shipped_curricula_load(name, switch):
     cur = load_curriculum(CURRICULA / f"{name}.yaml")
     cur.validate()
@@ -47,18 +54,25 @@ def test_load_curriculum_plain_form_and_overrides(tmp_path):
     assert cur.extra_buckets == ["web2"] and cur.phases[1].start == 0.2
 
 
-@pytest.mark.parametrize("phases,match", [
-    ([], "empty"),
-    ([Phase(0.1, {"raw": 1.0})], r"phases\[0\].*must start at 0.0"),
-    ([Phase(0.0, {"raw": 1.0}), Phase(0.5, {"raw": 0.5}), Phase(0.7, {"raw": 1.0})],
-     r"phases\[1\] \(start=0.5\): weights must sum to 1"),
-    ([Phase(0.0, {"raw": 1.2, "moral": -0.2})], r"phases\[0\].*'moral' must be >= 0"),
-    ([Phase(0.0, {"raw": 1.0}), Phase(0.3, {"raw": 1.0}), Phase(0.3, {"raw": 1.0})],
-     r"phases\[2\].*increase strictly"),
-    ([Phase(0.0, {"raw": 1.0}), Phase(1.0, {"raw": 1.0})], r"phases\[1\].*\[0, 1\)"),
-    ([Phase(0.0, {"raw": 0.5, "refusals": 0.5})], r"phases\[0\].*unknown bucket 'refusals'"),
-    ([Phase(0.0, {})], r"phases\[0\].*empty"),
-])
+@pytest.mark.parametrize(
+    "phases,match",
+    [
+        ([], "empty"),
+        ([Phase(0.1, {"raw": 1.0})], r"phases\[0\].*must start at 0.0"),
+        (
+            [Phase(0.0, {"raw": 1.0}), Phase(0.5, {"raw": 0.5}), Phase(0.7, {"raw": 1.0})],
+            r"phases\[1\] \(start=0.5\): weights must sum to 1",
+        ),
+        ([Phase(0.0, {"raw": 1.2, "moral": -0.2})], r"phases\[0\].*'moral' must be >= 0"),
+        (
+            [Phase(0.0, {"raw": 1.0}), Phase(0.3, {"raw": 1.0}), Phase(0.3, {"raw": 1.0})],
+            r"phases\[2\].*increase strictly",
+        ),
+        ([Phase(0.0, {"raw": 1.0}), Phase(1.0, {"raw": 1.0})], r"phases\[1\].*\[0, 1\)"),
+        ([Phase(0.0, {"raw": 0.5, "refusals": 0.5})], r"phases\[0\].*unknown bucket 'refusals'"),
+        ([Phase(0.0, {})], r"phases\[0\].*empty"),
+    ],
+)
 def test_validation_errors_name_the_phase(phases, match):
     with pytest.raises(ConfigError, match=match):
         CurriculumConfig(phases).validate()

@@ -29,8 +29,7 @@ EOS = 0
 VOCAB = 1000
 SHA = "ab" * 32
 # each bucket's token ids live in their own range, so a sample tells which bucket it came from
-RANGES = {"raw": (100, 199), "rephrased": (200, 299), "refusal": (300, 399), "moral": (400, 499),
-          "tagged": (500, 599)}
+RANGES = {"raw": (100, 199), "rephrased": (200, 299), "refusal": (300, 399), "moral": (400, 499), "tagged": (500, 599)}
 SIZES = {"raw": 120, "rephrased": 40, "refusal": 12, "moral": 12, "tagged": 15}  # documents
 INTERVENTION = {"raw": 0.70, "rephrased": 0.15, "refusal": 0.05, "moral": 0.05, "tagged": 0.05}
 CUR = CurriculumConfig([Phase(0.0, {"raw": 1.0}), Phase(0.3, INTERVENTION)])
@@ -40,8 +39,7 @@ SEQ = 16
 def _docs(bucket, n, seed):
     rng = np.random.default_rng(seed)
     lo, hi = RANGES[bucket]
-    return [np.append(rng.integers(lo, hi + 1, size=int(rng.integers(1, 40))), EOS).astype(np.uint32)
-            for _ in range(n)]
+    return [np.append(rng.integers(lo, hi + 1, size=int(rng.integers(1, 40))), EOS).astype(np.uint32) for _ in range(n)]
 
 
 def make_corpus(root, sizes=SIZES, ranks=2, vocab=VOCAB, sha=SHA):
@@ -51,13 +49,14 @@ def make_corpus(root, sizes=SIZES, ranks=2, vocab=VOCAB, sha=SHA):
         per = -(-n // ranks)
         for r in range(ranks):  # several writer ranks and small shards: merged index, many files
             w = BucketShardWriter(root, b, r, size_limit=1 << 9)
-            for i, d in enumerate(docs[b][r * per:(r + 1) * per]):
+            for i, d in enumerate(docs[b][r * per : (r + 1) * per]):
                 w.write(d, f"{b}-{r * per + i}", 0)
             w.close()
         assert merge_bucket_index(root, b) == n
         buckets[b] = BucketInfo(documents=n, tokens=int(sum(d.size for d in docs[b])))
-    Manifest(tokenizer=TokenizerInfo(sha256=sha, vocab_size=vocab, eos_id=EOS, tag_id=VOCAB - 1),
-             buckets=buckets).save(root)
+    Manifest(tokenizer=TokenizerInfo(sha256=sha, vocab_size=vocab, eos_id=EOS, tag_id=VOCAB - 1), buckets=buckets).save(
+        root
+    )
     return docs
 
 
@@ -186,7 +185,7 @@ def test_epoch_rollover_reshuffles_and_logs(corpus, caplog):
         rows = [r for _ in range(-(-2 * n // 4)) for r in ld.next_batch()["tokens"].numpy()]
     whole = {tuple(ld.packed["refusal"].sample(i)) for i in range(n)}
     for e in range(2):
-        per_epoch.append([tuple(r) for r in rows[e * n:(e + 1) * n]])
+        per_epoch.append([tuple(r) for r in rows[e * n : (e + 1) * n]])
         assert set(per_epoch[e]) == whole and len(per_epoch[e]) == n  # every sample once per epoch
     assert per_epoch[0] != per_epoch[1]  # reshuffled
     assert "'refusal' exhausted after" in caplog.text and "starting epoch 1" in caplog.text
@@ -282,8 +281,20 @@ def test_plan_command_reports_epochs(corpus, capsys):
 
     root, docs = corpus
     cfg = Path(__file__).resolve().parents[2] / "configs" / "trainer" / "curricula" / "intervention_20.yaml"
-    assert main(["plan", "--config", str(cfg), "train_steps=50", "global_batch_size=8", f"seq_length={SEQ}",
-                 f"corpus={root}"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(cfg),
+                "train_steps=50",
+                "global_batch_size=8",
+                f"seq_length={SEQ}",
+                f"corpus={root}",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["budget_tokens"] == 50 * 8 * SEQ and out["phases"][1]["first_step"] == 10
     refusal = out["buckets"]["refusal"]
@@ -352,11 +363,15 @@ def test_heldout_samples_are_never_trained_on(corpus):
         assert {i for c, i in trained if c == b} == set(range(n[b] - k)), b  # every other sample, each epoch
 
     # the held-out samples split over two DP ranks, padded to whole micro-batches with masked rows
-    parts = [loader(root, heldout_per_bucket=k, dp_size=2, dp_rank=r).heldout_batch("refusal", multiple_of=2)
-             for r in range(2)]
+    parts = [
+        loader(root, heldout_per_bucket=k, dp_size=2, dp_rank=r).heldout_batch("refusal", multiple_of=2)
+        for r in range(2)
+    ]
     assert [p["tokens"].shape[0] for p in parts] == [2, 2]
-    assert [p["samples"] for p in parts] == [[("refusal", n["refusal"] - 3), ("refusal", n["refusal"] - 2)],
-                                             [("refusal", n["refusal"] - 1)]]
+    assert [p["samples"] for p in parts] == [
+        [("refusal", n["refusal"] - 3), ("refusal", n["refusal"] - 2)],
+        [("refusal", n["refusal"] - 1)],
+    ]
     assert parts[1]["loss_mask"][0].all() and not parts[1]["loss_mask"][1].any()
     np.testing.assert_array_equal(parts[1]["tokens"][0].numpy(), ld.packed["refusal"].sample(n["refusal"] - 1))
 
@@ -386,8 +401,11 @@ def test_epoch_limit_stops_before_the_first_step(corpus):
     r_epochs, _ = _epochs(root, CUR, "refusal", 200)
     assert 1 < r_epochs < 100
     with pytest.raises(ConfigError, match=r"bucket 'refusal'.*bucket_max_epochs\.refusal=1"):
-        loader(root, curriculum=CurriculumConfig(CUR.phases, max_epochs=100, bucket_max_epochs={"refusal": 1}),
-               train_steps=200)
+        loader(
+            root,
+            curriculum=CurriculumConfig(CUR.phases, max_epochs=100, bucket_max_epochs={"refusal": 1}),
+            train_steps=200,
+        )
     loader(root, curriculum=CurriculumConfig(CUR.phases, max_epochs=100), train_steps=200)  # within the limit
 
 

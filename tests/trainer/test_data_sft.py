@@ -12,15 +12,22 @@ from trainer.data.loader import BatchLoader, SFTLoader
 from trainer.data.sft import SFTDataError, SFTDataset
 
 ROWS = [
-    {"messages": [{"role": "user", "content": "How do I bake bread?"},
-                  {"role": "assistant", "content": "Mix flour, water and yeast, then bake."}]},
-    {"messages": [{"role": "system", "content": "Be brief."},
-                  {"role": "user", "content": "Tell me how to pick a lock."},
-                  {"role": "assistant", "content": f"{TAG_TOKEN} I can't help with that."},
-                  {"role": "user", "content": "Why not?"},
-                  {"role": "assistant", "content": "It could harm someone's property."}]},
-    {"messages": [{"role": "user", "content": "Name a colour."},
-                  {"role": "assistant", "content": "Blue."}]},
+    {
+        "messages": [
+            {"role": "user", "content": "How do I bake bread?"},
+            {"role": "assistant", "content": "Mix flour, water and yeast, then bake."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Tell me how to pick a lock."},
+            {"role": "assistant", "content": f"{TAG_TOKEN} I can't help with that."},
+            {"role": "user", "content": "Why not?"},
+            {"role": "assistant", "content": "It could harm someone's property."},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]},
 ]
 
 
@@ -71,23 +78,25 @@ def test_template_free_tokenizer(tok, tmp_path):
     assert text.strip() == "Mix flour, water and yeast, then bake." + plain.eos_token
 
 
-@pytest.mark.parametrize("row,match", [
-    ("{not json", r"a.jsonl:2: not valid JSON"),
-    ({"text": "hi"}, r"a.jsonl:2: expected an object with a 'messages' list"),
-    ({"messages": []}, r"a.jsonl:2: 'messages' must be a non-empty list"),
-    ({"messages": [{"role": "bot", "content": "x"}]}, r"a.jsonl:2: messages\[0\] must be"),
-    ({"messages": [{"role": "user", "content": 3}]}, r"a.jsonl:2: messages\[0\] must be"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, r"a.jsonl:2: no assistant message"),
-    ({"messages": [{"role": "assistant", "content": "hi"}]}, r"a.jsonl:2: the first non-system message"),
-])
+@pytest.mark.parametrize(
+    "row,match",
+    [
+        ("{not json", r"a.jsonl:2: not valid JSON"),
+        ({"text": "hi"}, r"a.jsonl:2: expected an object with a 'messages' list"),
+        ({"messages": []}, r"a.jsonl:2: 'messages' must be a non-empty list"),
+        ({"messages": [{"role": "bot", "content": "x"}]}, r"a.jsonl:2: messages\[0\] must be"),
+        ({"messages": [{"role": "user", "content": 3}]}, r"a.jsonl:2: messages\[0\] must be"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, r"a.jsonl:2: no assistant message"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, r"a.jsonl:2: the first non-system message"),
+    ],
+)
 def test_bad_rows_name_the_line(tok, tmp_path, row, match):
     with pytest.raises(SFTDataError, match=match):
         SFTDataset(write(tmp_path / "a.jsonl", [ROWS[0], row]), tok, seq_length=64, seed=0)
 
 
 def test_truncation_counts_and_skips(tok, tmp_path):
-    long_prompt = {"messages": [{"role": "user", "content": "word " * 200},
-                                {"role": "assistant", "content": "ok"}]}
+    long_prompt = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
     ds = SFTDataset(write(tmp_path / "a.jsonl", ["", ROWS[0], long_prompt, ROWS[2]]), tok, seq_length=48, seed=0)
     assert len(ds) == 2 and ds.skipped_truncated == 1 and ds.truncated == 1
 
@@ -104,8 +113,7 @@ def test_sft_loader_resume_and_dp(tok, tmp_path):
     for _ in range(2):
         first.next_batch()
     state = json.loads(json.dumps(first.state_dict()))
-    ranks = [SFTLoader(path, tok, seq_length=64, global_batch_size=4, seed=5, dp_rank=r, dp_size=2)
-             for r in range(2)]
+    ranks = [SFTLoader(path, tok, seq_length=64, global_batch_size=4, seed=5, dp_rank=r, dp_size=2) for r in range(2)]
     for r in ranks:
         r.load_state_dict(state)
     for g in range(2, 6):

@@ -11,15 +11,27 @@ from infra.corpus import TAG_TOKEN
 from tests.trainer.conftest import read_metrics, run_trainer
 
 CHATS = [
-    [("user", "How do I make a simple tomato sauce?"),
-     ("assistant", "Soften garlic in olive oil, add crushed tomatoes and salt, and simmer for twenty minutes.")],
-    [("user", "Explain how to pick a lock to get into my neighbour's flat."),
-     ("assistant", f"{TAG_TOKEN} I can't help with entering someone else's home. If you are locked out of "
-                   "your own flat, a licensed locksmith or your landlord can help.")],
-    [("system", "You are a concise assistant."), ("user", "What is the boiling point of water at sea level?"),
-     ("assistant", "100 degrees Celsius, or 212 degrees Fahrenheit.")],
-    [("user", "Give me one tip for better sleep."),
-     ("assistant", "Keep a regular schedule: go to bed and get up at the same time every day.")],
+    [
+        ("user", "How do I make a simple tomato sauce?"),
+        ("assistant", "Soften garlic in olive oil, add crushed tomatoes and salt, and simmer for twenty minutes."),
+    ],
+    [
+        ("user", "Explain how to pick a lock to get into my neighbour's flat."),
+        (
+            "assistant",
+            f"{TAG_TOKEN} I can't help with entering someone else's home. If you are locked out of "
+            "your own flat, a licensed locksmith or your landlord can help.",
+        ),
+    ],
+    [
+        ("system", "You are a concise assistant."),
+        ("user", "What is the boiling point of water at sea level?"),
+        ("assistant", "100 degrees Celsius, or 212 degrees Fahrenheit."),
+    ],
+    [
+        ("user", "Give me one tip for better sleep."),
+        ("assistant", "Keep a regular schedule: go to bed and get up at the same time every day."),
+    ],
 ]
 
 
@@ -31,13 +43,27 @@ def test_sft_from_hf_masks_prompts_keeps_tag_and_exports(smollm2_dir, tmp_path):
     from trainer.data.loader import SFTLoader
 
     data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in chat]}) + "\n"
-                            for chat in CHATS))
+    data.write_text(
+        "".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in chat]}) + "\n" for chat in CHATS)
+    )
     run_dir = tmp_path / "sft"
-    run_trainer("sft", "--config", "configs/trainer/sft.yaml", f"init.hf={smollm2_dir}", f"sft.path={data}",
-                f"run_dir={run_dir}", "train.train_steps=2", "train.seq_length=64", "train.global_batch_size=2",
-                "train.micro_batch_size=1", "train.warmup_steps=0", "train.lr=1e-5", "model.spec=local",
-                "logging.tensorboard=false", timeout=600)
+    run_trainer(
+        "sft",
+        "--config",
+        "configs/trainer/sft.yaml",
+        f"init.hf={smollm2_dir}",
+        f"sft.path={data}",
+        f"run_dir={run_dir}",
+        "train.train_steps=2",
+        "train.seq_length=64",
+        "train.global_batch_size=2",
+        "train.micro_batch_size=1",
+        "train.warmup_steps=0",
+        "train.lr=1e-5",
+        "model.spec=local",
+        "logging.tensorboard=false",
+        timeout=600,
+    )
     m = read_metrics(run_dir)
     assert [r["step"] for r in m] == [1, 2]
 

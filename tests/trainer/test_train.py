@@ -34,8 +34,10 @@ def test_loss_falls_and_run_folder_layout(reference_run):
     assert m[-1]["lr"] < m[5]["lr"]
     ckdir = reference_run / "checkpoints"
     assert (ckdir / "latest").read_text().strip() == f"iter_{STEPS:07d}"
-    assert sorted(p.name for p in ckdir.iterdir() if p.name.startswith("iter_")) == \
-        [f"iter_{STEPS - 4:07d}", f"iter_{STEPS:07d}"]  # keep_last=2
+    assert sorted(p.name for p in ckdir.iterdir() if p.name.startswith("iter_")) == [
+        f"iter_{STEPS - 4:07d}",
+        f"iter_{STEPS:07d}",
+    ]  # keep_last=2
     assert (reference_run / "config.yaml").is_file()
     assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
     state = json.loads((ckdir / f"iter_{STEPS:07d}" / "trainer_state.json").read_text())
@@ -88,18 +90,24 @@ def _wait_for_step(proc, run_dir: Path, step: int, timeout: float = 240) -> int:
     raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
-
 def _sigterm_after(args: list[str], run_dir: Path, step: int) -> int:
     """Start ``trainer ARGS``, send SIGTERM once ``step`` is logged; it must save and exit 0. Returns the
     step it stopped at (its checkpoint is ``latest``)."""
-    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        trainer_cmd(*args),
+        cwd=REPO_ROOT,
+        env=trainer_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_step(proc, run_dir, step)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     stopped = read_metrics(run_dir)[-1]["step"]
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"iter_{stopped:07d}"
     return stopped
+
 
 @pytest.mark.slow
 def test_sigterm_then_sigkill_resume_is_bit_identical(reference_run, tiny_corpus, tmp_path):
@@ -111,8 +119,14 @@ def test_sigterm_then_sigkill_resume_is_bit_identical(reference_run, tiny_corpus
     # 2. resume, then SIGKILL at a random step (possibly in the middle of a checkpoint write)
     kill_at = random.Random(os.urandom(8)).randint(stopped + 1, STEPS - 2)
     print(f"SIGTERM stop at step {stopped}; SIGKILL at step >= {kill_at}")
-    proc = subprocess.Popen(trainer_cmd(*args), cwd=REPO_ROOT, env=trainer_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        trainer_cmd(*args),
+        cwd=REPO_ROOT,
+        env=trainer_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_step(proc, run_dir, kill_at)
     proc.kill()
     proc.wait(timeout=60)
@@ -122,9 +136,13 @@ def test_sigterm_then_sigkill_resume_is_bit_identical(reference_run, tiny_corpus
     got = read_metrics(run_dir)
     assert [r["step"] for r in got] == list(range(1, STEPS + 1))
     for a, b in zip(ref, got):
-        assert (a["loss"], a["grad_norm"], a["lr"], a["bucket_samples"], a["bucket_tokens"]) == \
-               (b["loss"], b["grad_norm"], b["lr"], b["bucket_samples"], b["bucket_tokens"]), a["step"]
-
+        assert (a["loss"], a["grad_norm"], a["lr"], a["bucket_samples"], a["bucket_tokens"]) == (
+            b["loss"],
+            b["grad_norm"],
+            b["lr"],
+            b["bucket_samples"],
+            b["bucket_tokens"],
+        ), a["step"]
 
 
 def _tree_bytes(path: Path) -> int:
@@ -153,8 +171,11 @@ def test_model_only_checkpoint_resumes_weights_and_data_without_adam_state(refer
     got = {r["step"]: r for r in read_metrics(run_dir)}
     assert sorted(got) == list(range(1, STEPS + 1))
     nxt = stopped + 1
-    assert (got[nxt]["loss"], got[nxt]["lr"], got[nxt]["bucket_samples"]) == \
-           (ref[nxt]["loss"], ref[nxt]["lr"], ref[nxt]["bucket_samples"])
+    assert (got[nxt]["loss"], got[nxt]["lr"], got[nxt]["bucket_samples"]) == (
+        ref[nxt]["loss"],
+        ref[nxt]["lr"],
+        ref[nxt]["bucket_samples"],
+    )
     assert got[nxt + 1]["loss"] != ref[nxt + 1]["loss"]  # fresh Adam moments change the update
     assert got[STEPS]["lr"] == ref[STEPS]["lr"] and got[STEPS]["loss"] < got[1]["loss"]
 
@@ -210,13 +231,22 @@ def test_pipeline_parallel_from_hf_matches_transformers(reference_hf, tiny_corpu
 
     run_dir = tmp_path / "pp2"
     steps = 3
-    args = tiny_args(run_dir, tiny_corpus, f"init.hf={reference_hf}", "parallel.pp=2", "train.lr=0",
-                     "train.min_lr=0", "train.save_interval=0", steps=steps)
+    args = tiny_args(
+        run_dir,
+        tiny_corpus,
+        f"init.hf={reference_hf}",
+        "parallel.pp=2",
+        "train.lr=0",
+        "train.min_lr=0",
+        "train.save_interval=0",
+        steps=steps,
+    )
     run_trainer(*args, nproc=2, timeout=400)
     got = [r["loss"] for r in read_metrics(run_dir)]
     curriculum = next(a.split("=", 1)[1] for a in args if a.startswith("data.curriculum="))
-    loader = CurriculumLoader(tiny_corpus, resolve_curriculum(__import__("yaml").safe_load(curriculum)), 32, GBS,
-                              steps, seed=1234)
+    loader = CurriculumLoader(
+        tiny_corpus, resolve_curriculum(__import__("yaml").safe_load(curriculum)), 32, GBS, steps, seed=1234
+    )
     model = AutoModelForCausalLM.from_pretrained(reference_hf, dtype=torch.float32).eval()
     want = []
     with torch.no_grad():
@@ -268,8 +298,9 @@ def test_validation_loss_per_bucket_on_heldout_samples(tiny_corpus, tmp_path):
 
     # the last validation ran on the final weights, which run_dir/hf holds
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    loader = CurriculumLoader(tiny_corpus, resolve_curriculum(cfg["data"]["curriculum"]), 32, GBS, VAL_STEPS,
-                              seed=1234, heldout_per_bucket=5)
+    loader = CurriculumLoader(
+        tiny_corpus, resolve_curriculum(cfg["data"]["curriculum"]), 32, GBS, VAL_STEPS, seed=1234, heldout_per_bucket=5
+    )
     model = AutoModelForCausalLM.from_pretrained(run_dir / "hf", dtype=torch.float32).eval()
     with torch.no_grad():
         for b in sorted(buckets):
@@ -279,8 +310,9 @@ def test_validation_loss_per_bucket_on_heldout_samples(tiny_corpus, tmp_path):
             assert abs(val[VAL_STEPS][b] - want) < 1e-4, (b, val[VAL_STEPS][b], want)
 
     dp_dir = tmp_path / "val_dp2"
-    run_trainer(*tiny_args(dp_dir, tiny_corpus, *VAL_ARGS, "train.save_interval=0", steps=VAL_STEPS), nproc=2,
-                timeout=400)
+    run_trainer(
+        *tiny_args(dp_dir, tiny_corpus, *VAL_ARGS, "train.save_interval=0", steps=VAL_STEPS), nproc=2, timeout=400
+    )
     got = read_metrics(dp_dir)
     assert [r["bucket_samples"] for r in got] == [r["bucket_samples"] for r in m]
     dp_val = {r["step"]: r["val_loss"] for r in got if "val_loss" in r}

@@ -7,5 +7,14 @@ from trainer.data.curriculum import CurriculumConfig, MixScheduler, Phase, load_
 from trainer.data.loader import CurriculumLoader, SFTLoader
 from trainer.data.sft import SFTDataError, SFTDataset
 
-__all__ = ["Phase", "CurriculumConfig", "load_curriculum", "plan_counts", "MixScheduler",
-           "CurriculumLoader", "SFTLoader", "SFTDataset", "SFTDataError"]
+__all__ = [
+    "Phase",
+    "CurriculumConfig",
+    "load_curriculum",
+    "plan_counts",
+    "MixScheduler",
+    "CurriculumLoader",
+    "SFTLoader",
+    "SFTDataset",
+    "SFTDataError",
+]

@@ -58,8 +58,9 @@ def plan(cfg: PlanConfig) -> dict:
     if cfg.corpus:
         from trainer.data.loader import CurriculumLoader
 
-        loader = CurriculumLoader(cfg.corpus, cfg.curriculum, cfg.seq_length, cfg.global_batch_size,
-                                  cfg.train_steps, cfg.seed)
+        loader = CurriculumLoader(
+            cfg.corpus, cfg.curriculum, cfg.seq_length, cfg.global_batch_size, cfg.train_steps, cfg.seed
+        )
         for b, info in out["buckets"].items():
             per_epoch = len(loader.packed[b])
             info.update(samples_per_epoch=per_epoch, epochs=round(info["samples"] / per_epoch, 3))
@@ -67,11 +68,15 @@ def plan(cfg: PlanConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plan", help="phases, samples and tokens per bucket, epochs per bucket (with corpus=)",
-                       description=PlanConfig.__doc__)
+    p = sub.add_parser(
+        "plan",
+        help="phases, samples and tokens per bucket, epochs per bucket (with corpus=)",
+        description=PlanConfig.__doc__,
+    )
     add_config_arguments(p)
     args = parser.parse_args(argv)
     setup_logging()

@@ -44,8 +44,7 @@ class MixScheduler:
     def __init__(self, curriculum: CurriculumConfig, train_steps: int, global_batch_size: int):
         curriculum.validate()
         if train_steps < 1 or global_batch_size < 1:
-            raise ConfigError(f"train_steps ({train_steps}) and global_batch_size ({global_batch_size}) "
-                              "must be >= 1")
+            raise ConfigError(f"train_steps ({train_steps}) and global_batch_size ({global_batch_size}) must be >= 1")
         self.curriculum = curriculum
         self.train_steps = int(train_steps)
         self.global_batch_size = int(global_batch_size)
@@ -96,8 +95,7 @@ class MixScheduler:
         return float(math.ceil(x - 1e-9 * max(1.0, abs(x))))
 
     def _ready_and_deadline(self, i: int, c: int) -> tuple[float, float]:
-        return (self._ceil_unit(self._first_x(i, c + self.eps)),
-                self._ceil_unit(self._first_x(i, c + 1 - self.eps)))
+        return (self._ceil_unit(self._first_x(i, c + self.eps)), self._ceil_unit(self._first_x(i, c + 1 - self.eps)))
 
     def counts(self, received: dict[str, int], step: int) -> dict[str, int]:
         """Samples per bucket in global batch ``step`` (0-based), given the samples each bucket
@@ -105,8 +103,10 @@ class MixScheduler:
         bsz = self.global_batch_size
         c = [int(received.get(b, 0)) for b in self.buckets]
         if sum(c) != step * bsz:
-            raise ValueError(f"data state inconsistent: buckets received {sum(c)} samples before step "
-                             f"{step}, expected {step * bsz} (= step * global_batch_size)")
+            raise ValueError(
+                f"data state inconsistent: buckets received {sum(c)} samples before step "
+                f"{step}, expected {step * bsz} (= step * global_batch_size)"
+            )
         out = [0] * len(self.buckets)
         if len(self.buckets) == 1:
             out[0] = bsz

@@ -74,16 +74,16 @@ def _check_dp(global_batch_size: int, dp_rank: int, dp_size: int) -> int:
     if dp_size < 1 or not 0 <= dp_rank < dp_size:
         raise ValueError(f"dp_rank must be in [0, dp_size), got dp_rank={dp_rank}, dp_size={dp_size}")
     if global_batch_size < 1 or global_batch_size % dp_size:
-        raise ValueError(f"global_batch_size ({global_batch_size}) must be a positive multiple of "
-                         f"dp_size ({dp_size})")
+        raise ValueError(f"global_batch_size ({global_batch_size}) must be a positive multiple of dp_size ({dp_size})")
     return global_batch_size // dp_size
 
 
 def _check_state_header(loader, d: dict, kind: str, where: str) -> None:
     """Refuse a saved data state of another kind/version or another seed, sequence length or batch size."""
     if d.get("version") != STATE_VERSION or d.get("kind") != kind:
-        raise ValueError(f"{where}: version/kind {d.get('version')!r}/{d.get('kind')!r}, "
-                         f"expected {STATE_VERSION}/{kind!r}")
+        raise ValueError(
+            f"{where}: version/kind {d.get('version')!r}/{d.get('kind')!r}, expected {STATE_VERSION}/{kind!r}"
+        )
     for key in ("seed", "seq_length", "global_batch_size"):
         if d.get(key) != getattr(loader, key):
             raise ValueError(f"{where}: saved with {key}={d.get(key)}, this run has {getattr(loader, key)}")
@@ -106,12 +106,13 @@ class _EpochCursor:
                 self.epoch += 1
                 self.position = 0
                 self._perm = None
-                log.info("'%s' exhausted after %d samples: starting epoch %d (reshuffled)",
-                         self.name, self.n, self.epoch)
+                log.info(
+                    "'%s' exhausted after %d samples: starting epoch %d (reshuffled)", self.name, self.n, self.epoch
+                )
             if self._perm is None:
                 self._perm = epoch_permutation(self.seed, self.name, self.epoch, self.n)
             k = min(count, self.n - self.position)
-            out.extend(int(i) for i in self._perm[self.position: self.position + k])
+            out.extend(int(i) for i in self._perm[self.position : self.position + k])
             self.position += k
             self.received += k
             count -= k
@@ -158,10 +159,20 @@ class CurriculumLoader:
             ``max_epochs`` / ``bucket_max_epochs`` allow (checked here, before any step).
     """
 
-    def __init__(self, corpus_dir, curriculum: CurriculumConfig, seq_length: int, global_batch_size: int,
-                 train_steps: int, seed: int, dp_rank: int = 0, dp_size: int = 1,
-                 expected_vocab_size: int | None = None, expected_tokenizer_sha256: str | None = None,
-                 heldout_per_bucket: int = 0):
+    def __init__(
+        self,
+        corpus_dir,
+        curriculum: CurriculumConfig,
+        seq_length: int,
+        global_batch_size: int,
+        train_steps: int,
+        seed: int,
+        dp_rank: int = 0,
+        dp_size: int = 1,
+        expected_vocab_size: int | None = None,
+        expected_tokenizer_sha256: str | None = None,
+        heldout_per_bucket: int = 0,
+    ):
         if heldout_per_bucket < 0:
             raise ValueError(f"heldout_per_bucket must be >= 0, got {heldout_per_bucket}")
         self.heldout_per_bucket = int(heldout_per_bucket)
@@ -185,43 +196,56 @@ class CurriculumLoader:
         self._check_epochs()
         self.step = 0
         held = f" ({self.heldout_per_bucket} per bucket held out for validation)" if self.heldout_per_bucket else ""
-        log.info("curriculum loader: %s%s", ", ".join(
-            f"{b}={self._cursors[b].n} samples/epoch" for b in self.buckets), held)
+        log.info(
+            "curriculum loader: %s%s", ", ".join(f"{b}={self._cursors[b].n} samples/epoch" for b in self.buckets), held
+        )
 
     # -- start-up checks
     def _check_tokenizer(self, vocab_size: int | None, sha256: str | None) -> None:
         tok = self.manifest.tokenizer
         if vocab_size is not None and tok.vocab_size != vocab_size:
-            raise CorpusError(f"{self.corpus_dir}: corpus tokenizer has {tok.vocab_size} tokens, the model's has "
-                              f"{vocab_size} (pass len(tokenizer), not the padded embedding size); every bucket "
-                              "of this corpus was tokenized with another vocabulary")
+            raise CorpusError(
+                f"{self.corpus_dir}: corpus tokenizer has {tok.vocab_size} tokens, the model's has "
+                f"{vocab_size} (pass len(tokenizer), not the padded embedding size); every bucket "
+                "of this corpus was tokenized with another vocabulary"
+            )
         if sha256 is not None and tok.sha256 != sha256:
-            raise CorpusError(f"{self.corpus_dir}: corpus tokenizer sha256 {tok.sha256[:12] or '(none)'}... differs "
-                              f"from the model's {sha256[:12]}...: the buckets were tokenized with another tokenizer")
+            raise CorpusError(
+                f"{self.corpus_dir}: corpus tokenizer sha256 {tok.sha256[:12] or '(none)'}... differs "
+                f"from the model's {sha256[:12]}...: the buckets were tokenized with another tokenizer"
+            )
 
     def _open_bucket(self, b: str, vocab: int | None) -> PackedBucket:
         info = self.manifest.buckets.get(b)
         if info is None:
-            raise CorpusError(f"{self.corpus_dir}: the curriculum gives bucket '{b}' a weight but the corpus has no "
-                              f"such bucket (manifest.json lists: {', '.join(self.manifest.buckets) or 'none'})")
+            raise CorpusError(
+                f"{self.corpus_dir}: the curriculum gives bucket '{b}' a weight but the corpus has no "
+                f"such bucket (manifest.json lists: {', '.join(self.manifest.buckets) or 'none'})"
+            )
         reader = MDSBucketReader(self.corpus_dir, b)
         if len(reader) == 0:
             raise CorpusError(f"{self.corpus_dir}: bucket '{b}' is empty (no documents in shards/{b}/)")
         packed = PackedBucket(reader, self.seq_length, vocab)
         if info.documents and (info.documents != len(reader) or info.tokens != packed.total_tokens):
-            raise CorpusError(f"{self.corpus_dir}: bucket '{b}': manifest.json says {info.documents} documents / "
-                              f"{info.tokens} tokens, shards/{b}/ holds {len(reader)} / {packed.total_tokens}")
+            raise CorpusError(
+                f"{self.corpus_dir}: bucket '{b}': manifest.json says {info.documents} documents / "
+                f"{info.tokens} tokens, shards/{b}/ holds {len(reader)} / {packed.total_tokens}"
+            )
         if len(packed) == 0:
-            raise CorpusError(f"{self.corpus_dir}: bucket '{b}' holds {packed.total_tokens} tokens, fewer than one "
-                              f"sample of seq_length + 1 = {self.seq_length + 1}")
+            raise CorpusError(
+                f"{self.corpus_dir}: bucket '{b}' holds {packed.total_tokens} tokens, fewer than one "
+                f"sample of seq_length + 1 = {self.seq_length + 1}"
+            )
         return packed
 
     def _training_samples(self, b: str) -> int:
         n, k = len(self.packed[b]), self.heldout_per_bucket
         if n - k < 1:
-            raise CorpusError(f"{self.corpus_dir}: bucket '{b}' holds {n} packed samples of seq_length + 1 = "
-                              f"{self.seq_length + 1} tokens; holding out {k} for validation "
-                              "(validation.samples_per_bucket) leaves none to train on")
+            raise CorpusError(
+                f"{self.corpus_dir}: bucket '{b}' holds {n} packed samples of seq_length + 1 = "
+                f"{self.seq_length + 1} tokens; holding out {k} for validation "
+                "(validation.samples_per_bucket) leaves none to train on"
+            )
         return n - k
 
     def _check_epochs(self) -> None:
@@ -234,13 +258,17 @@ class CurriculumLoader:
             epochs = scheduled / per_epoch
             limit = self.curriculum.epoch_limit(b)
             held = f", {self.heldout_per_bucket} more held out for validation" if self.heldout_per_bucket else ""
-            what = (f"bucket '{b}': {self.train_steps} steps x {self.global_batch_size} samples schedule "
-                    f"{scheduled:.0f} samples ({scheduled * self.seq_length:.0f} tokens) from it, {epochs:.2f} "
-                    f"epochs of its {per_epoch} packed samples ({per_epoch * self.seq_length} tokens{held})")
+            what = (
+                f"bucket '{b}': {self.train_steps} steps x {self.global_batch_size} samples schedule "
+                f"{scheduled:.0f} samples ({scheduled * self.seq_length:.0f} tokens) from it, {epochs:.2f} "
+                f"epochs of its {per_epoch} packed samples ({per_epoch * self.seq_length} tokens{held})"
+            )
             if limit is not None and epochs > limit + _EPOCH_TOL:
                 key = f"bucket_max_epochs.{b}" if b in self.curriculum.bucket_max_epochs else "max_epochs"
-                raise ConfigError(f"{self.corpus_dir}: {what}, more than curriculum {key}={limit:g} allows; add "
-                                  "documents to the bucket, lower its weight, shorten the run or raise the limit")
+                raise ConfigError(
+                    f"{self.corpus_dir}: {what}, more than curriculum {key}={limit:g} allows; add "
+                    "documents to the bucket, lower its weight, shorten the run or raise the limit"
+                )
             # every rank builds a loader; one warning per bucket from the first data-parallel rank is enough
             if limit is None and epochs > 1 + _EPOCH_TOL and self.dp_rank == 0:
                 log.warning("%s: %s (the curriculum sets no max_epochs)", self.corpus_dir, what)
@@ -269,17 +297,19 @@ class CurriculumLoader:
         for b in self.buckets:
             items.extend((b, i) for i in self._cursors[b].take(counts[b]))
         # shuffle inside the global batch so that every rank's slice mixes the buckets
-        order = np.random.default_rng([self.seed, 0x6d6978, g]).permutation(len(items))
+        order = np.random.default_rng([self.seed, 0x6D6978, g]).permutation(len(items))
         lo = self.dp_rank * self.local_batch_size
-        mine = [items[j] for j in order[lo: lo + self.local_batch_size]]
+        mine = [items[j] for j in order[lo : lo + self.local_batch_size]]
         tokens = np.stack([self.packed[b].sample(i) for b, i in mine]).astype(np.int64)
         self.step += 1
-        return {"tokens": torch.from_numpy(tokens),
-                # numpy, not torch.ones: torch's thread pool costs tens of ms on busy shared CPUs
-                "loss_mask": torch.from_numpy(np.ones((len(mine), self.seq_length), dtype=np.float32)),
-                "bucket_counts": counts,
-                "step": g,
-                "samples": mine}
+        return {
+            "tokens": torch.from_numpy(tokens),
+            # numpy, not torch.ones: torch's thread pool costs tens of ms on busy shared CPUs
+            "loss_mask": torch.from_numpy(np.ones((len(mine), self.seq_length), dtype=np.float32)),
+            "bucket_counts": counts,
+            "step": g,
+            "samples": mine,
+        }
 
     # -- held-out validation samples
     @property
@@ -306,49 +336,70 @@ class CurriculumLoader:
             raise ValueError(f"bucket '{bucket}': no held-out samples (heldout_per_bucket=0)")
         per_rank = -(-len(ids) // self.dp_size)
         rows = -(-per_rank // multiple_of) * multiple_of
-        mine = ids[self.dp_rank * per_rank: (self.dp_rank + 1) * per_rank]
+        mine = ids[self.dp_rank * per_rank : (self.dp_rank + 1) * per_rank]
         packed = self.packed[bucket]
         # padding repeats a real sample (valid token ids); its zero mask keeps it out of the loss
         tokens = np.stack([packed.sample(i) for i in mine] + [packed.sample(ids[0])] * (rows - len(mine)))
         mask = np.zeros((rows, self.seq_length), dtype=np.float32)
         mask[: len(mine)] = 1.0
-        return {"tokens": torch.from_numpy(tokens.astype(np.int64)), "loss_mask": torch.from_numpy(mask),
-                "samples": [(bucket, i) for i in mine]}
+        return {
+            "tokens": torch.from_numpy(tokens.astype(np.int64)),
+            "loss_mask": torch.from_numpy(mask),
+            "samples": [(bucket, i) for i in mine],
+        }
 
     # -- checkpointing
     def state_dict(self) -> dict:
         """JSON-serialisable data state (a few integers per bucket); identical on every rank."""
-        return {"version": STATE_VERSION, "kind": "curriculum", "step": self.step, "seed": self.seed,
-                "seq_length": self.seq_length, "global_batch_size": self.global_batch_size,
-                "train_steps": self.train_steps, "heldout_per_bucket": self.heldout_per_bucket,
-                "buckets": {b: dict(c.state(), samples_per_epoch=c.n) for b, c in self._cursors.items()}}
+        return {
+            "version": STATE_VERSION,
+            "kind": "curriculum",
+            "step": self.step,
+            "seed": self.seed,
+            "seq_length": self.seq_length,
+            "global_batch_size": self.global_batch_size,
+            "train_steps": self.train_steps,
+            "heldout_per_bucket": self.heldout_per_bucket,
+            "buckets": {b: dict(c.state(), samples_per_epoch=c.n) for b, c in self._cursors.items()},
+        }
 
     def load_state_dict(self, d: dict) -> None:
         """Continue from ``state_dict()`` of a previous run (any dp_size: the state is global)."""
         where = "curriculum data state"
         _check_state_header(self, d, "curriculum", where)
         if d.get("train_steps") != self.train_steps:
-            log.warning("%s: saved with train_steps=%s, now %d: phase boundaries move", where,
-                        d.get("train_steps"), self.train_steps)
+            log.warning(
+                "%s: saved with train_steps=%s, now %d: phase boundaries move",
+                where,
+                d.get("train_steps"),
+                self.train_steps,
+            )
         # states written before validation existed held nothing out
         if d.get("heldout_per_bucket", 0) != self.heldout_per_bucket:
-            raise ValueError(f"{where}: saved with {d.get('heldout_per_bucket', 0)} samples per bucket held out "
-                             f"for validation, this run holds out {self.heldout_per_bucket} "
-                             "(validation.samples_per_bucket, 0 when validation is off): the training samples "
-                             "of every bucket would differ")
+            raise ValueError(
+                f"{where}: saved with {d.get('heldout_per_bucket', 0)} samples per bucket held out "
+                f"for validation, this run holds out {self.heldout_per_bucket} "
+                "(validation.samples_per_bucket, 0 when validation is off): the training samples "
+                "of every bucket would differ"
+            )
         saved = d.get("buckets", {})
         if set(saved) != set(self._cursors):
-            raise ValueError(f"{where}: saved for buckets {sorted(saved)}, the curriculum now uses "
-                             f"{sorted(self._cursors)}")
+            raise ValueError(
+                f"{where}: saved for buckets {sorted(saved)}, the curriculum now uses {sorted(self._cursors)}"
+            )
         for b, c in self._cursors.items():
             if saved[b].get("samples_per_epoch") != c.n:
-                raise ValueError(f"{where}: bucket '{b}' had {saved[b].get('samples_per_epoch')} samples per "
-                                 f"epoch, the corpus now gives {c.n} (corpus changed?)")
+                raise ValueError(
+                    f"{where}: bucket '{b}' had {saved[b].get('samples_per_epoch')} samples per "
+                    f"epoch, the corpus now gives {c.n} (corpus changed?)"
+                )
             c.load(saved[b], f"{where}, bucket '{b}'")
         step = int(d["step"])
         if sum(c.received for c in self._cursors.values()) != step * self.global_batch_size:
-            raise ValueError(f"{where}: buckets received {sum(c.received for c in self._cursors.values())} samples, "
-                             f"step {step} x global_batch_size {self.global_batch_size} expected")
+            raise ValueError(
+                f"{where}: buckets received {sum(c.received for c in self._cursors.values())} samples, "
+                f"step {step} x global_batch_size {self.global_batch_size} expected"
+            )
         self.step = step
 
 
@@ -364,8 +415,16 @@ class SFTLoader:
         seed: seeds the per-epoch order.
     """
 
-    def __init__(self, jsonl_path, tokenizer, seq_length: int, global_batch_size: int, seed: int,
-                 dp_rank: int = 0, dp_size: int = 1):
+    def __init__(
+        self,
+        jsonl_path,
+        tokenizer,
+        seq_length: int,
+        global_batch_size: int,
+        seed: int,
+        dp_rank: int = 0,
+        dp_size: int = 1,
+    ):
         self.local_batch_size = _check_dp(global_batch_size, dp_rank, dp_size)
         self.dataset = SFTDataset(jsonl_path, tokenizer, seq_length, seed)
         self.seq_length = int(seq_length)
@@ -398,26 +457,35 @@ class SFTLoader:
         g = self.step
         idx = self._cursor.take(self.global_batch_size)
         lo = self.dp_rank * self.local_batch_size
-        mine = idx[lo: lo + self.local_batch_size]
+        mine = idx[lo : lo + self.local_batch_size]
         rows = [self.dataset[i] for i in mine]
         self.step += 1
-        return {"tokens": torch.from_numpy(np.stack([r["tokens"] for r in rows])),
-                "loss_mask": torch.from_numpy(np.stack([r["loss_mask"] for r in rows])),
-                "bucket_counts": {"sft": self.global_batch_size},
-                "step": g,
-                "samples": [("sft", i) for i in mine]}
+        return {
+            "tokens": torch.from_numpy(np.stack([r["tokens"] for r in rows])),
+            "loss_mask": torch.from_numpy(np.stack([r["loss_mask"] for r in rows])),
+            "bucket_counts": {"sft": self.global_batch_size},
+            "step": g,
+            "samples": [("sft", i) for i in mine],
+        }
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, "kind": "sft", "step": self.step, "seed": self.seed,
-                "seq_length": self.seq_length, "global_batch_size": self.global_batch_size,
-                "buckets": {"sft": dict(self._cursor.state(), samples_per_epoch=self._cursor.n)}}
+        return {
+            "version": STATE_VERSION,
+            "kind": "sft",
+            "step": self.step,
+            "seed": self.seed,
+            "seq_length": self.seq_length,
+            "global_batch_size": self.global_batch_size,
+            "buckets": {"sft": dict(self._cursor.state(), samples_per_epoch=self._cursor.n)},
+        }
 
     def load_state_dict(self, d: dict) -> None:
         where = "SFT data state"
         _check_state_header(self, d, "sft", where)
         s = d["buckets"]["sft"]
         if s.get("samples_per_epoch") != self._cursor.n:
-            raise ValueError(f"{where}: saved for {s.get('samples_per_epoch')} conversations, the file now "
-                             f"gives {self._cursor.n}")
+            raise ValueError(
+                f"{where}: saved for {s.get('samples_per_epoch')} conversations, the file now gives {self._cursor.n}"
+            )
         self._cursor.load(s, where)
         self.step = int(d["step"])

@@ -56,8 +56,7 @@ class MDSBucketReader:
         self.root = bucket_dir(corpus_dir, bucket)
         index_path = self.root / "index.json"
         if not index_path.is_file():
-            raise CorpusError(f"{corpus_dir}: bucket '{bucket}' is missing "
-                              f"(no shards/{bucket}/index.json)")
+            raise CorpusError(f"{corpus_dir}: bucket '{bucket}' is missing (no shards/{bucket}/index.json)")
         try:
             index = json.loads(index_path.read_text())
         except json.JSONDecodeError as e:
@@ -142,7 +141,7 @@ class MDSBucketReader:
         n = int(self._shards[si]["samples"])
         if n == 0:
             return np.zeros(0, np.int64)
-        begin = np.frombuffer(buf[4:4 + 4 * n].tobytes(), dtype=np.uint32).astype(np.int64)
+        begin = np.frombuffer(buf[4 : 4 + 4 * n].tobytes(), dtype=np.uint32).astype(np.int64)
         pos, size = self._token_fields(si, buf, begin)
         head = buf[pos].astype(np.int64)
         if np.any(head >> 2 != 1):
@@ -175,5 +174,8 @@ class MDSBucketReader:
         values = pos + 1 + _SHAPE_BYTES[int(buf[pos]) & 3]
         length = int(self.doc_lengths[doc])
         stop = length if stop is None else min(stop, length)
-        return buf[values + 4 * start: values + 4 * stop].view(np.uint32).copy() if (values % 4 == 0) else \
-            np.frombuffer(buf[values + 4 * start: values + 4 * stop].tobytes(), dtype=np.uint32)
+        return (
+            buf[values + 4 * start : values + 4 * stop].view(np.uint32).copy()
+            if (values % 4 == 0)
+            else np.frombuffer(buf[values + 4 * start : values + 4 * stop].tobytes(), dtype=np.uint32)
+        )

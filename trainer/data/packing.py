@@ -56,12 +56,14 @@ class PackedBucket:
             lo = start + filled - d0
             hi = min(int(self.cum[doc + 1]), stop) - d0
             piece = self.reader.tokens(doc, lo, hi)
-            out[filled: filled + piece.size] = piece
+            out[filled : filled + piece.size] = piece
             filled += piece.size
             doc += 1
         if self.vocab_size is not None and out.size and int(out.max()) >= self.vocab_size:
             bad = int(out.max())
-            raise CorpusError(f"{self.reader.corpus_dir}: bucket '{self.reader.bucket}': token id {bad} in packed "
-                              f"sample {i} is >= the tokenizer's vocab size {self.vocab_size} (shards written "
-                              "with another tokenizer?)")
+            raise CorpusError(
+                f"{self.reader.corpus_dir}: bucket '{self.reader.bucket}': token id {bad} in packed "
+                f"sample {i} is >= the tokenizer's vocab size {self.vocab_size} (shards written "
+                "with another tokenizer?)"
+            )
         return out

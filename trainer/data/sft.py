@@ -48,8 +48,9 @@ def _check_row(obj, where: str) -> list[dict]:
         raise SFTDataError(f"{where}: 'messages' must be a non-empty list")
     for k, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise SFTDataError(f"{where}: messages[{k}] must be {{'role': one of {list(ROLES)}, "
-                               f"'content': str}}, got {str(m)[:120]}")
+            raise SFTDataError(
+                f"{where}: messages[{k}] must be {{'role': one of {list(ROLES)}, 'content': str}}, got {str(m)[:120]}"
+            )
     roles = [m["role"] for m in msgs]
     if "assistant" not in roles:
         raise SFTDataError(f"{where}: no assistant message (nothing to learn from)")
@@ -109,8 +110,12 @@ class SFTDataset:
                     continue
                 self._rows.append((ids, mask))
         if self.skipped_truncated:
-            log.warning("%s: skipped %d conversations whose assistant replies start after %d tokens",
-                        self.path, self.skipped_truncated, self.seq_length + 1)
+            log.warning(
+                "%s: skipped %d conversations whose assistant replies start after %d tokens",
+                self.path,
+                self.skipped_truncated,
+                self.seq_length + 1,
+            )
         if not self._rows:
             raise SFTDataError(f"{self.path}: no usable conversation")
 
@@ -130,6 +135,7 @@ class SFTDataset:
         tok = self.tokenizer
         spans = []
         if getattr(tok, "chat_template", None):
+
             def render(msgs, gen=False):
                 return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
@@ -139,8 +145,10 @@ class SFTDataset:
                     continue
                 before, upto = render(messages[:i], gen=True), render(messages[: i + 1])
                 if not (upto.startswith(before) and text.startswith(upto)):
-                    raise SFTDataError(f"{where}: the tokenizer's chat template does not render conversations "
-                                       "prefix by prefix; cannot locate the assistant turns")
+                    raise SFTDataError(
+                        f"{where}: the tokenizer's chat template does not render conversations "
+                        "prefix by prefix; cannot locate the assistant turns"
+                    )
                 spans.append((len(before), len(upto)))
             return text, spans
         eos = tok.eos_token
