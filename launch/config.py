@@ -42,7 +42,14 @@ def parse_time_minutes(value: str) -> float:
 @dataclass
 class PartitionSpec:
     """What a partition offers, used to check requests when Slurm cannot be asked (e.g. a dry run on a
-    laptop). ``null`` means unknown (not checked)."""
+    laptop). ``null`` means unknown (not checked).
+
+    Attributes:
+        nodes: nodes in the partition.
+        cpus_per_node: CPUs of each node.
+        gpus_per_node: GPUs of each node.
+        max_time: the partition's time limit, a Slurm time string (``UNLIMITED``: none).
+    """
 
     nodes: int | None = None
     cpus_per_node: int | None = None
@@ -54,8 +61,15 @@ class PartitionSpec:
 class ClusterConfig:
     """The cluster the jobs go to.
 
-    ``query``: ``auto`` asks ``scontrol``/``sinfo`` when they answer, else uses ``partitions``;
-    ``slurm`` requires them; ``config`` only uses ``partitions``.
+    Attributes:
+        query: ``auto`` asks ``scontrol``/``sinfo`` when they answer, else uses ``partitions``; ``slurm``
+            requires them; ``config`` only uses ``partitions``.
+        partitions: partition name -> what it offers, for the checks when Slurm is not asked or does not
+            answer.
+        default_partition: the partition that jobs naming none are checked against when the checks use
+            ``partitions`` (a queried Slurm reports its own default); it is not passed to sbatch.
+        account: ``--account`` of every job (null: none).
+        qos: ``--qos`` of every job (null: none).
     """
 
     query: Literal["auto", "slurm", "config"] = "auto"
@@ -67,8 +81,20 @@ class ClusterConfig:
 
 @dataclass
 class Resources:
-    """sbatch resources of one job. ``mem``: e.g. ``64G`` (None: the partition's default);
-    ``time``: a Slurm time string; ``extra_sbatch``: more ``--flag=value`` options verbatim."""
+    """sbatch resources of one job.
+
+    Attributes:
+        partition: ``--partition`` (null: the cluster's default partition).
+        nodes: ``--nodes``.
+        cpus_per_task: ``--cpus-per-task`` (the jobs run one task per node).
+        gpus_per_node: ``--gpus-per-node`` (0: none requested).
+        mem: ``--mem``, e.g. ``64G`` (None: the partition's default).
+        time: ``--time``, a Slurm time string.
+        exclusive: ``--exclusive``.
+        constraint: ``--constraint`` (null: none).
+        reservation: ``--reservation`` (null: none).
+        extra_sbatch: more ``--flag=value`` options verbatim.
+    """
 
     partition: str | None = None
     nodes: int = 1
@@ -104,7 +130,7 @@ class Resources:
 class EnvironmentConfig:
     """How every job step gets the project's software.
 
-    Args:
+    Attributes:
         workdir: the repository checkout as seen from the compute nodes (relative paths are taken
             from the folder ``python -m launch`` runs in and made absolute).
         venv: virtualenv to activate (relative to ``workdir`` unless absolute); ``null`` for none.
@@ -129,13 +155,21 @@ class EnvironmentConfig:
 class CorpusJob:
     """``datagen run`` as a Slurm job.
 
-    ``executor: local``: one job (one node, ``cpus_per_task`` CPUs) runs every datatrove task itself.
-    ``executor: slurm``: the job is a small driver; datatrove's ``SlurmPipelineExecutor`` submits one job
-    array per stage (LLM stage after scoring) with the settings in ``executor_overrides``; the driver
-    waits for the corpus manifest so that later jobs can depend on it.
-    ``overrides`` and ``executor_overrides`` are passed to ``datagen run`` as ``key=value`` after
-    ``executor.kind=<executor>`` (and ``executor.venv_path`` from ``environment.venv``); ``output_dir``
-    (relative: under the launch folder) is passed as ``<output_key>=...``.
+    Attributes:
+        config: the datagen config file (relative: in ``environment.workdir``).
+        overrides: passed to ``datagen run`` as ``key=value`` after ``executor.kind=<executor>`` (and
+            ``executor.venv_path`` from ``environment.venv``).
+        output_dir: the corpus folder (relative: under the launch folder), passed as ``<output_key>=...``;
+            required with ``executor: slurm``.
+        output_key: the datagen key ``output_dir`` is passed as.
+        executor: ``local``: one job (one node, ``cpus_per_task`` CPUs) runs every datatrove task itself.
+            ``slurm``: the job is a small driver; datatrove's ``SlurmPipelineExecutor`` submits one job
+            array per stage (LLM stage after scoring) with the settings in ``executor_overrides``; the
+            driver waits for the corpus manifest so that later jobs can depend on it.
+        executor_overrides: ``key -> value`` passed to ``datagen run`` as ``key=value`` after
+            ``overrides`` (the ``executor.*`` settings, e.g. ``executor.partition``).
+        wait_poll_s: seconds between the driver's checks for the corpus manifest (``executor: slurm``).
+        resources: sbatch resources of the job (with ``executor: slurm``, of the driver).
     """
 
     config: str = "configs/datagen/demo.yaml"
@@ -152,7 +186,7 @@ class CorpusJob:
 class PreemptionConfig:
     """Warning signal, checkpoint-and-requeue.
 
-    Args:
+    Attributes:
         enabled: ask Slurm for ``--signal=B:<signal>@<warn_seconds>`` and requeue on it.
         signal: signal name without ``SIG``.
         warn_seconds: how long before the time limit the signal comes (Slurm may send it up to 60 s early).
@@ -193,8 +227,9 @@ DEFAULT_DIST_ENV = {
 class TrainJob:
     """``trainer train`` on ``resources.nodes`` nodes: one ``torchrun`` per node, started by ``srun``.
 
-    Args:
-        config: trainer config file; ``overrides`` are appended as ``key=value``.
+    Attributes:
+        config: trainer config file.
+        overrides: ``key=value`` overrides of it, appended after the ones launch sets (``run_dir``, ``data.*``).
         run_dir: the run folder (``run_dir=`` override); a relative path is under the launch folder.
         corpus: optional corpus folder (``data.corpus=``).
         curriculum: optional curriculum file (``data.curriculum=``).
@@ -204,6 +239,8 @@ class TrainJob:
             from ``SLURM_NODEID``).
         rdzv_port: rendezvous port on the head node; 0 derives one from the job id.
         dist_env: NCCL/torch environment (defaults in ``DEFAULT_DIST_ENV``; "" removes one).
+        preemption: the warning signal, checkpoint and requeue.
+        resources: sbatch resources of the training job.
     """
 
     config: str = "configs/trainer/tiny.yaml"
@@ -226,13 +263,18 @@ class TrainJob:
 class EvalJob:
     """``evalkit run`` as a job array over checkpoints, then one ``evalkit compare`` job after all of them.
 
-    Args:
+    Attributes:
         checkpoints: model folders or run folders (a run folder is resolved to its latest checkpoint).
+        names: result sub-folder names, one per checkpoint (empty: the last part of each path other than
+            ``checkpoints``/``latest``, made unique).
         suite: the ``--suite`` argument.
         out_dir: results root (one sub-folder per checkpoint); relative paths are under the launch folder.
         compare_out: where ``evalkit compare`` writes (default ``<out_dir>/compare``).
         extra_args: more arguments for ``evalkit run``.
+        compare_args: more arguments for ``evalkit compare``.
         max_parallel: at most this many array elements at once (0: no limit).
+        resources: sbatch resources of each array element.
+        compare_resources: sbatch resources of the ``evalkit compare`` job.
     """
 
     checkpoints: list[str] = field(default_factory=list)
@@ -251,8 +293,8 @@ class EvalJob:
 class SweepConfig:
     """Curriculum sweep: one training run per intervention start, each evaluated, then compared.
 
-    Args:
-        interventions: fractions of the run (0.0-1.0) at which the safety mix starts.
+    Attributes:
+        interventions: fractions of the run (in [0, 1)) at which the safety mix starts.
         curriculum_template: a curriculum YAML with at least two phases: the first phase's weights are
             the base mix, the last phase's the intervention mix. For each fraction a curriculum file is
             written into the launch folder with those two phases (one phase for 0.0).
@@ -281,10 +323,16 @@ class SweepConfig:
 class LaunchConfig:
     """Everything ``python -m launch`` needs.
 
-    Args:
+    Attributes:
         name: the launch's name; job names are ``<name>-<job>``.
         output_dir: parent folder of launch folders; the launch folder is ``<output_dir>/<name>`` and
             holds the scripts, ``logs/<job>/``, ``jobs.json`` and the resolved ``config.yaml``.
+        cluster: the cluster the jobs go to.
+        environment: how every job step gets the project's software.
+        corpus: the ``corpus`` job.
+        train: the ``train`` job, and each training run of ``sweep``.
+        eval: the ``eval`` jobs, and the evaluations of ``sweep``.
+        sweep: the curriculum sweep.
     """
 
     name: str = "launch"

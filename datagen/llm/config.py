@@ -75,7 +75,8 @@ class SamplingConfig:
 
     Attributes:
         max_tokens: longest answer in tokens.
-        temperature / top_p: sampling (temperature 0 is greedy).
+        temperature: sampling temperature (0 is greedy).
+        top_p: nucleus sampling threshold.
         extra: any other OpenAI/vLLM request parameter (stop, repetition_penalty, min_p, ...).
     """
 
@@ -117,8 +118,9 @@ class LLMConfig:
         generation: sampling per transformation.
         max_concurrency: requests in flight at once.
         request_timeout: seconds per HTTP request.
-        max_retries / retry_backoff: retries (exponential backoff from ``retry_backoff`` s) for
-            connection errors, timeouts, 429 and 5xx; then the job fails with the count done.
+        max_retries: retries of a request (exponential backoff from ``retry_backoff`` s) for connection
+            errors, timeouts, 429 and 5xx; then the job fails with the count done.
+        retry_backoff: seconds before the first retry, doubled each retry (at most 30 s).
         attempts: tries per document and transformation (invalid JSON/score, empty, truncated, or
             output still unsafe after rescoring); each retry draws another style / sampling seed.
         seed: seeds the style draw and the per-request sampling seed (reproducible, resumable).
@@ -200,7 +202,8 @@ class AnnotateConfig:
         input: JSONL file or folder of JSONL files (datatrove-readable; ``text`` and ``id`` fields).
         output: labels JSONL written here; quarantined answers go to ``<output>.quarantine.jsonl``.
         work_dir: checkpoints, request cache and logs (default: ``<output>.work``).
-        text_field / id_field: keys in the input records.
+        text_field: key of the text in the input records.
+        id_field: key of the id in the input records.
         limit: documents to label (-1: all).
         llm: server, sampling (``generation.annotate``), concurrency, retries, attempts.
     """

@@ -4,7 +4,6 @@ to run the trainer's CLI in subprocesses (megatron's CPU redirections then never
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infra.paths import REPO_ROOT
+from infra.proc import clean_env
 
 BUCKETS = ("raw", "tagged", "rephrased", "refusal", "moral")
 
@@ -62,17 +62,8 @@ def tiny_corpus(tmp_path_factory):
 
 
 def trainer_env() -> dict:
-    env = dict(os.environ)
-    env.update(
-        PROGRESS="0",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
+    """The environment ``infra.proc`` gives a package CLI, plus quiet, single-threaded test settings."""
+    return clean_env({"PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"})
 
 
 def trainer_cmd(*args: str, nproc: int = 1) -> list[str]:
