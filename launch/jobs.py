@@ -219,33 +219,51 @@ def eval_array_job(
         f'exec {q(env.python)} -m evalkit run --model "$SPT_MODEL" --suite {q(e.suite)} --out "$SPT_OUT"'
         + "".join(" " + q(a) for a in e.extra_args),
     ]
+    setup = [
+        "# one element per model: an HF folder, a checkpoint or a run folder (evalkit exports the latter)",
+        R.bash_array("SPT_MODELS", models),
+        R.bash_array("SPT_OUTS", [str(o) for o in out_dirs]),
+        "SPT_I=${SLURM_ARRAY_TASK_ID:-0}",
+        'export SPT_MODEL="${SPT_MODELS[$SPT_I]}"',
+        'export SPT_OUT="${SPT_OUTS[$SPT_I]}"',
+        'mkdir -p "$SPT_OUT"',
+        "",
+    ]
+    return _one_node_job(
+        ctx,
+        plan,
+        key,
+        res,
+        setup,
+        step,
+        after or [],
+        header_kw={"array": array},
+        array_size=n,
+        info={"models": models, "out_dirs": [str(o) for o in out_dirs]},
+    )
+
+
+def _one_node_job(
+    ctx: Context,
+    plan: Plan,
+    key: str,
+    res: Resources,
+    setup: list[str],
+    step: list[str],
+    after: list[str],
+    header_kw: dict | None = None,
+    **spec,
+) -> JobSpec:
+    """A job whose script runs ``setup`` on the batch host, then ``step`` as one srun step on one node."""
+    env = ctx.cfg.environment
     lines = (
-        _header(ctx, plan, key, res, array=array)
+        _header(ctx, plan, key, res, **(header_kw or {}))
         + R.prelude(ctx.workdir)
-        + [
-            "# one element per model: an HF folder, a checkpoint or a run folder (evalkit exports the latter)",
-            R.bash_array("SPT_MODELS", models),
-            R.bash_array("SPT_OUTS", [str(o) for o in out_dirs]),
-            "SPT_I=${SLURM_ARRAY_TASK_ID:-0}",
-            'export SPT_MODEL="${SPT_MODELS[$SPT_I]}"',
-            'export SPT_OUT="${SPT_OUTS[$SPT_I]}"',
-            'mkdir -p "$SPT_OUT"',
-            "",
-            *R.embed_step("SPT_STEP", step),
-            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
-        ]
+        + setup
+        + [*R.embed_step("SPT_STEP", step), R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"']
     )
-    return plan.add(
-        JobSpec(
-            key=key,
-            name=ctx.job_name(key),
-            script="\n".join(lines) + "\n",
-            after=after or [],
-            resources=res,
-            array_size=n,
-            info={"models": models, "out_dirs": [str(o) for o in out_dirs]},
-        )
-    )
+    script = "\n".join(lines) + "\n"
+    return plan.add(JobSpec(key=key, name=ctx.job_name(key), script=script, after=after, resources=res, **spec))
 
 
 def compare_job(ctx: Context, plan: Plan, key: str, *, result_dirs: list[Path], out: Path, after: list[str]) -> JobSpec:
@@ -259,25 +277,7 @@ def compare_job(ctx: Context, plan: Plan, key: str, *, result_dirs: list[Path], 
         + f" --out {q(str(out))}"
         + "".join(" " + q(a) for a in e.compare_args),
     ]
-    lines = (
-        _header(ctx, plan, key, res)
-        + R.prelude(ctx.workdir)
-        + [
-            f"mkdir -p {q(str(out))}",
-            *R.embed_step("SPT_STEP", step),
-            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
-        ]
-    )
-    return plan.add(
-        JobSpec(
-            key=key,
-            name=ctx.job_name(key),
-            script="\n".join(lines) + "\n",
-            after=after,
-            resources=res,
-            info={"out": str(out)},
-        )
-    )
+    return _one_node_job(ctx, plan, key, res, [f"mkdir -p {q(str(out))}"], step, after, info={"out": str(out)})
 
 
 def plan_eval(ctx: Context) -> Plan:
