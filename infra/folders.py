@@ -24,7 +24,6 @@ import json
 import math
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from infra.paths import REPO_ROOT
@@ -110,14 +109,26 @@ def _check_version(path: Path, found, known: int) -> None:
         raise FolderError(f"{path}: format_version {found!r}, this code reads up to {known}")
 
 
-@dataclass(frozen=True)
-class CorpusFolder:
-    """What ``datagen run`` writes; the schema of ``manifest.json`` is ``infra.corpus.Manifest``."""
+class _Folder:
+    """A folder of a known layout: ``root`` and, in the subclasses, the names of what lies in it."""
 
-    root: Path
+    __slots__ = ("root",)
 
     def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.root))
+
+
+class CorpusFolder(_Folder):
+    """What ``datagen run`` writes; the schema of ``manifest.json`` is ``infra.corpus.Manifest``."""
 
     manifest = property(lambda self: self.root / "manifest.json")
     config = property(lambda self: self.root / "datagen_config.yaml")
@@ -136,14 +147,8 @@ class CorpusFolder:
         return self.manifest.is_file()
 
 
-@dataclass(frozen=True)
-class RunFolder:
+class RunFolder(_Folder):
     """What ``trainer train|sft`` writes; ``export-hf`` and evalkit read it."""
-
-    root: Path
-
-    def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
 
     info = property(lambda self: self.root / "run.json")
     config = property(lambda self: self.root / "config.yaml")
@@ -174,14 +179,8 @@ class RunFolder:
         return d
 
 
-@dataclass(frozen=True)
-class ResultsFolder:
+class ResultsFolder(_Folder):
     """What ``evalkit run`` writes; ``evalkit compare`` and the reports read it."""
-
-    root: Path
-
-    def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
 
     results = property(lambda self: self.root / "results.json")
     config = property(lambda self: self.root / "config.yaml")

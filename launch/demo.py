@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         marker = Marker(out, name)
         parts = step_parts(cmd, previous)
         previous = value_fingerprint(parts)
-        check = marker.check(parts)
+        ran_before = marker.path.exists()
+        check = marker.reuse(parts, stale=target)  # stale outputs would be resumed from, not replaced: removed
         if check:
             print(f"[demo] {name}: done earlier, reusing {target}", flush=True)
             timings[name] = 0.0
             continue
-        if marker.path.exists():
+        if ran_before:
             print(f"[demo] {name}: running it again ({check.reason})", flush=True)
-        marker.reuse(parts, stale=target, allowed=False)  # stale outputs would be resumed from, not replaced
         print(f"[demo] {name}: {' '.join(cmd)}", flush=True)
         try:
             timings[name] = round(run_cli(cmd[2], cmd[3:], what=name), 1)
