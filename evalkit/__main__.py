@@ -1,4 +1,4 @@
-"""``python -m evalkit {run,compare,abliterate,train-judge,study}``: safety evaluation of checkpoints."""
+"""``python -m evalkit {run,compare,abliterate,train-judge,validate-judges,study}``: safety evaluation."""
 
 from __future__ import annotations
 
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         default="evalkit/data/human_labels.jsonl",
         help="score the trained judge on these labels too ('' to skip)",
     )
+    from evalkit.validate import add_parser as add_validate_parser
+
+    add_validate_parser(sub)
     from evalkit.study.cli import add_study_parser
 
     add_study_parser(sub)
@@ -82,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             return 1 if res["errors"] else 0
+        if args.cmd == "validate-judges":
+            from evalkit.validate import run_cli
+
+            return run_cli(args)
         if args.cmd == "compare":
             from evalkit.report import compare
 

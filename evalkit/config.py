@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from evalkit.registry import SUITES  # the suites register themselves there; read here to check ``suites:``
+from evalkit.registry import JUDGES, SUITES  # entries register themselves there; read here to check the config
 from infra.config import ConfigError
 
 
@@ -89,34 +89,67 @@ class BackendConfig:
 
 
 @dataclass
-class JudgeConfig:
-    """Refusal/harm judges: each judge registered in ``evalkit.registry.JUDGES`` reads its fields here and
-    runs when they switch it on, in the registry's order (keyword, llm, classifier).
+class JudgesConfig:
+    """The refusal/harm judges, each one entry of ``use`` (a list in the YAML; ``judges: [...]`` is the
+    same as ``judges: {use: [...]}``).
+
+    An entry is ``{kind: K, name: N, headline: B, ...}``: ``kind`` is a judge registered in
+    ``evalkit.registry.JUDGES`` (``keyword``, ``xstest-strmatch``, ``harmbench-refusals``, ``llm``,
+    ``classifier``, or ``module:Class``), ``name`` its key in results.json (default: the judge's own),
+    ``headline`` whether its rates appear in the headline table (default true); every other key is an
+    option of that judge, checked against its ``Config`` dataclass when the config loads, e.g.
+    ``{kind: llm, protocol: harmbench, url: http://host:8000/v1}``.
 
     Attributes:
-        keyword: the regex refusal judge.
-        classifier: embedding refusal classifier: ``builtin`` (trained on evalkit/data/judge_train.jsonl at
-            first use) or a folder from ``evalkit train-judge``; empty = off.
-        classifier_threshold: refusal probability from which the classifier says refusal.
-        llm_model: a yes/no judge model folder run with transformers; ``self`` = the evaluated model;
-            empty = off (then ``llm_url`` may name one).
-        llm_url: an OpenAI-compatible server running the judge model (used when ``llm_model`` is empty).
-        llm_served_model: the model name on that server.
-        llm_max_new_tokens: answer length of the judge model.
-        llm_question: what the LLM judge asks: ``refusal`` (did it refuse?) or ``harmful`` (does the answer
-            give harmful content?); the judge is then named ``llm_harm``/``llm_self_harm``.
-        human_labels: JSONL {id,prompt,output,label} scoring each judge.
+        use: the judges, in the order they run and are reported; the first one's ASR is a suite's ``asr``.
+        human_labels: a human-labels file (JSONL prompt/output/label or the XSTest CSV format); the
+            ``asr`` suite then scores every judge against it (accuracy, kappa, precision, recall).
+        min_judged_share: a suite warns when a judge labels fewer than this share of the outputs.
     """
 
-    keyword: bool = True
-    classifier: str = ""
-    classifier_threshold: float = 0.5
-    llm_model: str = ""
-    llm_url: str = ""
-    llm_served_model: str = ""
-    llm_max_new_tokens: int = 4
-    llm_question: Literal["refusal", "harmful"] = "refusal"
+    LIST_KEY = "use"  # infra.config: a list given for this mapping fills ``use``
+
+    use: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "keyword"}])
     human_labels: str = ""
+    min_judged_share: float = 0.5
+
+    def validate(self):
+        if not self.use:
+            raise ConfigError("key 'judges.use' is empty; name at least one judge, e.g. [{kind: keyword}]")
+        names = []
+        for i, entry in enumerate(self.use):
+            names.append(judge_entry(entry, f"judges.use[{i}]")[1])
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"key 'judges.use': judge name(s) {dup} used twice; give one entry a 'name'")
+        if not 0.0 <= self.min_judged_share <= 1.0:
+            raise ConfigError("key 'judges.min_judged_share' must be in [0, 1]")
+
+
+JUDGE_ENTRY_KEYS = ("kind", "name", "headline")
+
+
+def judge_entry(entry: dict, key: str = "judges.use[0]") -> tuple[type, str, bool, Any]:
+    """(judge class, name, headline, its typed ``Config``) of one ``judges.use`` entry; a ConfigError
+    naming ``key`` for an unknown kind or a bad option."""
+    from infra.config import build
+    from infra.registry import RegistryError
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+        raise ConfigError(f"key '{key}': a judge entry is a mapping with a 'kind', got {entry!r}")
+    try:
+        cls = JUDGES.get(entry["kind"])
+    except RegistryError as e:
+        raise ConfigError(f"key '{key}.kind': {e}") from None
+    headline = entry.get("headline", True)
+    if not isinstance(headline, bool):
+        raise ConfigError(f"key '{key}.headline': expected bool, got {headline!r}")
+    options = {k: v for k, v in entry.items() if k not in JUDGE_ENTRY_KEYS}
+    cfg = build(cls.Config, options, prefix=key)
+    name = entry.get("name") or cls.default_name(cfg)
+    if not isinstance(name, str):
+        raise ConfigError(f"key '{key}.name': expected str, got {name!r}")
+    return cls, name, headline, cfg
 
 
 @dataclass
@@ -243,7 +276,7 @@ class EvalConfig:
     report: Literal["md", "html"] = "md"
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
-    judges: JudgeConfig = field(default_factory=JudgeConfig)
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
     data: DataConfig = field(default_factory=DataConfig)
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     capability: CapabilityConfig = field(default_factory=CapabilityConfig)

@@ -32,20 +32,33 @@ class Prompt:
 
 @dataclass
 class PromptSet:
+    """Prompts, the rows skipped as bad (``{file, line, reason}``) and the prompts left out by a
+    filter (``filtered``: ``{id, reason}``, e.g. another ``split``), which the suites can report."""
+
     prompts: list[Prompt]
     skipped: list[dict]
     source: str = ""
+    filtered: list[dict] = field(default_factory=list)
 
     def split(self, name: str) -> PromptSet:
         """Prompts whose ``split`` field equals ``name`` ('all' keeps everything; rows without a split
-        field count as test)."""
+        field count as test); the others are listed in ``filtered``."""
         if name == "all":
             return self
-        keep = [p for p in self.prompts if p.meta.get("split", "test") == name]
-        return PromptSet(keep, self.skipped, self.source)
+        keep, out = [], list(self.filtered)
+        for p in self.prompts:
+            s = p.meta.get("split", "test")
+            if s == name:
+                keep.append(p)
+            else:
+                out.append({"id": p.id, "reason": f"split {s!r} is not {name!r}"})
+        return PromptSet(keep, self.skipped, self.source, out)
 
     def limit(self, n: int) -> PromptSet:
-        return PromptSet(self.prompts[:n] if n else self.prompts, self.skipped, self.source)
+        out = list(self.filtered)
+        if n:
+            out += [{"id": p.id, "reason": f"beyond limit {n}"} for p in self.prompts[n:]]
+        return PromptSet(self.prompts[:n] if n else self.prompts, self.skipped, self.source, out)
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -64,7 +77,7 @@ def load_jsonl_prompts(path: str | Path, text_keys=("prompt", "goal", "behavior"
     if not p.is_file():
         raise DataError(f"prompt file not found: {path}")
     prompts, skipped, seen = [], [], set()
-    with p.open(encoding="utf-8", errors="replace") as f:
+    with p.open(encoding="utf-8-sig", errors="replace") as f:  # -sig: a UTF-8 BOM is not part of row 1
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -87,7 +100,9 @@ def load_jsonl_prompts(path: str | Path, text_keys=("prompt", "goal", "behavior"
                     }
                 )
                 continue
-            pid = str(row.get("id", f"{p.stem}-{lineno}"))
+            # a missing or null id gets one from the file and line (str(None) would make every later
+            # null-id row a duplicate of "None")
+            pid = str(row["id"]) if row.get("id") is not None else f"{p.stem}-{lineno}"
             if pid in seen:
                 skipped.append(
                     {"file": str(path), "line": lineno, "reason": f"duplicate id {pid!r}", "raw": line[:200]}
@@ -102,22 +117,32 @@ def load_jsonl_prompts(path: str | Path, text_keys=("prompt", "goal", "behavior"
 
 
 def _csv_prompts(
-    name: str, text: str, text_col: str, id_col: str | None, meta_cols: tuple[str, ...], keep=lambda row: True
+    name: str,
+    text: str,
+    text_col: str,
+    id_col: str | None,
+    meta_cols: tuple[str, ...],
+    keep=lambda row: True,
+    category_col: str | None = None,
 ) -> PromptSet:
-    prompts, skipped = [], []
-    reader = csv.DictReader(io.StringIO(text))
+    prompts, skipped, filtered = [], [], []
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     if reader.fieldnames is None or text_col not in reader.fieldnames:
         raise DataError(f"{name}: expected a CSV with a '{text_col}' column, got {reader.fieldnames}")
     for i, row in enumerate(reader, 2):  # line 1 is the header
+        pid = (row.get(id_col) or "").strip() if id_col else ""
         if not keep(row):
+            filtered.append({"id": pid or f"{name}-{i}", "line": i, "reason": "left out by the set's row filter"})
             continue
         t = (row.get(text_col) or "").strip()
         if not t:
             skipped.append({"file": name, "line": i, "reason": f"empty '{text_col}'"})
             continue
-        pid = (row.get(id_col) or "").strip() if id_col else ""
-        prompts.append(Prompt(pid or f"{name}-{i}", t, {c: row.get(c) for c in meta_cols if c in row}))
-    return PromptSet(prompts, skipped, name)
+        meta = {c: row.get(c) for c in meta_cols if c in row}
+        if category_col and row.get(category_col):
+            meta["category"] = row[category_col]
+        prompts.append(Prompt(pid or f"{name}-{i}", t, meta))
+    return PromptSet(prompts, skipped, name, filtered)
 
 
 # name -> (published URL, text column, id column, metadata columns, row filter)
@@ -198,7 +223,9 @@ def _parse_hub(name: str, text: str, source: str) -> PromptSet:
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 tmp.skipped.append({"file": source, "line": i, "reason": f"bad row: {e}"})
         return tmp
-    return _csv_prompts(source, text, col, id_col, meta, keep or (lambda r: True))
+    # XSTest's prompt type ("homonyms", "safe_targets", ...) is its category
+    category_col = "type" if name == "xstest" else None
+    return _csv_prompts(source, text, col, id_col, meta, keep or (lambda r: True), category_col)
 
 
 def load_hub(spec: str) -> PromptSet:
@@ -212,7 +239,7 @@ def load_hub(spec: str) -> PromptSet:
         p = resolve_path(local)
         if not p.is_file():
             raise DataError(f"local copy of {name} not found: {local}")
-        return _parse_hub(name, p.read_text(encoding="utf-8", errors="replace"), str(local))
+        return _parse_hub(name, p.read_text(encoding="utf-8-sig", errors="replace"), str(local))
     import httpx
 
     url = HUB_SETS[name][0]
@@ -234,7 +261,7 @@ def load_prompts(spec: str) -> PromptSet:
     if p.suffix == ".csv":
         if not p.is_file():
             raise DataError(f"prompt file not found: {spec}")
-        text = p.read_text(encoding="utf-8", errors="replace")
+        text = p.read_text(encoding="utf-8-sig", errors="replace")
         header = next(csv.reader(io.StringIO(text)), [])
         col = next((c for c in ("prompt", "goal", "Goal", "Behavior") if c in header), None)
         if col is None:
@@ -244,21 +271,8 @@ def load_prompts(spec: str) -> PromptSet:
 
 
 def load_human_labels(path: str) -> tuple[list[dict], list[dict]]:
-    """Rows ``{id, prompt, output, label: refusal|non_refusal}``; bad rows returned as skipped."""
-    p = resolve_path(path)
-    if not p.is_file():
-        raise DataError(f"human labels file not found: {path}")
-    rows, skipped = [], []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if row["label"] not in ("refusal", "non_refusal"):
-                raise ValueError(f"label {row['label']!r} is not refusal/non_refusal")
-            if not isinstance(row["output"], str) or not isinstance(row["prompt"], str):
-                raise ValueError("prompt and output must be strings")
-            rows.append(row)
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
-            skipped.append({"file": str(path), "line": i, "reason": f"bad human label row: {e}"})
-    return rows, skipped
+    """Rows ``{id, prompt, output, label: refusal|non_refusal, ...}``; bad rows returned as skipped
+    (``evalkit.validate.load_labels``: JSONL, XSTest CSV or a folder of them)."""
+    from evalkit.validate import load_labels
+
+    return load_labels(path)

@@ -42,9 +42,8 @@ def mean_difference(model, harmful: list[str], harmless: list[str], layer: int):
 def tag_difference(model, prompts: list[str], layer: int):
     """Direction the harmfulness tag writes: mean activation of (prompt + tag) minus (prompt)."""
     from infra.corpus import TAG_TOKEN
-    from infra.tokenizer import tag_id
 
-    tag_id(model.tok)  # clear error when the tokenizer has no tag
+    model.require("direction.source=tag", "hidden_states").tag_token_id()  # clear error without the tag
     with_tag = model.hidden_states([model.format(p) + TAG_TOKEN for p in prompts])[:, layer + 1]
     without = model.hidden_states([model.format(p) for p in prompts])[:, layer + 1]
     return with_tag.mean(0) - without.mean(0)

@@ -1,21 +1,54 @@
-"""The narrow model interface evalkit's suites talk to, and its two implementations.
+"""The model interface evalkit's suites and judges talk to, and its implementations.
 
-``EvalModel`` (text in, text/numbers out): ``format``, ``generate``, ``loglikelihood``. Suites that
-need internals (probes, steering, abliteration, SafeBeam) also use ``hidden_states``, ``steer`` and
-``edit_weights``, which only the in-process transformers model has; a server model raises a clear
-error naming the suite's need.
+``EvalModel`` is an abstract base. Every model answers user prompts (``generate``); what else it can
+do it declares in ``capabilities`` (names from ``CAPABILITIES``), and a suite that needs more calls
+``model.require("suite 'probes'", "hidden_states")`` first, which fails with a message naming the
+suite, the missing capabilities and the backend that has them:
+
+* ``generate``: user prompts, formatted by the model (chat template or raw text), answered;
+* ``complete``: raw text continued as it is (an LLM judge's own prompt template);
+* ``chat``: conversations (lists of ``{"role", "content"}``) rendered with the chat template;
+* ``loglikelihood``: log-probability of continuations after contexts;
+* ``next_token_logprobs``: incremental decoding (``encode_prompt``, ``start``, ``step``, ``decode``,
+  ``tag_token_id``, ``eos_token_id``), which decoders such as SafeBeam build on;
+* ``hidden_states``: residual-stream activations, every layer;
+* ``steer``: add a vector to the residual stream while generating;
+* ``edit_weights``: ``output_projections()`` edited in place (abliteration) and ``save``.
+
+``HFModel`` (transformers, in process) has them all; ``OpenAIModel`` (any OpenAI-compatible server)
+has generate, complete and chat; ``evalkit.dummy.DummyModel`` is a weightless test double with all.
+
+Decoding modes other than greedy and sample are decoders in ``DECODERS`` (SafeBeam registers
+``safebeam`` from ``evalkit.safebeam``); ``generate`` of any model runs them through ``EvalModel.decode_with``.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.log import get_logger, progress
+from infra.registry import Registry
 
 log = get_logger(__name__)
+
+CAPABILITIES = (
+    "generate",
+    "complete",
+    "chat",
+    "loglikelihood",
+    "next_token_logprobs",
+    "hidden_states",
+    "steer",
+    "edit_weights",
+)
+DUMMY_FILE = "dummy_model.json"  # marks a folder holding an evalkit.dummy.DummyModel config
+SERVER_CAPABILITIES = frozenset({"generate", "complete", "chat"})
+NATIVE_MODES = ("greedy", "sample")
 
 
 class ModelError(RuntimeError):
@@ -24,14 +57,41 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Generation:
+    """One answer. ``error`` is set (and ``text`` empty) when the backend failed on this request."""
+
     prompt: str
     text: str
     new_tokens: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A decoding mode run by ``EvalModel.decode_with``: ``fn(model, prompt, decoding) -> Generation``
+    for each user prompt; ``needs``: the capabilities it uses."""
+
+    fn: Callable
+    needs: tuple[str, ...]
+
+
+# decoding modes beyond greedy/sample; the built-in module registers on first read (no import cycle)
+DECODERS = Registry("evalkit decoding mode", builtins=("evalkit.safebeam",))
+
+
+def register_decoder(mode: str, *needs: str):
+    """``@register_decoder("safebeam", "next_token_logprobs")`` above ``fn(model, prompt, decoding)``."""
+
+    def add(fn):
+        DECODERS.register(mode, Decoder(fn, tuple(needs)))
+        return fn
+
+    return add
 
 
 def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
-    """An HF folder as is; a trainer checkpoint (megatron dist checkpoint / run folder) is exported
-    first with ``python -m trainer export-hf CKPT OUT`` (its CLI, not its internals).
+    """An HF folder or a dummy model folder (``dummy_model.json``) as is; a trainer checkpoint (megatron
+    dist checkpoint / run folder) is exported first with ``python -m trainer export-hf CKPT OUT`` (its CLI,
+    not its internals).
 
     The export is reused only while its completion marker matches the checkpoint it came from (names,
     sizes and modification times of the checkpoint's files): a retrained or resumed run exports again.
@@ -43,7 +103,7 @@ def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model not found: {path}")
-    if (p / "config.json").is_file():
+    if (p / "config.json").is_file() or (p / DUMMY_FILE).is_file():
         return p
     if RunFolder(p).has_hf():  # a run folder whose trainer already exported at the end
         return RunFolder(p).hf
@@ -73,28 +133,134 @@ def resolve_model_dir(path: str | Path, work_dir: Path | None = None) -> Path:
     return out
 
 
-class EvalModel:
-    """Interface. ``prompt_style`` is 'chat' (chat template) or 'completion' (raw text)."""
+class EvalModel(abc.ABC):
+    """Interface. ``prompt_style`` is 'chat' (chat template) or 'completion' (raw text);
+    ``backend`` names the implementation in messages and results; ``capabilities`` is what it can do."""
 
     name: str = ""
     prompt_style: str = "chat"
+    backend: str = "custom"
+    capabilities: frozenset[str] = frozenset({"generate"})
 
+    # -- capabilities ----------------------------------------------------------------------------
+    def require(self, what: str, *caps: str) -> EvalModel:
+        """``self`` when it has every capability in ``caps``; else ModelError naming ``what`` (e.g.
+        "suite 'probes'"), the missing capabilities, this backend and the backend that has them."""
+        unknown = [c for c in caps if c not in CAPABILITIES]
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown} (known: {', '.join(CAPABILITIES)})")
+        missing = [c for c in caps if c not in self.capabilities]
+        if not missing:
+            return self
+        if set(missing) <= SERVER_CAPABILITIES:
+            hint = "every built-in backend has them"
+        else:
+            hint = "backend.kind=transformers (an in-process model folder) has them; a server backend has only " + (
+                ", ".join(c for c in CAPABILITIES if c in SERVER_CAPABILITIES)
+            )
+        raise ModelError(
+            f"{what} needs {', '.join(missing)}, which the {self.backend} model {self.name or type(self).__name__} "
+            f"does not have (it has: {', '.join(c for c in CAPABILITIES if c in self.capabilities)}); {hint}"
+        )
+
+    def _lacks(self, cap: str, method: str):
+        """Raise for ``method`` of a capability this model does not declare (or declares but lacks)."""
+        self.require(f"{method}()", cap)
+        raise NotImplementedError(f"{type(self).__name__} declares {cap!r} but does not implement {method}()")
+
+    # -- text ------------------------------------------------------------------------------------
     def format(self, prompt: str) -> str:
-        raise NotImplementedError
+        """A user prompt as the model reads it (default: unchanged, as for a completion model)."""
+        return prompt
 
+    @abc.abstractmethod
     def generate(self, prompts: list[str], decoding) -> list[Generation]:
-        """Answers to user prompts (formatted here) under ``decoding`` (an ``evalkit.config.DecodingConfig``)."""
-        raise NotImplementedError
+        """Answers to user prompts (formatted by the model) under ``decoding`` (a ``DecodingConfig``).
+        Implementations start with ``decode_with`` so that registered decoding modes work everywhere."""
 
+    def decode_with(self, prompts: list[str], decoding) -> list[Generation] | None:
+        """Run a registered decoder (``decoding.mode`` not greedy/sample) on ``prompts``; None for the
+        model's own greedy/sample path."""
+        if decoding.mode in NATIVE_MODES:
+            return None
+        dec = DECODERS.get(decoding.mode)
+        self.require(f"decoding mode {decoding.mode!r}", *dec.needs)
+        return [dec.fn(self, p, decoding) for p in progress(prompts, desc=decoding.mode)]
+
+    @staticmethod
+    def _native(decoding, method: str) -> None:
+        if decoding.mode not in NATIVE_MODES:
+            raise ModelError(f"{method}() decodes greedy or sample only, not {decoding.mode!r}")
+
+    def complete(self, texts: list[str], decoding) -> list[Generation]:
+        """Raw continuations of ``texts`` (no chat formatting): an LLM judge's own prompt template."""
+        self._lacks("complete", "complete")
+
+    def chat(self, conversations: list[list[dict]], decoding) -> list[Generation]:
+        """Answers to conversations (``[{"role", "content"}, ...]``) rendered with the chat template and
+        a generation prompt. ``Generation.prompt`` is the last message's content."""
+        self._lacks("chat", "chat")
+
+    # -- scores and internals --------------------------------------------------------------------
     def loglikelihood(self, contexts: list[str], continuations: list[str]) -> list[float]:
         """Sum of log-probs of each continuation after its (already formatted) context."""
-        raise NotImplementedError
+        self._lacks("loglikelihood", "loglikelihood")
 
     def hidden_states(self, texts: list[str], batch_size: int = 8):
-        raise ModelError(f"{type(self).__name__} has no hidden states: use backend.kind=transformers")
+        """Residual stream at the last token of each (formatted) text, every layer: [n, layers+1, d]."""
+        self._lacks("hidden_states", "hidden_states")
+
+    @property
+    def num_layers(self) -> int:
+        self._lacks("hidden_states", "num_layers")
+
+    @contextlib.contextmanager
+    def steer(self, layer: int, vector, scale: float = 1.0):
+        """Add ``scale * vector`` to the output of block ``layer`` while the context is open."""
+        self._lacks("steer", "steer")
+        yield self
+
+    def output_projections(self, skip_first: bool = True) -> list:
+        """(layer, name, weight tensor) of the matrices writing into the residual stream, edited in place."""
+        self._lacks("edit_weights", "output_projections")
+
+    def save(self, out: str | Path) -> Path:
+        """Write the (edited) model to folder ``out``, loadable again."""
+        self._lacks("edit_weights", "save")
+
+    # -- incremental decoding (capability next_token_logprobs) -----------------------------------
+    def tag_token_id(self) -> int:
+        """Id of the harmfulness tag token; ModelError when the vocabulary has none."""
+        self._lacks("next_token_logprobs", "tag_token_id")
+
+    @property
+    def eos_token_id(self) -> int:
+        self._lacks("next_token_logprobs", "eos_token_id")
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of the formatted user prompt."""
+        self._lacks("next_token_logprobs", "encode_prompt")
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids (special tokens left out)."""
+        self._lacks("next_token_logprobs", "decode")
+
+    def start(self, prompt_ids: list[int]):
+        """(state, float64 log-probs [1, V] of the token after ``prompt_ids``)."""
+        self._lacks("next_token_logprobs", "start")
+
+    def step(self, state, parent_rows, tokens):
+        """Extend rows ``parent_rows`` (long tensor into the state's rows) by ``tokens`` (one each):
+        (new state with one row per token, float64 log-probs [len(tokens), V] of the next token)."""
+        self._lacks("next_token_logprobs", "step")
 
     def describe(self) -> dict:
-        return {"name": self.name, "prompt_style": self.prompt_style}
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "prompt_style": self.prompt_style,
+            "capabilities": [c for c in CAPABILITIES if c in self.capabilities],
+        }
 
 
 def _pick_dtype(dtype: str, device: str):
@@ -105,6 +271,16 @@ def _pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
+def _cached_forward(lm, ids, cache=None):
+    """One forward with a KV cache; transformers renamed ``past_key_values`` to ``cache`` during 5.x."""
+    import inspect
+
+    kw = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    out = lm(input_ids=ids, use_cache=True, **({kw: cache} if cache is not None else {}))
+    new = getattr(out, "cache", None)
+    return out, (new if new is not None else out.past_key_values)
+
+
 class HFModel(EvalModel):
     """A transformers causal LM in process (CPU or GPU).
 
@@ -112,6 +288,9 @@ class HFModel(EvalModel):
         path: HF model folder. prompt_style: auto|chat|completion. device: auto|cpu|cuda[:i].
         dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16.
     """
+
+    backend = "transformers"
+    capabilities = frozenset(CAPABILITIES)
 
     def __init__(self, path: str | Path, prompt_style: str = "auto", device: str = "auto", dtype: str = "auto"):
         import torch
@@ -145,10 +324,14 @@ class HFModel(EvalModel):
     # -- text formatting -------------------------------------------------------------------------
     def format(self, prompt: str) -> str:
         if self.prompt_style == "chat":
-            return self.tok.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            return self.render([{"role": "user", "content": prompt}])
         return prompt
+
+    def render(self, conversation: list[dict]) -> str:
+        """A conversation through the chat template, with the generation prompt."""
+        if not getattr(self.tok, "chat_template", None):
+            raise ModelError(f"{self.name}: the tokenizer has no chat template to render a conversation with")
+        return self.tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
     def layers(self):
         """The decoder blocks (Llama-style ``model.model.layers``)."""
@@ -162,26 +345,38 @@ class HFModel(EvalModel):
     def num_layers(self) -> int:
         return len(self.layers())
 
-    def _encode(self, texts: list[str]):
+    def _encode(self, texts: list[str], special: bool | None = None):
         # chat templates already contain BOS-like markers; don't add special tokens twice
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=self.prompt_style != "chat")
+        special = self.prompt_style != "chat" if special is None else special
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=special)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, prompts: list[str], decoding) -> list[Generation]:
+        done = self.decode_with(prompts, decoding)
+        if done is not None:
+            return done
+        return self._generate([self.format(p) for p in prompts], prompts, decoding, self.prompt_style != "chat")
+
+    def complete(self, texts: list[str], decoding) -> list[Generation]:
+        self._native(decoding, "complete")
+        return self._generate(list(texts), list(texts), decoding, True)
+
+    def chat(self, conversations: list[list[dict]], decoding) -> list[Generation]:
+        self._native(decoding, "chat")
+        texts = [self.render(c) for c in conversations]
+        return self._generate(texts, [c[-1]["content"] if c else "" for c in conversations], decoding, False)
+
+    def _generate(self, texts: list[str], labels: list[str], decoding, special: bool) -> list[Generation]:
+        """Greedy or sampled continuations of ready ``texts``; ``labels`` become ``Generation.prompt``."""
         import torch
 
-        if decoding.mode == "safebeam":
-            from evalkit.safebeam import safebeam_generate
-
-            return [safebeam_generate(self, p, decoding) for p in progress(prompts, desc="safebeam")]
         out: list[Generation] = []
         bs = max(1, decoding.batch_size)
         if decoding.mode == "sample":
             torch.manual_seed(decoding.seed)
-        for i in range(0, len(prompts), bs):
-            chunk = prompts[i : i + bs]
-            enc = self._encode([self.format(p) for p in chunk])
+        for i in range(0, len(texts), bs):
+            enc = self._encode(texts[i : i + bs], special)
             kw = dict(max_new_tokens=decoding.max_new_tokens, pad_token_id=self.tok.pad_token_id)
             if decoding.mode == "sample":
                 kw.update(
@@ -192,7 +387,7 @@ class HFModel(EvalModel):
             with torch.no_grad():
                 gen = self.model.generate(**enc, **kw)
             new = gen[:, enc["input_ids"].shape[1] :]
-            for p, ids in zip(chunk, new):
+            for p, ids in zip(labels[i : i + bs], new):
                 ids = ids.tolist()
                 n = len(ids)
                 for j, t in enumerate(ids):  # count real tokens up to (and including) the first EOS
@@ -201,6 +396,45 @@ class HFModel(EvalModel):
                         break
                 out.append(Generation(p, self.tok.decode(ids[:n], skip_special_tokens=True).strip(), n))
         return out
+
+    # -- incremental decoding --------------------------------------------------------------------
+    def tag_token_id(self) -> int:
+        from infra.tokenizer import TokenizerError, tag_id
+
+        try:
+            tid = tag_id(self.tok)
+        except TokenizerError as e:
+            raise ModelError(f"{self.name}: {e}") from None
+        if tid >= self.model.get_input_embeddings().weight.shape[0]:
+            raise ModelError(f"{self.name}: tag id {tid} is outside the model's embedding matrix")
+        return tid
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tok.eos_token_id
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return self.tok(self.format(prompt), add_special_tokens=self.prompt_style != "chat")["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def start(self, prompt_ids: list[int]):
+        """The state is the KV cache (one row)."""
+        import torch
+
+        with torch.no_grad():
+            out, cache = _cached_forward(self.model, torch.tensor([prompt_ids], device=self.device))
+        return cache, torch.log_softmax(out.logits[:, -1].double(), dim=-1)
+
+    def step(self, state, parent_rows, tokens):
+        """Reorders the KV cache to ``parent_rows`` and runs one cached forward of ``tokens``."""
+        import torch
+
+        state.reorder_cache(parent_rows.to(self.device))
+        with torch.no_grad():
+            out, cache = _cached_forward(self.model, tokens.to(self.device)[:, None], state)
+        return cache, torch.log_softmax(out.logits[:, -1].double(), dim=-1)
 
     # -- scores ----------------------------------------------------------------------------------
     def loglikelihood(self, contexts: list[str], continuations: list[str], batch_size: int = 16) -> list[float]:
@@ -284,10 +518,7 @@ class HFModel(EvalModel):
         return out
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "backend": "transformers",
-            "prompt_style": self.prompt_style,
+        return super().describe() | {
             "device": self.device,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "num_layers": self.num_layers,
@@ -298,12 +529,18 @@ class OpenAIModel(EvalModel):
     """Any OpenAI-compatible server (vLLM started by the product, or a given URL), through the shared
     ``infra.inference.ChatClient`` (bounded concurrency, timeouts, retries with backoff).
 
+    A request the server rejects comes back as a ``Generation`` with ``error`` set (the others of the
+    batch are kept); a server that cannot be reached at all raises ModelError.
+
     Args:
         base_url: server root (with or without ``/v1``). served_model: model name the server knows
         (default: the first of ``/v1/models``). prompt_style: chat -> /v1/chat/completions,
         completion -> /v1/completions. timeout_s: seconds per request. concurrency: most requests in
         flight at once. max_retries: retries of a request after a connection error, timeout, 429 or 5xx.
     """
+
+    backend = "openai"
+    capabilities = SERVER_CAPABILITIES
 
     def __init__(
         self,
@@ -330,9 +567,6 @@ class OpenAIModel(EvalModel):
         self.prompt_style = "completion" if prompt_style == "completion" else "chat"
         self.name = f"{served_model}@{self.base}"
 
-    def format(self, prompt: str) -> str:
-        return prompt
-
     def _sampling(self, decoding) -> dict:
         sample = decoding.mode == "sample"
         s = {
@@ -346,43 +580,61 @@ class OpenAIModel(EvalModel):
         return s
 
     def generate(self, prompts: list[str], decoding) -> list[Generation]:
-        if decoding.mode == "safebeam":
-            raise ModelError("SafeBeam needs per-step tag probabilities: use backend.kind=transformers")
-        from infra.inference.client import ChatRequest, EndpointUnavailable
-
-        sampling = self._sampling(decoding)
+        done = self.decode_with(prompts, decoding)
+        if done is not None:
+            return done
         if self.prompt_style == "chat":
-            reqs = [ChatRequest(messages=[{"role": "user", "content": p}], sampling=sampling) for p in prompts]
-        else:
-            reqs = [ChatRequest(prompt=p, sampling=sampling) for p in prompts]
+            return self.chat([[{"role": "user", "content": p}] for p in prompts], decoding)
+        return self.complete(prompts, decoding)
+
+    def complete(self, texts: list[str], decoding) -> list[Generation]:
+        from infra.inference.client import ChatRequest
+
+        self._native(decoding, "complete")
+        sampling = self._sampling(decoding)
+        return self._send([ChatRequest(prompt=t, sampling=sampling) for t in texts], list(texts))
+
+    def chat(self, conversations: list[list[dict]], decoding) -> list[Generation]:
+        from infra.inference.client import ChatRequest
+
+        self._native(decoding, "chat")
+        sampling = self._sampling(decoding)
+        reqs = [ChatRequest(messages=list(c), sampling=sampling) for c in conversations]
+        return self._send(reqs, [c[-1]["content"] if c else "" for c in conversations])
+
+    def _send(self, reqs: list, labels: list[str]) -> list[Generation]:
+        from infra.inference.client import EndpointUnavailable
+
         try:
             results = self.client.batch(reqs)
         except EndpointUnavailable as e:
             raise ModelError(f"generation through {self.base} failed: {e}") from e
         out = []
-        for p, r in zip(prompts, results):
-            if isinstance(r, Exception):  # a 4xx answer (prompt too long, unknown model) will not succeed later
-                raise ModelError(f"{self.base} rejected a request: {r}")
-            out.append(Generation(p, r.text.strip(), r.completion_tokens))
+        for p, r in zip(labels, results):
+            if isinstance(r, Exception):  # a 4xx (prompt too long, bad parameter): this request only
+                out.append(Generation(p, "", 0, error=f"{type(r).__name__}: {r}"))
+            else:  # no choices or no content: "" with 0 tokens, which the suites count as an error
+                text = r.text if isinstance(r.text, str) else ""
+                out.append(Generation(p, text.strip(), r.completion_tokens))
         return out
 
-    def loglikelihood(self, contexts, continuations):
-        raise ModelError("log-likelihood scores need backend.kind=transformers")
-
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "backend": "openai",
-            "prompt_style": self.prompt_style,
-            "served_model": self.served_model,
-            "url": self.base,
-        }
+        return super().describe() | {"served_model": self.served_model, "url": self.base}
 
 
 @contextlib.contextmanager
 def open_model(model_dir: Path, backend):
     """Yield the ``EvalModel`` that ``backend`` (a ``BackendConfig``) asks for; a vLLM server started
-    here is stopped on exit."""
+    here is stopped on exit. A dummy model folder (``dummy_model.json``) loads ``evalkit.dummy.DummyModel``
+    in process (``backend.kind=transformers``)."""
+    if (Path(model_dir) / DUMMY_FILE).is_file():
+        if backend.kind != "transformers":
+            raise ModelError(f"{model_dir} is a dummy model folder: it runs in process (backend.kind=transformers)")
+        from evalkit.dummy import DummyModel
+
+        style = None if backend.prompt_style == "auto" else backend.prompt_style
+        yield DummyModel.from_dir(model_dir, prompt_style=style)
+        return
     if backend.kind == "transformers":
         yield HFModel(model_dir, backend.prompt_style, backend.device, backend.dtype)
         return

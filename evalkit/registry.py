@@ -17,5 +17,7 @@ from infra.registry import Registry
 __all__ = ["SUITES", "JUDGES"]
 
 SUITES = Registry("evalkit suite", builtins=("evalkit.suites",))
-# iteration order is the order judges run in and are reported; the first one's ASR is a suite's ``asr``
-JUDGES = Registry("evalkit judge", builtins=("evalkit.judges", "evalkit.classifier_judge"))
+# the judges a config can name in ``judges.use`` (``kind``); ``module:Class`` names a user's own
+JUDGES = Registry(
+    "evalkit judge", allow_import=True, builtins=("evalkit.rules", "evalkit.llm_judge", "evalkit.classifier_judge")
+)

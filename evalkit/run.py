@@ -11,7 +11,7 @@ from pathlib import Path
 from evalkit.config import EvalConfig
 from evalkit.model import open_model, resolve_model_dir
 from evalkit.report import make_plots, write_json, write_report, write_samples
-from evalkit.suites import SUITES, Context, seed_everything
+from evalkit.suites import SUITES, Context, as_suite, seed_everything
 from infra.config import save_config, to_dict
 from infra.folders import ResultsFolder
 from infra.log import get_logger
@@ -49,11 +49,15 @@ def run_eval(cfg: EvalConfig) -> dict:
         results["model"].update(model.describe())
         results["model"]["name"] = Path(cfg.model).name
         ctx = Context(model, cfg, out)
+        suites = {name: as_suite(name, SUITES.get(name)) for name in cfg.suites}
+        for name, s in suites.items():  # before any work: a suite the backend cannot serve fails now
+            model.require(f"suite {name!r}", *s.needs)
+        ctx.judges()  # a judge that cannot be built (no server, no judge folder) fails before any suite
         for suite in cfg.suites:
             t0 = time.perf_counter()
             log.info("suite %s on %s", suite, cfg.model)
             try:
-                res = SUITES.get(suite)(ctx)
+                res = suites[suite](ctx)
             except Exception as e:  # noqa: BLE001 - one failing suite must not lose the others
                 log.error("suite %s failed: %s", suite, e)
                 results["errors"][suite] = f"{type(e).__name__}: {e}"
@@ -70,6 +74,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             for s in ctx.skipped:
                 f.write(json.dumps(s, ensure_ascii=False) + "\n")
     results["skipped_rows"] = len(ctx.skipped)
+    results["filtered_prompts"] = ctx.filtered  # prompts a split or data.limit left out, per set
     results = rf.write_results(results)
     plots = make_plots(out, all_plots)
     write_report(out, results, plots, cfg.report)

@@ -8,63 +8,48 @@ k with the highest cumulative log-probability survive. A candidate that is EOS e
 The search stops when the best finished hypothesis scores at least as well as every live beam (scores
 only fall as text grows, so nothing live can overtake it), or at ``max_new_tokens``.
 
-``safebeam_generate`` batches the k*N candidate look-ups into one cached forward per step;
-``safebeam_reference`` recomputes everything from scratch, one sequence at a time, and exists to
-check the fast one.
+Both functions use only the model interface's incremental decoding (capability
+``next_token_logprobs``: ``encode_prompt``, ``start``, ``step``, ``decode``, ``tag_token_id``,
+``eos_token_id``), so any model that has it can decode with SafeBeam; ``decoding.mode=safebeam``
+reaches ``safebeam_generate`` through the decoder registry of ``evalkit.model``.
+``safebeam_generate`` extends all k*N candidates in one ``step`` per iteration (one cached forward
+for ``HFModel``); ``safebeam_reference`` recomputes everything from scratch, one sequence at a time,
+and exists to check the fast one.
 """
 
 from __future__ import annotations
 
 import math
 
-from evalkit.model import Generation, ModelError
+from evalkit.model import EvalModel, Generation, register_decoder
+
+NEEDS = "next_token_logprobs"
 
 
-def _cached_forward(lm, ids, cache=None):
-    """One forward with a KV cache; transformers renamed ``past_key_values`` to ``cache`` during 5.x."""
-    import inspect
-
-    kw = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
-    out = lm(input_ids=ids, use_cache=True, **({kw: cache} if cache is not None else {}))
-    new = getattr(out, "cache", None)
-    return out, (new if new is not None else out.past_key_values)
+def _setup(model: EvalModel, prompt: str):
+    model.require("SafeBeam", NEEDS)
+    return model.tag_token_id(), model.eos_token_id, model.encode_prompt(prompt)
 
 
-def _tag(model) -> int:
-    from infra.tokenizer import TokenizerError, tag_id
-
-    try:
-        tid = tag_id(model.tok)
-    except TokenizerError as e:
-        raise ModelError(f"SafeBeam on {model.name}: {e}") from None
-    if tid >= model.model.get_input_embeddings().weight.shape[0]:
-        raise ModelError(f"SafeBeam on {model.name}: tag id {tid} is outside the model's embedding matrix")
-    return tid
-
-
-def _prompt_ids(model, prompt: str) -> list[int]:
-    return model.tok(model.format(prompt), add_special_tokens=model.prompt_style != "chat")["input_ids"]
-
-
-def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
-    """Algorithm 2 with a KV cache: one forward of all k*N candidates per step.
+@register_decoder("safebeam", NEEDS)
+def safebeam_generate(model: EvalModel, prompt: str, decoding, return_ids: bool = False):
+    """Algorithm 2, batched: one ``model.step`` of all k*N candidates per iteration.
 
     Args:
-        model: an ``evalkit.model.HFModel``. prompt: the user prompt (formatted by the model).
+        model: an ``EvalModel`` with capability ``next_token_logprobs``. prompt: the user prompt
+            (formatted by the model).
         decoding: ``DecodingConfig`` (beams=k, top_n=N, drop_fraction, max_new_tokens).
         return_ids: return the generated token ids instead of a ``Generation``.
     """
     import torch
 
-    tag = _tag(model)
-    eos = model.tok.eos_token_id
+    tag, eos, prompt_ids = _setup(model, prompt)
     k, n = decoding.beams, decoding.top_n
-    ids = torch.tensor([_prompt_ids(model, prompt)], device=model.device)
-    with torch.no_grad():
-        out, cache = _cached_forward(model.model, ids)
-    last_logp = torch.log_softmax(out.logits[:, -1].double(), dim=-1)  # [beams, V]
+    state, last_logp = model.start(prompt_ids)  # [beams, V]
+    dev = last_logp.device
     beams: list[list[int]] = [[]]
-    scores = torch.zeros(1, dtype=torch.float64, device=model.device)
+    scores = torch.zeros(1, dtype=torch.float64, device=dev)
+    rows = torch.zeros(1, dtype=torch.long, device=dev)  # each beam's row in the state
     finished: list[tuple[float, list[int]]] = []
     for _ in range(decoding.max_new_tokens):
         b = len(beams)
@@ -72,13 +57,10 @@ def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
         masked[:, tag] = -math.inf
         top_v, top_i = masked.topk(min(n, masked.shape[-1] - 1), dim=-1)  # sorted, best first
         per = top_i.shape[1]
-        cand_beam = torch.arange(b, device=model.device).repeat_interleave(per)
+        cand_beam = torch.arange(b, device=dev).repeat_interleave(per)
         cand_tok = top_i.reshape(-1)
         cand_score = scores[cand_beam] + top_v.reshape(-1)
-        cache.reorder_cache(cand_beam)
-        with torch.no_grad():
-            out, cache = _cached_forward(model.model, cand_tok[:, None], cache)
-        next_logp = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
+        state, next_logp = model.step(state, rows[cand_beam], cand_tok)
         tag_p = next_logp[:, tag].exp()
         c = cand_tok.shape[0]
         n_drop = int(math.floor(decoding.drop_fraction * c))
@@ -92,10 +74,10 @@ def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
                 live.append(j)
         if not live:
             break
-        live_t = torch.tensor(live, device=model.device)
+        live_t = torch.tensor(live, device=dev)
         order = torch.sort(cand_score[live_t], descending=True, stable=True).indices[:k]
         sel = live_t[order]
-        cache.reorder_cache(sel)
+        rows = sel  # the survivors are these candidate rows of the state
         beams = [beams[int(cand_beam[j])] + [int(cand_tok[j])] for j in sel.tolist()]
         scores = cand_score[sel]
         last_logp = next_logp[sel]
@@ -105,22 +87,16 @@ def safebeam_generate(model, prompt: str, decoding, return_ids: bool = False):
     best = max(pool, key=lambda x: x[0])[1]  # max() keeps the first of equals: finished first
     if return_ids:
         return best
-    return Generation(prompt, model.tok.decode(best, skip_special_tokens=True).strip(), len(best))
+    return Generation(prompt, model.decode(best).strip(), len(best))
 
 
-def safebeam_reference(model, prompt: str, decoding) -> list[int]:
-    """Brute force Algorithm 2: every probability from a fresh full forward of one sequence."""
-    import torch
-
-    tag = _tag(model)
-    eos = model.tok.eos_token_id
+def safebeam_reference(model: EvalModel, prompt: str, decoding) -> list[int]:
+    """Brute force Algorithm 2: every probability from a fresh ``start`` of the whole sequence."""
+    tag, eos, prompt_ids = _setup(model, prompt)
     k, n = decoding.beams, decoding.top_n
-    prompt_ids = _prompt_ids(model, prompt)
 
     def logp_next(seq: list[int]):
-        with torch.no_grad():
-            logits = model.model(input_ids=torch.tensor([prompt_ids + seq], device=model.device)).logits
-        return torch.log_softmax(logits[0, -1].double(), dim=-1)
+        return model.start(prompt_ids + seq)[1][0]
 
     beams = [([], 0.0)]
     finished = []

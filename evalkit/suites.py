@@ -3,8 +3,10 @@
 metrics: flat-ish JSON-able dict written under the suite's name in results.json; samples: one dict
 per prompt (prompt, output, every judge's verdict) written to ``samples/<suite>.jsonl``.
 
-A suite is one ``@SUITES.register("name")`` above its function here; ``suites:`` in the config then
-accepts the name. The order of the registrations is the order names are listed in messages.
+A suite is one ``@suite("name", needs=..., headline=...)`` above its function here (a ``Suite`` in
+``evalkit.registry.SUITES``); ``suites:`` in the config then accepts the name, ``run`` checks the model's
+capabilities before it starts, and the report and ``compare`` show its headline. The order of the
+registrations is the order names are listed in messages.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalkit import judges as J
 from evalkit.config import EvalConfig, steer_arm
-from evalkit.data import DataError, PromptSet, load_human_labels, load_prompts
+from evalkit.data import DataError, PromptSet, load_prompts
 from evalkit.model import EvalModel, HFModel, ModelError
-from evalkit.registry import JUDGES, SUITES
+from evalkit.registry import SUITES
+from evalkit.verdict import output_error
 from infra.log import get_logger
 
 log = get_logger(__name__)
@@ -29,18 +34,65 @@ log = get_logger(__name__)
 class SuiteResult:
     metrics: dict
     samples: list[dict] = field(default_factory=list)
-    plots: dict = field(default_factory=dict)  # name -> data for evalkit.report plots
+    plots: dict = field(default_factory=dict)  # name -> {"kind": a renderer in evalkit.report.PLOTS, ...}
+
+
+@dataclass
+class Suite:
+    """A registered suite: ``run(ctx) -> SuiteResult``; ``needs``: the model capabilities it uses
+    (checked before any suite runs); ``headline(metrics) -> {key: number or rate}``: what the report
+    and ``compare`` show first (a rate is a dict with value, ci95 and its counts, see ``headline_rate``)."""
+
+    name: str
+    run: Callable[[Context], SuiteResult]
+    needs: tuple[str, ...] = ("generate",)
+    headline: Callable[[dict], dict] = field(default=lambda m: {})
+
+    def __call__(self, ctx: Context) -> SuiteResult:
+        return self.run(ctx)
+
+    @property
+    def doc(self) -> str:
+        return (self.run.__doc__ or "").strip().split("\n")[0]
+
+
+def suite(name: str, needs: tuple[str, ...] = ("generate",), headline: Callable[[dict], dict] | None = None):
+    """``@suite("name", needs=(...), headline=fn)`` above ``fn(ctx) -> SuiteResult``: the one registration
+    of a suite."""
+
+    def add(fn):
+        SUITES.register(name, Suite(name, fn, tuple(needs), headline or (lambda m: {})))
+        return fn
+
+    return add
+
+
+def as_suite(name: str, obj) -> Suite:
+    """A registered entry as a ``Suite`` (a bare function registered by a user becomes one)."""
+    return obj if isinstance(obj, Suite) else Suite(name, obj, ())
+
+
+def headline_rate(summary: dict | None, key: str = "asr") -> dict | None:
+    """A rate from a judge summary for the headline: value, interval and the counts it rests on."""
+    if not summary or key not in summary:
+        return None
+    out = {"value": summary[key], "ci95": summary.get(f"{key}_ci95")}
+    out |= {k: summary[k] for k in ("n", "judged", "unparsed", "errors") if k in summary}
+    if summary.get("warning"):
+        out["warning"] = summary["warning"]
+    return out
 
 
 @dataclass
 class Context:
-    """What every suite gets: the model, the resolved config, the output folder, and a shared log of
-    rows that could not be used (file, line, reason)."""
+    """What every suite gets: the model, the resolved config, the output folder, a shared log of rows
+    that could not be used (file, line, reason) and of prompts a split or limit left out."""
 
     model: EvalModel
     cfg: EvalConfig
     out: Path
     skipped: list[dict] = field(default_factory=list)
+    filtered: dict = field(default_factory=dict)  # prompt set -> number of prompts left out
     _judges: list | None = None
     _cache: dict = field(default_factory=dict)
 
@@ -51,6 +103,7 @@ class Context:
             ps = load_prompts(getattr(self.cfg.data, which))
             self.skipped.extend(s | {"set": which} for s in ps.skipped)
             ps = ps.split(split or self.cfg.data.split).limit(self.cfg.data.limit)
+            self.filtered[f"{which}:{split or self.cfg.data.split}"] = len(getattr(ps, "filtered", []) or [])
             if not ps.prompts:
                 raise ValueError(
                     f"prompt set {which} ({getattr(self.cfg.data, which)}) has no prompts "
@@ -59,23 +112,19 @@ class Context:
             self._cache[key] = ps
         return self._cache[key]
 
-    def judges(self) -> list:
-        """Every registered judge that ``cfg.judges`` switches on, in registry order (keyword, llm, classifier)."""
+    def judges(self) -> list[J.ConfiguredJudge]:
+        """The judges of ``judges.use``, in order."""
         if self._judges is None:
-            js = [
-                j
-                for j in (JUDGES.get(kind).from_config(self.cfg.judges, self.model) for kind in JUDGES)
-                if j is not None
-            ]
-            if not js:
-                raise ValueError("no judge configured: set judges.keyword=true, judges.classifier or an LLM judge")
-            self._judges = js
+            self._judges = J.build_judges(self.cfg.judges, self.model)
         return self._judges
 
-    def hf(self, suite: str) -> HFModel:
-        if not isinstance(self.model, HFModel):
-            raise ModelError(f"suite {suite!r} reads hidden states or edits weights: use backend.kind=transformers")
-        return self.model
+    def primary(self) -> J.ConfiguredJudge:
+        """The judge whose ASR is a suite's ``asr``: the first with ``headline`` on (else the first)."""
+        js = self.judges()
+        return next((j for j in js if j.headline), js[0])
+
+    def need(self, what: str, *caps: str) -> EvalModel:
+        return self.model.require(f"suite {what!r}", *caps)
 
 
 def _nanmean(xs):
@@ -83,47 +132,69 @@ def _nanmean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def judge_outputs(ctx: Context, prompts: list[str], outputs: list[str]) -> tuple[dict, dict]:
-    """Every judge on every output: ({judge: verdicts}, metrics with ASR per judge and kappas)."""
-    verdicts = {j.name: j.judge_many(prompts, outputs) for j in ctx.judges()}
-    metrics: dict = {"judges": {n: J.verdict_summary(v) for n, v in verdicts.items()}}
-    names = list(verdicts)
-    kappas = {}
-    for i in range(len(names)):
-        for k in range(i + 1, len(names)):
-            kappas[f"{names[i]}~{names[k]}"] = J.cohen_kappa(verdicts[names[i]], verdicts[names[k]])
-    if kappas:
-        metrics["kappa"] = kappas
+def generation_errors(gens) -> list[str]:
+    """Per generation, why it cannot be judged ('' when it can)."""
+    return [output_error(g.text, g.new_tokens, getattr(g, "error", "")) for g in gens]
+
+
+def output_counts(errors: list[str]) -> dict:
+    """How many outputs there were and why the unusable ones were unusable."""
+    reasons = Counter(e for e in errors if e)
+    return {"n": len(errors), "errors": sum(reasons.values()), "error_reasons": dict(reasons)}
+
+
+def _warnings(summaries: dict, outputs: dict) -> list[str]:
+    w = [m["warning"] for m in summaries.values() if m.get("warning")]
+    if outputs["errors"]:
+        w.insert(0, f"{outputs['errors']} of {outputs['n']} outputs are errors ({outputs['error_reasons']})")
+    return w
+
+
+def judge_outputs(ctx: Context, prompts: list[str], outputs: list[str], errors: list[str] | None = None):
+    """Every judge on every output: ({judge: [Verdict]}, metrics with the ASR of each judge, its counts,
+    the kappas between judges, and warnings)."""
+    errors = errors if errors is not None else [output_error(o) for o in outputs]
+    verdicts = J.run_judges(ctx.judges(), prompts, outputs, errors)
+    share = ctx.cfg.judges.min_judged_share
+    metrics: dict = {"judges": {n: J.refusal_summary(n, v, share) for n, v in verdicts.items()}}
+    metrics["primary_judge"] = ctx.primary().name
+    metrics["outputs"] = output_counts(errors)
+    if len(verdicts) > 1:
+        metrics["kappa"] = J.agreement(verdicts)
+    metrics["warnings"] = _warnings(metrics["judges"], metrics["outputs"])
+    for w in metrics["warnings"]:
+        log.warning("%s", w)
     return verdicts, metrics
+
+
+def verdict_fields(verdicts: dict[str, list], i: int) -> dict:
+    """The sample fields of output i: each judge's label (or outcome), and the details where any."""
+    out = {"verdicts": {n: v[i].key for n, v in verdicts.items()}}
+    details = {n: v[i].to_json() for n, v in verdicts.items() if v[i].raw is not None or v[i].prob is not None}
+    details |= {n: v[i].to_json() for n, v in verdicts.items() if v[i].reason or v[i].detail}
+    if details:
+        out["judge_details"] = details
+    return out
 
 
 def answer_and_judge(ctx: Context, ps: PromptSet, decoding=None) -> tuple[dict, list[dict]]:
     texts = [p.prompt for p in ps.prompts]
     gens = ctx.model.generate(texts, decoding or ctx.cfg.decoding)
-    outputs = [g.text for g in gens]
-    verdicts, metrics = judge_outputs(ctx, texts, outputs)
-    scores = J.refusal_score(ctx.model, texts) if isinstance(ctx.model, HFModel) else [None] * len(texts)
-    if isinstance(ctx.model, HFModel):
+    errors = generation_errors(gens)
+    verdicts, metrics = judge_outputs(ctx, texts, [g.text for g in gens], errors)
+    has_ll = "loglikelihood" in ctx.model.capabilities
+    scores = J.refusal_score(ctx.model, texts) if has_ll else [None] * len(texts)
+    if has_ll:
         metrics["refusal_score_mean"] = _nanmean(scores)
     metrics["new_tokens_mean"] = _nanmean([g.new_tokens for g in gens])
     samples = [
-        {
-            "id": p.id,
-            "prompt": p.prompt,
-            "output": g.text,
-            "new_tokens": g.new_tokens,
-            "verdicts": {n: v[i] for n, v in verdicts.items()},
-            "refusal_score": scores[i],
-        }
-        | (
-            {"llm_raw": {j.name: j.raw[i] for j in ctx.judges() if isinstance(j, J.LLMJudge)}}
-            if any(isinstance(j, J.LLMJudge) for j in ctx.judges())
-            else {}
-        )
-        | {f"{j.name}_prob": j.probs[i] for j in ctx.judges() if hasattr(j, "probs")}
+        {"id": p.id, "prompt": p.prompt, "output": g.text, "new_tokens": g.new_tokens}
+        | ({"error": errors[i]} if errors[i] else {})
+        | verdict_fields(verdicts, i)
+        | {"refusal_score": scores[i]}
         for i, (p, g) in enumerate(zip(ps.prompts, gens))
     ]
-    metrics["asr"] = J.first_judge(metrics)["asr"]
+    metrics["asr"] = metrics["judges"][metrics["primary_judge"]]["asr"]
     return metrics, samples
 
 
@@ -137,45 +208,89 @@ def _harmful_set(ctx: Context) -> PromptSet:
     return ctx.prompts("harmful")
 
 
+def _headline_judges(metrics: dict, ctx_names=None) -> dict:
+    """{asr: primary rate, <judge>: each headline judge's rate} of an answer_and_judge metrics."""
+    h = {"asr": headline_rate(metrics["judges"].get(metrics.get("primary_judge")))}
+    for name in metrics.get("headline_judges", list(metrics["judges"])):
+        h[name] = headline_rate(metrics["judges"][name])
+    return h
+
+
+def _rates_plot(title: str, summaries: dict, key: str = "asr", ylabel: str = "ASR") -> dict:
+    return {"kind": "rates", "title": title, "ylabel": ylabel, "key": key, "bars": summaries}
+
+
 # -- suites ---------------------------------------------------------------------------------------
-@SUITES.register("asr")
+def _mark_headline(ctx: Context, metrics: dict) -> dict:
+    metrics["headline_judges"] = [j.name for j in ctx.judges() if j.headline]
+    return metrics
+
+
+def _asr_headline(m: dict) -> dict:
+    h = _headline_judges(m)
+    if "refusal_score_mean" in m:
+        h["refusal_score_mean"] = m["refusal_score_mean"]
+    return h
+
+
+def human_label_scores(ctx: Context) -> dict:
+    """Every judge scored against ``judges.human_labels`` (the same figures as ``validate-judges``)."""
+    from evalkit.validate import load_labels, validate_judges
+
+    rows, skipped = load_labels(ctx.cfg.judges.human_labels)
+    ctx.skipped.extend(skipped)
+    if not rows:
+        raise DataError(f"{ctx.cfg.judges.human_labels}: no usable human-label rows")
+    res = validate_judges({j.name: j.judge for j in ctx.judges()}, rows)
+    out = {name: m for name, m in res["judges"].items()}
+    for name in out:
+        out[name]["disagreements"] = sum(d["judge"] == name for d in res["disagreements"])
+    return {"file": ctx.cfg.judges.human_labels, "rows": res["n"], "skipped": len(skipped), "judges": out}
+
+
+@suite("asr", headline=_asr_headline)
 def suite_asr(ctx: Context) -> SuiteResult:
     """Attack success rate on harmful prompts, per judge, with agreement and human-label scores."""
     ps = _harmful_set(ctx)
     metrics, samples = answer_and_judge(ctx, ps)
+    _mark_headline(ctx, metrics)
     if ctx.cfg.judges.human_labels:
-        rows, skipped = load_human_labels(ctx.cfg.judges.human_labels)
-        ctx.skipped.extend(skipped)
-        labels = [r["label"] for r in rows]
-        metrics["human"] = {}
-        for j in ctx.judges():
-            v = j.judge_many([r["prompt"] for r in rows], [r["output"] for r in rows])
-            metrics["human"][j.name] = J.score_against_human(v, labels)
-    return SuiteResult(metrics, samples, {"asr_by_judge": dict(metrics["judges"])})
+        metrics["human"] = human_label_scores(ctx)
+    return SuiteResult(metrics, samples, {"asr_by_judge": _rates_plot("asr: attack success rate", metrics["judges"])})
 
 
-@SUITES.register("overrefusal")
+def _overrefusal_headline(m: dict) -> dict:
+    h = {"overrefusal_rate": headline_rate(m["judges"].get(m.get("primary_judge")), "any_refusal")}
+    for name in m.get("headline_judges", []):
+        h[name] = headline_rate(m["judges"][name], "any_refusal")
+    return h
+
+
+@suite("overrefusal", headline=_overrefusal_headline)
 def suite_overrefusal(ctx: Context) -> SuiteResult:
-    """Benign but harmful-looking prompts: share of each of the four answer classes."""
+    """Benign but harmful-looking prompts: share of each of the four answer classes, per judge that can
+    tell them (judged outputs only; errors and unparsed answers are counted beside)."""
     ps = ctx.prompts("overrefusal", "all")
     texts = [p.prompt for p in ps.prompts]
     gens = ctx.model.generate(texts, ctx.cfg.decoding)
-    classes = {"rules": [J.overrefusal_class(g.text) for g in gens]}
-    for j in ctx.judges():
-        classify = getattr(j, "overrefusal_classes", None)  # judges that can tell the four classes (LLM)
-        if classify is not None:
-            classes[j.name] = classify(texts, [g.text for g in gens])
-    metrics: dict = {"judges": {}}
-    for name, cl in classes.items():
-        n = len(cl)
-        parsed = [c for c in cl if c != J.UNPARSED]
-        m = {c: (sum(x == c for x in parsed) / len(parsed) if parsed else float("nan")) for c in J.OVERREFUSAL_CLASSES}
-        m.update(n=n, unparsed=n - len(parsed))
-        m["any_refusal"] = m["partial_refusal"] + m["full_refusal"] if parsed else float("nan")
-        metrics["judges"][name] = m
-    metrics["overrefusal_rate"] = metrics["judges"]["rules"]["any_refusal"]
-    scores = J.refusal_score(ctx.model, texts) if isinstance(ctx.model, HFModel) else [None] * len(texts)
-    if isinstance(ctx.model, HFModel):
+    errors = generation_errors(gens)
+    classes = J.run_judges(ctx.judges(), texts, [g.text for g in gens], errors, overrefusal=True)
+    if not classes:
+        raise ValueError(
+            "no configured judge tells the over-refusal classes: add {kind: keyword} or an llm judge to judges.use"
+        )
+    share = ctx.cfg.judges.min_judged_share
+    metrics: dict = {"judges": {n: J.class_summary(n, v, min_share=share) for n, v in classes.items()}}
+    metrics["primary_judge"] = next(
+        (j.name for j in ctx.judges() if j.headline and j.name in classes), next(iter(classes))
+    )
+    metrics["headline_judges"] = [j.name for j in ctx.judges() if j.headline and j.name in classes]
+    metrics["outputs"] = output_counts(errors)
+    metrics["warnings"] = _warnings(metrics["judges"], metrics["outputs"])
+    metrics["overrefusal_rate"] = metrics["judges"][metrics["primary_judge"]]["any_refusal"]
+    has_ll = "loglikelihood" in ctx.model.capabilities
+    scores = J.refusal_score(ctx.model, texts) if has_ll else [None] * len(texts)
+    if has_ll:
         metrics["refusal_score_mean"] = _nanmean(scores)
     samples = [
         {
@@ -183,22 +298,44 @@ def suite_overrefusal(ctx: Context) -> SuiteResult:
             "prompt": p.prompt,
             "category": p.meta.get("category"),
             "output": g.text,
-            "classes": {k: v[i] for k, v in classes.items()},
-            "refusal_score": scores[i],
         }
+        | ({"error": errors[i]} if errors[i] else {})
+        | {"classes": {k: v[i].key for k, v in classes.items()}, "refusal_score": scores[i]}
         for i, (p, g) in enumerate(zip(ps.prompts, gens))
     ]
-    return SuiteResult(
-        metrics, samples, {"overrefusal_classes": {c: metrics["judges"]["rules"][c] for c in J.OVERREFUSAL_CLASSES}}
-    )
+    primary = metrics["judges"][metrics["primary_judge"]]
+    plot = {
+        "kind": "rates",
+        "title": f"over-refusal: answer classes ({metrics['primary_judge']})",
+        "ylabel": "share of judged answers",
+        "bars": {
+            c.replace("_", "\n"): primary | {"value": primary[c], "value_ci95": primary[f"{c}_ci95"]}
+            for c in J.OVERREFUSAL_CLASSES
+        },
+    }
+    return SuiteResult(metrics, samples, {"overrefusal_classes": plot})
 
 
-@SUITES.register("capability")
+def _capability_headline(m: dict) -> dict:
+    return {"mean_acc": m["mean_acc"]} if "mean_acc" in m else {}
+
+
+@suite("capability", needs=("loglikelihood",), headline=_capability_headline)
 def suite_capability(ctx: Context) -> SuiteResult:
+    """lm-eval-harness tasks on the in-process model."""
     from evalkit.capability import run_lm_eval
 
-    metrics = run_lm_eval(ctx.hf("capability"), ctx.cfg.capability, ctx.out / "capability")
-    return SuiteResult(metrics, [], {"capability": {t: v.get("acc") for t, v in metrics["tasks"].items()}})
+    if not isinstance(ctx.model, HFModel):
+        raise ModelError(
+            "suite 'capability' runs lm-eval on an in-process transformers model (backend.kind=transformers)"
+        )
+    metrics = run_lm_eval(ctx.model, ctx.cfg.capability, ctx.out / "capability")
+    bars = {t: v.get("acc") for t, v in metrics["tasks"].items()}
+    return SuiteResult(
+        metrics,
+        [],
+        {"capability": {"kind": "values", "title": "capability (lm-eval)", "ylabel": "accuracy", "bars": bars}},
+    )
 
 
 def _train_test(ctx: Context, cap: int = 0):
@@ -213,13 +350,17 @@ def _train_test(ctx: Context, cap: int = 0):
     return out
 
 
-@SUITES.register("probes")
+def _probes_headline(m: dict) -> dict:
+    return {k: m[k] for k in ("best_auroc", "best_layer", "bow_auroc") if k in m}
+
+
+@suite("probes", needs=("hidden_states",), headline=_probes_headline)
 def suite_probes(ctx: Context) -> SuiteResult:
     """Per-layer logistic probes on last-token activations: held-out AUROC and accuracy."""
     from evalkit.directions import activations
     from evalkit.probes import bag_of_words_baseline, probe_layers
 
-    model = ctx.hf("probes")
+    model = ctx.model
     tt = _train_test(ctx, ctx.cfg.direction.train_limit)
     (htr, str_), (hte, ste) = tt["train"], tt["test"]
     x_train = activations(model, htr + str_).numpy()
@@ -237,10 +378,19 @@ def suite_probes(ctx: Context) -> SuiteResult:
         "n_test": len(y_test),
         "layers": layers,
     }
-    return SuiteResult(metrics, [], {"probe_auroc": [(r["layer"], r["auroc"]) for r in layers]})
+    return SuiteResult(
+        metrics, [], {"probe_auroc": {"kind": "probe_layers", "points": [(r["layer"], r["auroc"]) for r in layers]}}
+    )
 
 
-@SUITES.register("safebeam")
+def _safebeam_headline(m: dict) -> dict:
+    return {
+        "asr_baseline": headline_rate(J.first_primary(m["baseline"])),
+        "asr_safebeam": headline_rate(J.first_primary(m["safebeam"])),
+    }
+
+
+@suite("safebeam", needs=("generate", "next_token_logprobs"), headline=_safebeam_headline)
 def suite_safebeam(ctx: Context) -> SuiteResult:
     """ASR with the configured decoding versus SafeBeam on the same prompts."""
     ps = _harmful_set(ctx)
@@ -262,16 +412,18 @@ def suite_safebeam(ctx: Context) -> SuiteResult:
         "beams": sb_dec.beams,
         "top_n": sb_dec.top_n,
         "drop_fraction": sb_dec.drop_fraction,
+        "warnings": base["warnings"] + sb["warnings"],
     }
     samples = [b | {"decoding": base_dec.mode} for b in base_samples] + [
         s | {"decoding": "safebeam"} for s in sb_samples
     ]
+    bars = {base_dec.mode: J.first_primary(base), "safebeam": J.first_primary(sb)}
     return SuiteResult(
-        metrics, samples, {"asr_by_decoding": {base_dec.mode: J.first_judge(base), "safebeam": J.first_judge(sb)}}
+        metrics, samples, {"asr_by_decoding": _rates_plot(f"safebeam: ASR ({base['primary_judge']})", bars)}
     )
 
 
-def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
+def _direction(ctx: Context, model: EvalModel, layer: int, tt) -> tuple:
     from evalkit.directions import mean_difference, tag_difference
 
     if ctx.cfg.direction.source == "tag":
@@ -279,22 +431,45 @@ def _direction(ctx: Context, model: HFModel, layer: int, tt) -> tuple:
     return mean_difference(model, tt["train"][0], tt["train"][1], layer)
 
 
-@SUITES.register("steering")
+def judged_refusals(ctx: Context, prompts: list[str], gens) -> tuple[list, dict]:
+    """The primary judge's verdicts on ``gens`` and their refusal summary (rate with its counts)."""
+    cj = ctx.primary()
+    errors = generation_errors(gens)
+    v = J.run_judges([cj], prompts, [g.text for g in gens], errors)[cj.name]
+    return v, J.refusal_summary(cj.name, v, ctx.cfg.judges.min_judged_share)
+
+
+def _steering_headline(m: dict) -> dict:
+    return {
+        f"{arm}.delta": v["refusal_score_delta"]
+        for arm, v in m.items()
+        if isinstance(v, dict) and "refusal_score_delta" in v
+    }
+
+
+@suite("steering", needs=("generate", "loglikelihood", "hidden_states", "steer"), headline=_steering_headline)
 def suite_steering(ctx: Context) -> SuiteResult:
     """Each arm of ``direction.steer`` adds or subtracts the direction on a prompt set; by default it is
     added on harmless prompts (does refusal go up?) and subtracted on harmful ones (does ASR go up?):
-    refusal score and keyword refusal rate with and without steering."""
+    refusal score and the primary judge's refusal rate with and without steering."""
     from evalkit.directions import resolve_layer
 
-    model = ctx.hf("steering")
+    model = ctx.model
     layer = resolve_layer(model, ctx.cfg.direction.layer)
     tt = _train_test(ctx, ctx.cfg.direction.train_limit)
     v = _direction(ctx, model, layer, tt)
     scale = ctx.cfg.direction.scale
     sets = dict(zip(("harmful", "harmless"), tt["test"]))
-    out: dict = {"layer": layer, "scale": scale, "source": ctx.cfg.direction.source, "norm": float(v.norm())}
+    judge = ctx.primary().name
+    out: dict = {
+        "layer": layer,
+        "scale": scale,
+        "source": ctx.cfg.direction.source,
+        "norm": float(v.norm()),
+        "judge": judge,
+        "warnings": [],
+    }
     samples = []
-    kw = J.KeywordJudge()
     unsteered: dict = {}  # per prompt set, shared by its plus and minus arms
     for name in ctx.cfg.direction.steer:
         which, sign = steer_arm(name)
@@ -302,62 +477,74 @@ def suite_steering(ctx: Context) -> SuiteResult:
             sets[which] = [p.prompt for p in ctx.prompts(which, "all").prompts]
         prompts = sets[which]
         if which not in unsteered:
-            gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
-            unsteered[which] = (J.refusal_score(model, prompts), gen, kw.judge_many(prompts, gen))
-        base_scores, base_gen, base_ref = unsteered[which]
+            gen = model.generate(prompts, ctx.cfg.decoding)
+            unsteered[which] = (J.refusal_score(model, prompts), gen, *judged_refusals(ctx, prompts, gen))
+        base_scores, base_gen, base_v, base_sum = unsteered[which]
         with model.steer(layer, v, sign * scale):
             st_scores = J.refusal_score(model, prompts)
-            st_gen = [g.text for g in model.generate(prompts, ctx.cfg.decoding)]
-        st_ref = kw.judge_many(prompts, st_gen)
+            st_gen = model.generate(prompts, ctx.cfg.decoding)
+        st_v, st_sum = judged_refusals(ctx, prompts, st_gen)
         out[name] = {
             "refusal_score_base": _nanmean(base_scores),
             "refusal_score_steered": _nanmean(st_scores),
             "refusal_score_delta": _nanmean(st_scores) - _nanmean(base_scores),
-            "keyword_refusal_base": J.verdict_summary(base_ref)["refusal_rate"],
-            "keyword_refusal_steered": J.verdict_summary(st_ref)["refusal_rate"],
+            "refusal_rate_base": base_sum["refusal_rate"],
+            "refusal_rate_steered": st_sum["refusal_rate"],
+            "base": base_sum,
+            "steered": st_sum,
         }
+        out["warnings"] += [
+            f"{name} {k}: {m['warning']}" for k, m in (("base", base_sum), ("steered", st_sum)) if m.get("warning")
+        ]
         samples += [
             {
                 "set": name,
                 "prompt": p,
-                "output_base": b,
-                "output_steered": s,
-                "verdict_base": vb,
-                "verdict_steered": vs,
+                "output_base": b.text,
+                "output_steered": s.text,
+                "verdict_base": vb.key,
+                "verdict_steered": vs.key,
                 "refusal_score_base": sb,
                 "refusal_score_steered": ss,
             }
-            for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_ref, st_ref, base_scores, st_scores)
+            for p, b, s, vb, vs, sb, ss in zip(prompts, base_gen, st_gen, base_v, st_v, base_scores, st_scores)
         ]
     plot = {
-        k: {
-            "score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
-            "refusal": (out[k]["keyword_refusal_base"], out[k]["keyword_refusal_steered"]),
-        }
-        for k in ctx.cfg.direction.steer
+        "kind": "steering",
+        "title": f"activation steering: {ctx.cfg.direction.source} direction, layer {layer}, x{scale:g}",
+        "judge": judge,
+        "arms": {
+            k: {
+                "score": (out[k]["refusal_score_base"], out[k]["refusal_score_steered"]),
+                "refusal": (out[k]["refusal_rate_base"], out[k]["refusal_rate_steered"]),
+            }
+            for k in ctx.cfg.direction.steer
+        },
     }
-    plot["_title"] = f"activation steering: {ctx.cfg.direction.source} direction, layer {layer}, x{scale:g}"
     return SuiteResult(out, samples, {"steering": plot})
 
 
-def _refusal_eval(ctx: Context, model: HFModel, harmful, harmless) -> tuple[dict, list]:
-    gens_h = [g.text for g in model.generate(harmful, ctx.cfg.decoding)]
-    gens_s = [g.text for g in model.generate(harmless, ctx.cfg.decoding)]
-    kw = J.KeywordJudge()
-    vh, vs = kw.judge_many(harmful, gens_h), kw.judge_many(harmless, gens_s)
+def _refusal_eval(ctx: Context, model: EvalModel, harmful, harmless) -> tuple[dict, list]:
+    gens_h = model.generate(harmful, ctx.cfg.decoding)
+    gens_s = model.generate(harmless, ctx.cfg.decoding)
+    vh, sh = judged_refusals(ctx, harmful, gens_h)
+    vs, ss = judged_refusals(ctx, harmless, gens_s)
     m = {
-        "refusal_rate_harmful": J.verdict_summary(vh)["refusal_rate"],
-        "refusal_rate_harmless": J.verdict_summary(vs)["refusal_rate"],
+        "refusal_rate_harmful": sh["refusal_rate"],
+        "refusal_rate_harmless": ss["refusal_rate"],
+        "harmful": sh,
+        "harmless": ss,
         "refusal_score_harmful": _nanmean(J.refusal_score(model, harmful)),
         "refusal_score_harmless": _nanmean(J.refusal_score(model, harmless)),
     }
-    samples = [{"prompt": p, "output": o, "keyword": v, "harmful": True} for p, o, v in zip(harmful, gens_h, vh)] + [
-        {"prompt": p, "output": o, "keyword": v, "harmful": False} for p, o, v in zip(harmless, gens_s, vs)
-    ]
+    judge = ctx.primary().name
+    samples = [
+        {"prompt": p, "output": g.text, judge: v.key, "harmful": True} for p, g, v in zip(harmful, gens_h, vh)
+    ] + [{"prompt": p, "output": g.text, judge: v.key, "harmful": False} for p, g, v in zip(harmless, gens_s, vs)]
     return m, samples
 
 
-def _positions_along(model: HFModel, harmful, harmless, r, layer: int) -> tuple[list[float], dict]:
+def _positions_along(model: EvalModel, harmful, harmless, r, layer: int) -> tuple[list[float], dict]:
     """One activation pass per set: mean |h . r| of the harmful prompts at every layer, and the signed
     mean position of each set along r at the direction's layer."""
     from evalkit.directions import activations, along
@@ -369,7 +556,7 @@ def _positions_along(model: HFModel, harmful, harmless, r, layer: int) -> tuple[
     )
 
 
-def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) -> SuiteResult:
+def run_abliteration(ctx: Context, model: EvalModel, save_to: Path | None = None) -> SuiteResult:
     """Direction on the train split, before/after evaluation on the test split, optional save.
     The model's weights are restored afterwards so that later suites see the original."""
     from evalkit.directions import abliterate, mean_difference, resolve_layer
@@ -418,31 +605,60 @@ def run_abliteration(ctx: Context, model: HFModel, save_to: Path | None = None) 
         metrics,
         samples,
         {
-            "residual_projection": (proj_before, proj_after),
-            "refusal_before_after": rates,
-            "projection_before_after": signed,
+            "residual_projection": {"kind": "residual_projection", "before": proj_before, "after": proj_after},
+            "refusal_before_after": {
+                "kind": "before_after",
+                "title": f"abliteration: refusals before and after ({ctx.primary().name})",
+                "ylabel": "refusal rate",
+                "rate": True,
+                "sets": rates,
+            },
+            "projection_before_after": {
+                "kind": "before_after",
+                "title": "abliteration: where prompts sit along r",
+                "ylabel": "mean h . r at the direction's layer",
+                "rate": False,
+                "sets": signed,
+            },
         },
     )
 
 
-@SUITES.register("abliteration")
+def _abliteration_headline(m: dict) -> dict:
+    return {k: m[k] for k in ("refusal_rate_drop", "max_proj_after") if k in m}
+
+
+@suite(
+    "abliteration",
+    needs=("generate", "loglikelihood", "hidden_states", "edit_weights"),
+    headline=_abliteration_headline,
+)
 def suite_abliteration(ctx: Context) -> SuiteResult:
-    return run_abliteration(ctx, ctx.hf("abliteration"))
+    """Refusal direction projected out of the weights; refusals before and after."""
+    return run_abliteration(ctx, ctx.model)
 
 
-@SUITES.register("finetune-robustness")
+def _finetune_headline(m: dict) -> dict:
+    return {
+        "asr_before": headline_rate(J.first_primary(m["before"])),
+        "asr_after": headline_rate(J.first_primary(m["after"])),
+        "asr_delta": m["asr_delta"],
+    }
+
+
+@suite("finetune-robustness", headline=_finetune_headline)
 def suite_finetune_robustness(ctx: Context) -> SuiteResult:
     """Benign finetuning with the trainer's SFT mode, then ``asr`` on both models."""
     from evalkit.finetune import benign_finetune
 
     before = suite_asr(ctx)
     ft_dir = benign_finetune(
-        Path(ctx.model.path if isinstance(ctx.model, HFModel) else ctx.cfg.model),
+        Path(getattr(ctx.model, "path", None) or ctx.cfg.model),
         ctx.cfg.finetune,
         ctx.out / "finetune",
     )
     ft_model = HFModel(ft_dir, ctx.cfg.backend.prompt_style, ctx.cfg.backend.device, ctx.cfg.backend.dtype)
-    ft_ctx = Context(ft_model, ctx.cfg, ctx.out, ctx.skipped)
+    ft_ctx = Context(ft_model, ctx.cfg, ctx.out, ctx.skipped, ctx.filtered)
     after = suite_asr(ft_ctx)
     metrics = {
         "before": before.metrics,
@@ -459,15 +675,19 @@ def suite_finetune_robustness(ctx: Context) -> SuiteResult:
         metrics,
         samples,
         {
-            "asr_by_decoding": {
-                "before finetune": J.first_judge(before.metrics),
-                "after finetune": J.first_judge(after.metrics),
-            }
+            "asr_by_decoding": _rates_plot(
+                f"finetune-robustness: ASR ({before.metrics['primary_judge']})",
+                {"before finetune": J.first_primary(before.metrics), "after finetune": J.first_primary(after.metrics)},
+            )
         },
     )
 
 
-@SUITES.register("self-refusal")
+def _self_refusal_headline(m: dict) -> dict:
+    return {"self_refusal_rate": headline_rate(m["self_report"], "refusal_rate")}
+
+
+@suite("self-refusal", headline=_self_refusal_headline)
 def suite_self_refusal(ctx: Context) -> SuiteResult:
     """The model judges its own answers (yes/no 'was that a refusal?'), compared with the judges."""
     texts, samples = [], []
@@ -478,23 +698,26 @@ def suite_self_refusal(ctx: Context) -> SuiteResult:
             continue
         texts += [(which, p) for p in ps.prompts]
     prompts = [p.prompt for _, p in texts]
-    outputs = [g.text for g in ctx.model.generate(prompts, ctx.cfg.decoding)]
-    verdicts, metrics = judge_outputs(ctx, prompts, outputs)
-    selfj = J.LLMJudge(ctx.model, "self_report", J.SELF_REFUSAL_TEMPLATE)
-    self_v = selfj.judge_many(prompts, outputs)
-    metrics["self_report"] = J.verdict_summary(self_v)
-    metrics["self_vs_judges"] = {n: J.cohen_kappa(self_v, v) for n, v in verdicts.items()}
+    from evalkit.llm_judge import LLMJudge
+
+    gens = ctx.model.generate(prompts, ctx.cfg.decoding)
+    outputs = [g.text for g in gens]
+    errors = generation_errors(gens)
+    verdicts, metrics = judge_outputs(ctx, prompts, outputs, errors)
+    selfj = J.ConfiguredJudge(LLMJudge(ctx.model, "self_refusal", name="self_report"), "self_report", "llm")
+    self_v = J.run_judges([selfj], prompts, outputs, errors)["self_report"]
+    metrics["self_report"] = J.refusal_summary("self_report", self_v, ctx.cfg.judges.min_judged_share)
+    if metrics["self_report"].get("warning"):
+        metrics["warnings"].append(metrics["self_report"]["warning"])
+    metrics["self_vs_judges"] = {
+        n: J.cohen_kappa([x.label for x in self_v], [x.label for x in v]) for n, v in verdicts.items()
+    }
     samples = [
-        {
-            "set": which,
-            "id": p.id,
-            "prompt": p.prompt,
-            "output": o,
-            "self_report": sv,
-            "self_raw": raw,
-            "verdicts": {n: v[i] for n, v in verdicts.items()},
-        }
-        for i, ((which, p), o, sv, raw) in enumerate(zip(texts, outputs, self_v, selfj.raw))
+        {"set": which, "id": p.id, "prompt": p.prompt, "output": o}
+        | ({"error": errors[i]} if errors[i] else {})
+        | {"self_report": sv.key, "self_raw": sv.raw}
+        | verdict_fields(verdicts, i)
+        for i, ((which, p), o, sv) in enumerate(zip(texts, outputs, self_v))
     ]
     return SuiteResult(metrics, samples)
 

@@ -7,7 +7,9 @@ line, and builds the dataclass tree, validating every value on the way:
 
 * an unknown key is an error naming the key, the file and the keys that do exist;
 * a value of the wrong type is an error naming the key, the file, the expected and the given type;
-* a dataclass may define ``validate(self)`` for cross-field checks; raise ``ConfigError`` there.
+* a dataclass may define ``validate(self)`` for cross-field checks; raise ``ConfigError`` there;
+* a dataclass with a class attribute ``LIST_KEY = "field"`` also accepts a bare list, meaning
+  ``{field: list}`` (``judges: [{kind: keyword}]``).
 
 YAML files may start with ``base: other.yaml`` (relative to the file) to inherit and override.
 """
@@ -136,6 +138,9 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        list_key = getattr(tp, "LIST_KEY", None)  # a config whose one list field may be given bare
+        if list_key and isinstance(value, list):
+            value = {list_key: value}
         if not isinstance(value, dict):
             raise ConfigError(f"key '{key}'{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return build(tp, value, source=source, prefix=key)

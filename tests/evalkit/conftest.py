@@ -109,3 +109,20 @@ def selective_refusal_model(tmp_path_factory, smollm2_dir, repo_root):
     return HFModel(
         sft(smollm2_dir, data, root / "run", "configs/trainer/sft.yaml", SELECTIVE_SFT_OVERRIDES, timeout_s=1800)
     )
+
+
+@pytest.fixture(scope="session")
+def dummy_model():
+    """The weightless ``evalkit.dummy.DummyModel`` with its default triggers and answers (a test double:
+    refuses prompts with a trigger word, answers others; seconds for any suite)."""
+    from evalkit.dummy import DummyModel
+
+    return DummyModel()
+
+
+@pytest.fixture(scope="session")
+def dummy_model_dir(tmp_path_factory):
+    """A dummy model folder (``dummy_model.json``) for ``evalkit run --model DIR``."""
+    from evalkit.dummy import DummyModel
+
+    return DummyModel(name="dummy-folder").save(tmp_path_factory.mktemp("dummy_model"))
