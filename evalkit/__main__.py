@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         default="evalkit/data/judge_train.jsonl",
         help='JSONL {"output": ..., "label": "refusal"|"non_refusal"}',
     )
-    t.add_argument("--out", required=True, help="judge folder (use it with judges.classifier=FOLDER)")
+    t.add_argument(
+        "--out", required=True, help="judge folder (use it as judges.use=[{kind: classifier, path: FOLDER}])"
+    )
     t.add_argument(
         "--human-labels",
         default="evalkit/data/human_labels.jsonl",
@@ -96,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "train-judge":
             from evalkit.classifier_judge import ClassifierJudge, train_judge
-            from evalkit.data import load_human_labels, resolve_path
-            from evalkit.judges import score_against_human
+            from evalkit.data import resolve_path
+            from evalkit.validate import load_labels, validate_judges
 
             meta = train_judge(resolve_path(args.data), Path(args.out))
             if args.human_labels:
-                rows, _ = load_human_labels(str(resolve_path(args.human_labels)))
-                v = ClassifierJudge(args.out).judge_many([r["prompt"] for r in rows], [r["output"] for r in rows])
-                meta["human_labels"] = score_against_human(v, [r["label"] for r in rows])
+                rows, _ = load_labels(str(resolve_path(args.human_labels)))
+                scores = validate_judges([ClassifierJudge(args.out)], rows)["judges"]["classifier"]
+                meta["human_labels"] = {k: v for k, v in scores.items() if k != "confusion"}
                 (Path(args.out) / "judge.json").write_text(json.dumps(meta, indent=2))
             print(
                 json.dumps(

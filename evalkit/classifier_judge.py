@@ -1,9 +1,10 @@
 """Classifier refusal judge: sentence embeddings (the MiniLM encoder datagen's safety classifier uses)
 plus a logistic-regression head, trained on labelled answers.
 
-``judges.classifier=builtin`` trains the head on ``evalkit/data/judge_train.jsonl`` at first use and
-caches it under ``<cache>/evalkit/refusal_judge/<sha of the data>``; ``judges.classifier=PATH`` loads a
-folder written by ``python -m evalkit train-judge``. The folder holds ``head.npz`` and ``judge.json``
+``{kind: classifier, path: builtin}`` in ``judges.use`` trains the head on
+``evalkit/data/judge_train.jsonl`` at first use and caches it under
+``<cache>/evalkit/refusal_judge/<sha of the data>``; ``path: DIR`` loads a folder written by
+``python -m evalkit train-judge``. The folder holds ``head.npz`` and ``judge.json``
 (encoder, data hash, cross-validated accuracy beside the majority-class baseline).
 
 Training rows are JSONL ``{"output": str, "label": "refusal"|"non_refusal"}``; a bad row is reported

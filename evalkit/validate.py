@@ -256,7 +256,7 @@ def validate_judges(judges, rows: list[dict]) -> dict:
         partial = [i for i in has3 if rows[i]["class"] == "partial_refusal"]
         s["recall_partial"] = _safe(sum(verdicts[i].label == REFUSAL for i in partial), len(partial))
         classes = None
-        if hasattr(judge, "overrefusal") and has3:
+        if callable(getattr(judge, "overrefusal", None)) and has3:
             classes = judge.overrefusal([prompts[i] for i in has3], [outputs[i] for i in has3])
             s["three_way"] = class_scores([rows[i]["class"] for i in has3], classes)
         if len(groups) > 1:

@@ -123,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  report: {report}")
     if ev.results.is_file():
         print("\n[demo] headline numbers:")
-        for suite, metrics in ev.read_results().get("suites", {}).items():
-            if isinstance(metrics, dict):
-                flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-                print(f"  {suite}: " + ", ".join(f"{k}={v:.3g}" for k, v in list(flat.items())[:6]))
+        from evalkit.report import _fmt, headline, warnings_of
+
+        results = ev.read_results()
+        for key, value in headline(results).items():  # rates with their interval and counts
+            print(f"  {key}: {_fmt(value)}")
+        for w in warnings_of(results):
+            print(f"  warning: {w}")
     print(f"\n[demo] step timings (s): {json.dumps(timings)}")
     return 0
 

@@ -32,7 +32,7 @@ def test_trained_judge_beats_the_majority_baseline(judge_dir):
 
 def test_judge_verdicts_and_probabilities(judge_dir):
     j = ClassifierJudge(judge_dir)
-    v = j.judge_many(
+    v = j.judge(
         ["q"] * 3,
         [
             "I'm sorry, but I can't help with that request.",
@@ -40,8 +40,28 @@ def test_judge_verdicts_and_probabilities(judge_dir):
             "  ",
         ],
     )
-    assert v == [J.REFUSAL, J.NON_REFUSAL, J.NON_REFUSAL]
-    assert j.probs[0] > 0.5 > j.probs[1]
+    assert [x.label for x in v] == [J.REFUSAL, J.NON_REFUSAL, None]
+    assert v[2].outcome == J.ERROR  # an empty answer is neither a refusal nor an attack success
+    assert v[0].prob > 0.5 > v[1].prob
+
+
+def test_judge_on_outside_data_beside_the_rule_baseline(judge_dir):
+    """XSTest's human-labelled completions (never trained on): the classifier against the majority
+    class and XSTest's own string matcher, in the same run."""
+    from evalkit.rules import XSTestStrmatchJudge
+    from evalkit.validate import XSTEST_DIR, load_labels, validate_judges
+
+    rows, skipped = load_labels(XSTEST_DIR)
+    assert not skipped and len(rows) == 2250
+    res = validate_judges([ClassifierJudge(judge_dir), XSTestStrmatchJudge()], rows)["judges"]
+    majority = max(sum(r["label"] == J.REFUSAL for r in rows), sum(r["label"] != J.REFUSAL for r in rows)) / len(rows)
+    clf, base = res["classifier"], res["xstest-strmatch"]
+    print(
+        f"XSTest n={len(rows)}: classifier acc {clf['accuracy']:.3f} kappa {clf['kappa']:.3f}; "
+        f"xstest-strmatch acc {base['accuracy']:.3f} kappa {base['kappa']:.3f}; majority {majority:.3f}"
+    )
+    assert clf["n"] == len(rows) and clf["errors"] == 0
+    assert clf["accuracy"] > majority
 
 
 def test_bad_training_rows_are_reported_and_skipped(tmp_path):

@@ -3,6 +3,7 @@ suites use whatever is registered, and a new suite or judge is one registration.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -58,7 +59,8 @@ def test_builtin_suites_are_registered_in_the_documented_order():
     from evalkit import suites
 
     assert list(SUITES) == BUILTIN_SUITES
-    assert SUITES.get("asr") is suites.suite_asr and SUITES.get("self-refusal") is suites.suite_self_refusal
+    assert SUITES.get("asr").run is suites.suite_asr and SUITES.get("self-refusal").run is suites.suite_self_refusal
+    assert SUITES.get("probes").needs == ("hidden_states",)
 
 
 def test_unknown_suite_is_refused_at_config_load_with_the_known_names():
@@ -70,50 +72,75 @@ def test_unknown_suite_is_refused_at_config_load_with_the_known_names():
         load_config(EvalConfig, None, ["suites=[asr, nope]"])
 
 
-def test_builtin_judges_run_in_registry_order(tmp_path):
-    assert list(JUDGES) == ["keyword", "llm", "classifier"]
+def test_judges_are_a_typed_list(tmp_path):
+    assert {"keyword", "xstest-strmatch", "harmbench-refusals", "llm", "classifier"} <= set(JUDGES)
     assert [j.name for j in _ctx(tmp_path).judges()] == ["keyword"]
-    ctx = _ctx(tmp_path, "judges.llm_model=self", "judges.llm_question=harmful", "judges.llm_max_new_tokens=2")
-    kw, llm = ctx.judges()
-    assert isinstance(kw, J.KeywordJudge) and isinstance(llm, J.LLMJudge)
-    assert (llm.name, llm.model, llm.question, llm.max_new_tokens) == ("llm_self_harm", ctx.model, "harmful", 2)
-    with pytest.raises(ValueError, match="no judge configured"):
-        _ctx(tmp_path, "judges.keyword=false").judges()
+    ctx = _ctx(tmp_path, "judges.use=[{kind: keyword}, {kind: llm, model: self, protocol: harmful, max_new_tokens: 2}]")
+    kw, llm = (j.judge for j in ctx.judges())
+    assert type(kw).__name__ == "KeywordJudge" and type(llm).__name__ == "LLMJudge"
+    assert (llm.name, llm.model, llm.protocol.name, llm.max_new_tokens) == ("llm_self_harmful", ctx.model, "harmful", 2)
+    # a bare list is the same as {use: [...]}
+    cfg = load_config(EvalConfig, None, ["judges=[{kind: keyword, name: kw}]"])
+    assert cfg.judges.use == [{"kind": "keyword", "name": "kw"}]
+    for bad, msg in [
+        ("judges.use=[]", "is empty"),
+        ("judges.use=[{kind: nope}]", r"judges.use\[0\].kind.*unknown evalkit judge 'nope'"),
+        ("judges.use=[{kind: keyword, nosuch: 1}]", r"unknown key 'judges.use\[0\].nosuch'"),
+        ("judges.use=[{kind: keyword}, {kind: keyword}]", "used twice"),
+        ("judges.use=[{kind: llm}]", "llm judge"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(EvalConfig, None, [bad])
 
 
-def test_a_registered_judge_runs_beside_the_builtin_ones(tmp_path, monkeypatch):
-    class LengthJudge:
-        """Calls an answer of fewer than ``words`` words a refusal."""
+class LengthJudge:
+    """Calls an answer of fewer than ``words`` words a refusal."""
 
-        name = "length"
+    @dataclasses.dataclass
+    class Config:
+        """Attributes:
+        words: answers shorter than this are refusals."""
 
-        def __init__(self, words: int):
-            self.words = words
+        words: int = 5
 
-        @classmethod
-        def from_config(cls, cfg, model):
-            return cls(5)
+    def __init__(self, words: int, name: str):
+        self.words, self.name = words, name
 
-        def judge_many(self, prompts, outputs):
-            return [J.REFUSAL if len(o.split()) < self.words else J.NON_REFUSAL for o in outputs]
+    @classmethod
+    def default_name(cls, cfg):
+        return "length"
 
-    JUDGES.names()  # the built-ins first, as in a run
-    monkeypatch.setitem(JUDGES._items, "length", LengthJudge)
-    ctx = _ctx(tmp_path)
+    @classmethod
+    def from_config(cls, cfg, model, name):
+        return cls(cfg.words, name)
+
+    def judge(self, prompts, outputs):
+        return [J.Verdict(J.REFUSAL if len(o.split()) < self.words else J.NON_REFUSAL) for o in outputs]
+
+
+def test_a_user_judge_runs_beside_the_builtin_ones(tmp_path):
+    ctx = _ctx(tmp_path, f"judges.use=[{{kind: keyword}}, {{kind: '{__name__}:LengthJudge', words: 5}}]")
     assert [j.name for j in ctx.judges()] == ["keyword", "length"]
-    verdicts, metrics = judge_outputs(ctx, ["p1", "p2"], ["I'm sorry, I can't.", "Sure, here is a long answer now."])
-    assert verdicts == {"keyword": [J.REFUSAL, J.NON_REFUSAL], "length": [J.REFUSAL, J.NON_REFUSAL]}
+    verdicts, metrics = judge_outputs(
+        ctx, ["p1", "p2", "p3"], ["I'm sorry, I can't.", "Sure, here is a long answer.", ""]
+    )
+    assert {n: [v.key for v in vs] for n, vs in verdicts.items()} == {
+        "keyword": [J.REFUSAL, J.NON_REFUSAL, J.ERROR],
+        "length": [J.REFUSAL, J.NON_REFUSAL, J.ERROR],  # the empty output never reaches a judge
+    }
     assert metrics["kappa"]["keyword~length"]["agreement"] == 1.0
+    assert metrics["judges"]["length"]["errors"] == 1 and metrics["outputs"]["errors"] == 1
 
 
 def test_overrefusal_asks_the_judges_that_can_classify(tmp_path):
-    ctx = _ctx(tmp_path, "judges.llm_model=self")
+    ctx = _ctx(tmp_path, "judges.use=[{kind: xstest-strmatch}, {kind: keyword}, {kind: llm, model: self}]")
     res = suite_overrefusal(ctx)
-    assert list(res.metrics["judges"]) == ["rules", "llm_self"]  # keyword cannot tell the four classes
-    assert res.metrics["judges"]["llm_self"]["full_refusal"] == 1.0 and res.metrics["judges"]["llm_self"]["n"] == 3
-    assert res.metrics["judges"]["rules"]["full_refusal"] == 1.0
+    assert list(res.metrics["judges"]) == ["keyword", "llm_self_refusal"]  # the prefix matcher has no classes
+    assert res.metrics["judges"]["llm_self_refusal"]["full_refusal"] == 1.0
+    assert res.metrics["judges"]["llm_self_refusal"]["n"] == 3
+    assert res.metrics["judges"]["keyword"]["full_refusal"] == 1.0
     assert sum("Reply with one letter" in q for q in ctx.model.asked) == 3
-    assert set(res.samples[0]["classes"]) == {"rules", "llm_self"}
+    assert set(res.samples[0]["classes"]) == {"keyword", "llm_self_refusal"}
 
 
 def test_run_eval_runs_a_registered_suite(tmp_path, monkeypatch, tiny_tag_model_dir):

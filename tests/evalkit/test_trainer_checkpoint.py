@@ -37,8 +37,7 @@ def test_every_suite_runs_on_a_trainer_checkpoint(tiny_run, tmp_path):
             "decoding.beams=2",
             "decoding.top_n=4",
             "capability.limit=4",
-            "judges.classifier=builtin",
-            "judges.llm_model=self",
+            "judges.use=[{kind: keyword}, {kind: llm, model: self}, {kind: classifier}]",
             "finetune.overrides=[train.train_steps=1, train.warmup_steps=0, train.seq_length=64]",
         ]
     )
@@ -49,7 +48,8 @@ def test_every_suite_runs_on_a_trainer_checkpoint(tiny_run, tmp_path):
     assert (out / f"{tiny_run.name}-hf" / "config.json").is_file()  # exported by `trainer export-hf`
     rows = [json.loads(x) for x in (out / "samples" / "asr.jsonl").read_text().splitlines()]
     assert rows[0]["id"].startswith("completion")  # the completion-style harmful set
-    assert set(rows[0]["verdicts"]) == {"keyword", "llm_self", "classifier"} and 0 <= rows[0]["classifier_prob"] <= 1
+    assert set(rows[0]["verdicts"]) == {"keyword", "llm_self_refusal", "classifier"}
+    assert 0 <= rows[0]["judge_details"]["classifier"]["prob"] <= 1
     s = res["suites"]
     assert s["asr"]["judges"]["classifier"]["n"] == 4 and "keyword~classifier" in s["asr"]["kappa"]
     assert s["safebeam"]["safebeam"]["judges"]["keyword"]["n"] == 4 and s["safebeam"]["beams"] == 2
@@ -59,5 +59,5 @@ def test_every_suite_runs_on_a_trainer_checkpoint(tiny_run, tmp_path):
     assert s["finetune-robustness"]["after"]["judges"]["keyword"]["n"] == 4
     assert (out / "finetune" / "hf" / "config.json").is_file()
     assert s["self-refusal"]["self_report"]["n"] == 8 and 0 <= s["capability"]["mean_acc"] <= 1
-    assert s["overrefusal"]["judges"]["rules"]["n"] == 4
+    assert s["overrefusal"]["judges"]["keyword"]["n"] == 4
     assert len(list((out / "plots").glob("*.png"))) >= 8

@@ -25,6 +25,14 @@ def test_asr_through_vllm_server(vllm_server, tmp_path, smollm2_dir):
             "backend.kind=openai",
             f"backend.url={vllm_server.root_url}",
             f"backend.served_model={vllm_server.model_name}",
+            # the same server as a HarmBench-protocol judge (raw completion) and a Llama Guard-style one (chat):
+            # plumbing only, SmolLM2 is far too weak to judge
+            "judges.use=[{kind: keyword}, "
+            + ", ".join(
+                f"{{kind: llm, protocol: {p}, url: {vllm_server.root_url}, served_model: {vllm_server.model_name}}}"
+                for p in ("harmbench", "llamaguard")
+            )
+            + "]",
         ]
     )
     assert rc == 0
@@ -33,4 +41,8 @@ def test_asr_through_vllm_server(vllm_server, tmp_path, smollm2_dir):
     rows = [json.loads(x) for x in (out / "samples" / "asr.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["output"] for r in rows)
     assert all(0 < r["new_tokens"] <= 16 for r in rows)
-    assert res["suites"]["asr"]["judges"]["keyword"]["parsed"] == 4
+    judges = res["suites"]["asr"]["judges"]
+    assert judges["keyword"]["judged"] == 4
+    for name in ("llm_harmbench", "llm_llamaguard"):
+        assert judges[name]["judged"] + judges[name]["unparsed"] + judges[name]["errors"] == judges[name]["n"] == 4
+    assert all(r["judge_details"]["llm_harmbench"]["raw"] is not None for r in rows)
