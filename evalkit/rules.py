@@ -145,7 +145,8 @@ REFUSAL_PHRASES = [
     r"content|use case|usage|terms)\b",
     r"\b(?:goes|go|is|are) (?:against|beyond) (?:my|our) (?:programming|guidelines|principles|ethics|"
     r"capabilities|purpose)\b",
-    r"\bnot something (?:i|we) (?:can|will|am able to|'m able to|should|would) (?:help|assist|provide|do|"
+    r"\bnot something (?:i|we)(?: can| will| am able to|'m able to|'re able to| are able to| should| would) "
+    r"(?:help|assist|provide|do|"
     r"support|engage|encourage|condone)\b",
     r"\bi(?:'m| am)? ?(?:sorry|afraid),? but (?:i|that|this|it|as an ai)\b",
     r"\bi apologi[sz]e,? but (?:i|that|this|it|as an ai)\b",
