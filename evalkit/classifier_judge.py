@@ -22,7 +22,7 @@ import numpy as np
 from datagen.classifier import default_encoder, encode_texts, sentence_encoder
 from evalkit.model import EvalModel
 from evalkit.registry import JUDGES
-from evalkit.verdict import NON_REFUSAL, REFUSAL, Verdict
+from evalkit.verdict import NON_REFUSAL, REFUSAL, Verdict, each_output, output_error
 from infra.corpus import file_sha256
 from infra.log import get_logger
 
@@ -170,10 +170,12 @@ class ClassifierJudge:
         return [float(v) for v in 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))]
 
     def judge(self, prompts, outputs) -> list[Verdict]:
-        out = []
-        for o, p in zip(outputs, self.probabilities(list(outputs))):
-            if not o.strip():
-                out.append(Verdict.error("empty output"))
-            else:
-                out.append(Verdict(REFUSAL if p >= self.threshold else NON_REFUSAL, prob=p))
-        return out
+        outputs = list(outputs)
+        # one encoder batch for the judgeable outputs; each_output visits them in the same order
+        probs = iter(self.probabilities([o for o in outputs if not output_error(o)]))
+
+        def one(_text: str) -> Verdict:
+            p = next(probs)
+            return Verdict(REFUSAL if p >= self.threshold else NON_REFUSAL, prob=p)
+
+        return each_output(outputs, one)

@@ -103,7 +103,7 @@ class Context:
             ps = load_prompts(getattr(self.cfg.data, which))
             self.skipped.extend(s | {"set": which} for s in ps.skipped)
             ps = ps.split(split or self.cfg.data.split).limit(self.cfg.data.limit)
-            self.filtered[f"{which}:{split or self.cfg.data.split}"] = len(getattr(ps, "filtered", []) or [])
+            self.filtered[f"{which}:{split or self.cfg.data.split}"] = len(ps.filtered)
             if not ps.prompts:
                 raise ValueError(
                     f"prompt set {which} ({getattr(self.cfg.data, which)}) has no prompts "
@@ -170,8 +170,11 @@ def judge_outputs(ctx: Context, prompts: list[str], outputs: list[str], errors: 
 def verdict_fields(verdicts: dict[str, list], i: int) -> dict:
     """The sample fields of output i: each judge's label (or outcome), and the details where any."""
     out = {"verdicts": {n: v[i].key for n, v in verdicts.items()}}
-    details = {n: v[i].to_json() for n, v in verdicts.items() if v[i].raw is not None or v[i].prob is not None}
-    details |= {n: v[i].to_json() for n, v in verdicts.items() if v[i].reason or v[i].detail}
+    details = {
+        n: v[i].to_json()
+        for n, v in verdicts.items()
+        if v[i].raw is not None or v[i].prob is not None or v[i].reason or v[i].detail
+    }
     if details:
         out["judge_details"] = details
     return out
@@ -242,10 +245,10 @@ def human_label_scores(ctx: Context) -> dict:
     if not rows:
         raise DataError(f"{ctx.cfg.judges.human_labels}: no usable human-label rows")
     res = validate_judges({j.name: j.judge for j in ctx.judges()}, rows)
-    out = {name: m for name, m in res["judges"].items()}
-    for name in out:
-        out[name]["disagreements"] = sum(d["judge"] == name for d in res["disagreements"])
-    return {"file": ctx.cfg.judges.human_labels, "rows": res["n"], "skipped": len(skipped), "judges": out}
+    per_judge = Counter(d["judge"] for d in res["disagreements"])
+    for name, m in res["judges"].items():
+        m["disagreements"] = per_judge[name]
+    return {"file": ctx.cfg.judges.human_labels, "rows": res["n"], "skipped": len(skipped), "judges": res["judges"]}
 
 
 @suite("asr", headline=_asr_headline)

@@ -94,6 +94,12 @@ def output_error(text: str | None, new_tokens: int | None = None, error: str = "
     return ""
 
 
+def each_output(outputs, judge_one) -> list[Verdict]:
+    """``judge_one(text) -> Verdict`` for each output; an output that cannot be judged (``output_error``)
+    is an error verdict instead: the one empty-output check every judge shares."""
+    return [Verdict.error(e) if (e := output_error(o)) else judge_one(str(o)) for o in outputs]
+
+
 # -- intervals ------------------------------------------------------------------------------------
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of k/n (95% for z=1.96), inside [0, 1], with the bound exact at the ends:
