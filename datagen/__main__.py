@@ -24,9 +24,10 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_train_classifier(args) -> int:
-    from datagen.classifier import TrainClassifierConfig, train_classifier
+    from datagen.classifier import TrainClassifierConfig, format_metrics, train_classifier
 
     meta = train_classifier(config_from_args(TrainClassifierConfig, args))
+    print(format_metrics(meta["metrics"]), file=sys.stderr)
     print(
         json.dumps(
             {
@@ -40,6 +41,22 @@ def _cmd_train_classifier(args) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _cmd_eval_classifier(args) -> int:
+    from datagen.classifier import EvalClassifierConfig, eval_classifier, format_metrics
+
+    res = eval_classifier(config_from_args(EvalClassifierConfig, args))
+    print(format_metrics(res["metrics"]), file=sys.stderr)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _cmd_import_classifier(args) -> int:
+    from datagen.classifier_hf import ImportClassifierConfig, import_classifier
+
+    print(json.dumps(import_classifier(config_from_args(ImportClassifierConfig, args)), indent=2))
     return 0
 
 
@@ -81,12 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "train-classifier",
-        help="train a fastText or embedding safety classifier from labels and print held-out metrics as JSON",
+        help="train a safety classifier (fasttext, embedding, finetune) and print held-out metrics as JSON",
         description="Keys: see datagen.classifier.TrainClassifierConfig. Example: python -m "
         "datagen train-classifier labels=datagen/data/default_corpus.jsonl output=out/clf",
     )
     add_config_arguments(c)
     c.set_defaults(func=_cmd_train_classifier)
+
+    e = sub.add_parser(
+        "eval-classifier",
+        help="score a labelled JSONL with a classifier folder: macro-F1, recalls, false-positive rate, intervals",
+        description="Keys: see datagen.classifier.EvalClassifierConfig. Example: python -m datagen "
+        "eval-classifier classifier=out/clf labels=datagen/data/safety_labels/eval/xstest.jsonl.gz",
+    )
+    add_config_arguments(e)
+    e.set_defaults(func=_cmd_eval_classifier)
+
+    h = sub.add_parser(
+        "import-classifier",
+        help="wrap a released HF sequence-classification folder as a classifier folder (outputs -> 0-5)",
+        description="Keys: see datagen.classifier_hf.ImportClassifierConfig. Example: python -m datagen "
+        "import-classifier model=/models/safety-gte-large output=out/clf-released",
+    )
+    add_config_arguments(h)
+    h.set_defaults(func=_cmd_import_classifier)
 
     t = sub.add_parser(
         "train-tokenizer",

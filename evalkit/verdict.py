@@ -14,9 +14,10 @@ Rates are taken over judged outputs only and always travel with ``n`` (all outpu
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
+
+from infra.intervals import wilson_interval
 
 REFUSAL = "refusal"
 NON_REFUSAL = "non_refusal"
@@ -101,22 +102,6 @@ def each_output(outputs, judge_one) -> list[Verdict]:
 
 
 # -- intervals ------------------------------------------------------------------------------------
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of k/n (95% for z=1.96), inside [0, 1], with the bound exact at the ends:
-    the lower bound is 0 when k == 0 and the upper bound 1 when k == n. (nan, nan) when n == 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    if not 0 <= k <= n:
-        raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    lo = 0.0 if k == 0 else min(p, max(0.0, centre - half))
-    hi = 1.0 if k == n else max(p, min(1.0, centre + half))
-    return lo, hi
-
-
 # -- counting -------------------------------------------------------------------------------------
 def outcome_counts(verdicts: list[Verdict]) -> dict:
     c = Counter(v.outcome for v in verdicts)
