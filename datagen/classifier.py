@@ -418,6 +418,12 @@ def load_classifier(path: str | Path):
     return get_backend(meta["backend"]).load(folder, meta)
 
 
+def shipped_classifier() -> Path:
+    """The classifier that ships with the package (``score.classifier: shipped``): the frozen MiniLM with
+    a linear head trained on ``default_labels()``; ``scripts/build_shipped_classifier.py`` rebuilds it."""
+    return Path(__file__).parent / "data" / "safety_classifier"
+
+
 def default_labels() -> Path:
     """The shipped public training set (``datagen/data/safety_labels/train.jsonl.gz``)."""
     return Path(__file__).parent / "data" / "safety_labels" / "train.jsonl.gz"

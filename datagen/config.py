@@ -122,25 +122,41 @@ class FilterConfig:
 
 @dataclass
 class ScoreConfig:
-    """Safety score 0-5 for every kept document.
+    """Safety score 0-5 for every kept document; the stats count which score decided each document.
 
     Attributes:
-        classifier: folder with ``classifier.json`` (from ``train-classifier``); null: label field only.
-        train_if_missing: train a classifier from ``labels`` (default: the input) when the folder is missing.
-        backend: backend used when training it here.
-        labels: labels JSONL for training here (text, score, reason).
-        label_field: metadata field with a precomputed (LLM) label, used when present.
-        combine: max (paper: max of classifier and label), classifier, or label.
+        classifier: ``shipped`` (the classifier that ships with the package, trained on the public
+            labels in ``datagen/data/safety_labels``; see docs/classifier.md), a classifier folder (from
+            ``train-classifier`` or ``import-classifier``), or null (labels only: ``combine=label``).
+        train_if_missing: train a classifier into the folder when it has none. A folder holding one
+            trained on other labels or with other settings is never replaced: the new one goes beside
+            it (``<folder>@<fingerprint>``), with a warning.
+        backend: backend used when training it here (fasttext, embedding, finetune, or ``module:attr``).
+        labels: labels JSONL for training here (text, score); null: the shipped public training set.
+            Never the corpus being scored unless you name it.
+        label_field: metadata field with a precomputed (LLM) label; read only when ``combine`` is max
+            or label.
+        combine: ``classifier`` (the default: the classifier alone decides), ``max`` (the paper: max of
+            classifier and label where a document has one), or ``label`` (labels only; a document
+            without a valid label is an error).
         batch_size: documents per classifier call.
     """
 
-    classifier: str | None = None
+    classifier: str | None = "shipped"
     train_if_missing: bool = False
-    backend: Literal["fasttext", "embedding"] = "fasttext"
+    backend: str = "fasttext"
     labels: str | None = None
     label_field: str = "score"
-    combine: Literal["max", "classifier", "label"] = "max"
+    combine: Literal["max", "classifier", "label"] = "classifier"
     batch_size: int = 256
+
+    def validate(self) -> None:
+        from datagen.classifier import ClassifierError, get_backend
+
+        try:
+            get_backend(self.backend)
+        except ClassifierError as e:
+            raise ConfigError(f"score.backend: {e}") from None
 
 
 @dataclass

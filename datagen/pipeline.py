@@ -22,7 +22,7 @@ from datagen.config import DatagenConfig
 from infra.config import ConfigError, load_config, save_config, to_dict
 from infra.folders import CorpusFolder
 from infra.log import get_logger
-from infra.marker import Marker, MarkerCheck, path_fingerprint, value_fingerprint
+from infra.marker import Marker, path_fingerprint, value_fingerprint
 
 log = get_logger(__name__)
 STAGE1_BUCKETS = ("raw", "tagged")
@@ -53,19 +53,48 @@ def _tokenizer_parts(cfg: DatagenConfig) -> dict[str, str]:
     }
 
 
-def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
+def _beside(path: Path, parts: dict[str, str]) -> Path:
+    """The folder next to ``path`` for an artefact trained for ``parts`` (never the same as ``path``)."""
+    return path.with_name(f"{path.name}@{value_fingerprint(parts)[:12]}")
+
+
+def resolve_tokenizer(cfg: DatagenConfig) -> Path:
+    """The tokenizer folder this config uses: ``tokenizer.path``, or, when ``train_if_missing`` and the
+    tokenizer there was trained here on another input or with other settings, a new folder beside it
+    (``<path>@<fingerprint>``). A trained tokenizer is never replaced."""
+    src = Path(cfg.tokenizer.path)
+    if not cfg.tokenizer.train_if_missing or cfg.input.format != "jsonl" or not src.exists():
+        return src
+    marker = Marker(src, TOKENIZER_MARKER)
+    if not (marker.path.is_file() or (src / "datagen_trained_on.json").is_file()):
+        return src  # the user's own tokenizer: used as it is
+    parts = _tokenizer_parts(cfg)
+    if marker.check(parts, outputs=[src / "tokenizer.json"]):
+        return src
+    return _beside(src, parts)
+
+
+def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> Path:
     """Copy the tokenizer (with the tag token) into ``corpus/tokenizer``; train it first if asked.
 
-    A tokenizer this step trained carries a completion marker; it is trained again when the input or
-    the settings changed since (a tokenizer the user trained, without the marker, is used as is).
+    A tokenizer this step trained carries a completion marker. For another input or other settings a
+    new one is trained beside it (``resolve_tokenizer``) with a warning; the old one is kept.
     """
     from infra.tokenizer import load_tokenizer
 
-    src = Path(cfg.tokenizer.path)
-    marker = Marker(src, TOKENIZER_MARKER)
-    ours = marker.path.is_file() or (src / "datagen_trained_on.json").is_file()  # the latter: older versions
-    if cfg.tokenizer.train_if_missing and ours and cfg.input.format == "jsonl":
-        marker.reuse(_tokenizer_parts(cfg), outputs=[src / "tokenizer.json"], stale=src)
+    src = resolve_tokenizer(cfg)
+    if cfg.tokenizer.train_if_missing and src != Path(cfg.tokenizer.path):
+        log.warning(
+            "tokenizer.path %s was trained on another input or with other settings (%s); using %s "
+            "instead (trained now if missing; the old tokenizer is kept)",
+            cfg.tokenizer.path,
+            Marker(Path(cfg.tokenizer.path), TOKENIZER_MARKER).check(_tokenizer_parts(cfg)).reason,
+            src,
+        )
+    if src.exists() and cfg.tokenizer.train_if_missing:
+        marker = Marker(src, TOKENIZER_MARKER)
+        if marker.path.is_file() and not marker.check(_tokenizer_parts(cfg), outputs=[src / "tokenizer.json"]):
+            raise ConfigError(f"{src}: a tokenizer trained for another input is in the way; remove it")
     if not src.exists() and cfg.tokenizer.train_if_missing:
         from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
 
@@ -83,7 +112,7 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
                 vocab_size=cfg.tokenizer.vocab_size,
             )
         )
-        marker.write(_tokenizer_parts(cfg), input=str(_input_path(cfg)))
+        Marker(src, TOKENIZER_MARKER).write(_tokenizer_parts(cfg), input=str(_input_path(cfg)))
     tok = load_tokenizer(src if src.exists() else cfg.tokenizer.path, add_tag=True)
     dst = CorpusFolder(corpus).tokenizer
     tmp = corpus / "tokenizer.tmp"
@@ -93,6 +122,13 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
+    return src
+
+
+def _labels_path(cfg: DatagenConfig) -> str:
+    from datagen.classifier import default_labels
+
+    return cfg.score.labels or str(default_labels())
 
 
 def _classifier_parts(cfg: DatagenConfig, labels: str) -> dict[str, str]:
@@ -102,59 +138,72 @@ def _classifier_parts(cfg: DatagenConfig, labels: str) -> dict[str, str]:
     return {
         "labels": path_fingerprint(labels),
         "backend": sc.backend,
-        "settings": value_fingerprint(
-            {"params": training_params(sc.backend), "text_field": cfg.input.text_field, "score_field": sc.label_field}
-        ),
+        "settings": value_fingerprint({"params": training_params(sc.backend), "score_field": "score"}),
     }
 
 
-def _ensure_classifier(cfg: DatagenConfig) -> None:
-    """Train the safety classifier when ``score.train_if_missing`` and it is missing or stale.
+def resolve_classifier(cfg: DatagenConfig) -> str | None:
+    """The classifier folder this config uses.
 
-    One this step trained carries a completion marker and is trained again when its labels, backend or
-    training settings changed. One the user trained is never replaced for its settings, only when the
-    labels it records (``labels_sha256``) are not the labels this config names.
+    ``shipped`` is the classifier that ships with the package (``datagen/data/safety_classifier``,
+    trained on the public labels in ``datagen/data/safety_labels``). With ``train_if_missing``, a folder
+    that holds a classifier trained on other labels or with other settings is never replaced: the one
+    trained for this config goes beside it (``<folder>@<fingerprint>``).
     """
+    from datagen.classifier import shipped_classifier
+
     sc = cfg.score
     if sc.classifier is None:
-        return
+        return None
+    if sc.classifier == "shipped":
+        return str(shipped_classifier())
     folder = Path(sc.classifier)
-    meta_path = folder / "classifier.json"
-    labels = sc.labels or str(_input_path(cfg))
+    if not sc.train_if_missing or not (folder / "classifier.json").is_file():
+        return sc.classifier
+    labels = _labels_path(cfg)
+    parts = _classifier_parts(cfg, labels)
     marker = Marker(folder, CLASSIFIER_MARKER)
-    if meta_path.is_file():
-        if not sc.train_if_missing:
-            return
-        if marker.path.is_file():
-            check = marker.check(_classifier_parts(cfg, labels), outputs=[meta_path])
-        else:
-            recorded = json.loads(meta_path.read_text()).get("labels_sha256")
-            same = not recorded or recorded == path_fingerprint(labels)
-            check = MarkerCheck(same, "" if same else "changed since the last run: labels")
-        if check:
-            return
-        log.info("%s: training it again (%s)", sc.classifier, check.reason)
+    if marker.path.is_file():
+        same = bool(marker.check(parts, outputs=[folder / "classifier.json"]))
+    else:  # the user's own classifier: kept unless it records other labels than this config names
+        recorded = json.loads((folder / "classifier.json").read_text()).get("labels_sha256")
+        same = not recorded or recorded == path_fingerprint(labels)
+    return sc.classifier if same else str(_beside(folder, parts))
+
+
+def _ensure_classifier(cfg: DatagenConfig) -> str | None:
+    """Train the safety classifier when ``score.train_if_missing`` and none is there for this config
+    (``resolve_classifier`` says where); returns the folder the score step reads."""
+    sc = cfg.score
+    path = resolve_classifier(cfg)
+    if path is None:
+        return None
+    folder = Path(path)
+    if (folder / "classifier.json").is_file():
+        return path
     if not sc.train_if_missing:
         raise ConfigError(
             f"score.classifier: {sc.classifier} has no classifier.json (train one with "
-            "`python -m datagen train-classifier` or set score.train_if_missing=true)"
+            "`python -m datagen train-classifier`, use the shipped one with score.classifier=shipped, "
+            "or set score.train_if_missing=true)"
         )
     from datagen.classifier import TrainClassifierConfig, train_classifier
 
-    log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, sc.classifier)
-    meta = train_classifier(
-        TrainClassifierConfig(
-            labels=labels,
-            output=sc.classifier,
-            backend=sc.backend,
-            text_field=cfg.input.text_field,
-            score_field=sc.label_field,
+    labels = _labels_path(cfg)
+    if path != sc.classifier:
+        log.warning(
+            "score.classifier %s was trained on other labels or with other settings; training the "
+            "classifier for this config in %s (the old one is kept)",
+            sc.classifier,
+            path,
         )
-    )
+    log.info("training a %s safety classifier on %s -> %s", sc.backend, labels, path)
+    meta = train_classifier(TrainClassifierConfig(labels=labels, output=path, backend=sc.backend))
     meta["trained_by"] = "train_if_missing"
-    meta_path.write_text(json.dumps(meta, indent=2))
-    marker.write(_classifier_parts(cfg, labels))
+    (folder / "classifier.json").write_text(json.dumps(meta, indent=2))
+    Marker(folder, CLASSIFIER_MARKER).write(_classifier_parts(cfg, labels))
     log.info("held-out metrics: %s", {k: v for k, v in meta["metrics"].items() if k != "confusion_matrix"})
+    return path
 
 
 def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
@@ -200,8 +249,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stage 1
-def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], list[str]]:
-    """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json)."""
+def build_stage1(
+    cfg: DatagenConfig, corpus: Path, classifier: str | None = None
+) -> tuple[list[PipelineStep], list[str]]:
+    """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json).
+    ``classifier``: the folder the score step reads (default: ``resolve_classifier(cfg)``)."""
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
     from datagen.steps import (
@@ -264,7 +316,8 @@ def build_stage1(cfg: DatagenConfig, corpus: Path) -> tuple[list[PipelineStep], 
         except ValueError as e:
             raise ConfigError(str(e)) from None
         labels.append(f"filter:{name}")
-    steps.append(SafetyScorer(cfg.score.classifier, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
+    clf = classifier if classifier is not None else resolve_classifier(cfg)
+    steps.append(SafetyScorer(clf, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
     labels.append("score")
     steps.append(Router(cfg.route.rephrase_min, cfg.route.refusal_min))
     labels.append("route")
@@ -402,10 +455,14 @@ def run(cfg: DatagenConfig) -> dict | None:
     corpus = Path(cfg.output)
     corpus.mkdir(parents=True, exist_ok=True)
     _check_same_config(cfg, corpus)
-    _ensure_tokenizer(cfg, corpus)
-    _ensure_classifier(cfg)
+    tokenizer = _ensure_tokenizer(cfg, corpus)
+    classifier = _ensure_classifier(cfg)
     save_config(cfg, CorpusFolder(corpus).config)
-    steps, labels = build_stage1(cfg, corpus)
+    prepared = {"tokenizer": str(tokenizer), "classifier": classifier}
+    (CorpusFolder(corpus).logs).mkdir(parents=True, exist_ok=True)
+    (CorpusFolder(corpus).logs / "prepared.json").write_text(json.dumps(prepared, indent=2))
+    log.info("tokenizer: %s; safety classifier: %s", tokenizer, classifier)
+    steps, labels = build_stage1(cfg, corpus, classifier)
     logs = CorpusFolder(corpus).logs
     stage1 = make_executor(cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1")
     last = stage1

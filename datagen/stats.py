@@ -90,7 +90,9 @@ def collect_stats(
     }
     routes = {r: route.get(f"route_{r}", 0) for r in ("raw", "rephrase", "refusal")}
     pending = {r: by["pending"].get(f"pending_{r}", 0) for r in ("rephrase", "refusal")}
+    decided = {w: score.get(f"decided_by_{w}", 0) for w in ("classifier", "label", "agree")}
     checks = {
+        "kept == documents scored": kept == sum(decided.values()),
         "read == kept + dropped + quarantined": read == kept + dropped_total + quarantined["total"],
         "kept == raw + rephrase + refusal routes": kept == sum(routes.values()),
         "raw bucket == raw route": buckets.get("raw", {}).get("documents", 0) == routes["raw"],
@@ -104,6 +106,12 @@ def collect_stats(
         "quarantined": quarantined,
         "score_histogram": hist,
         "scores_with_label": score.get("with_label", 0),
+        "score": {
+            "classifier": _prepared(corpus).get("classifier"),
+            "combine": cfg.score.combine,
+            "label_field": cfg.score.label_field if cfg.score.combine != "classifier" else None,
+            "decided_by": decided,
+        },
         "routes": routes,
         "pending": pending,
         "tags": tags,
@@ -118,6 +126,11 @@ def collect_stats(
             "ok": all(checks.values()),
         },
     }
+
+
+def _prepared(corpus) -> dict:
+    path = Path(corpus) / "logs" / "prepared.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def format_summary(stats: dict) -> str:
@@ -141,6 +154,10 @@ def format_summary(stats: dict) -> str:
     row("balance (read = kept + dropped + quarantined)", "OK" if b["ok"] else f"FAILED {b['checks']}")
     lines.append("")
     row("score histogram", "  ".join(f"{k}:{v}" for k, v in stats["score_histogram"].items()))
+    sc = stats.get("score")
+    if sc:
+        by = "  ".join(f"{k}:{v}" for k, v in sc["decided_by"].items())
+        row("score decided by", f"{by}  (combine={sc['combine']}, classifier {sc['classifier']})")
     row("routes", "  ".join(f"{k}:{v}" for k, v in stats["routes"].items()))
     row("pending for LLM stage", "  ".join(f"{k}:{v}" for k, v in stats["pending"].items()))
     t = stats["tags"]

@@ -142,8 +142,13 @@ def davidson(folder: Path, rng: random.Random) -> list[dict]:
                 continue
             votes = f"{rec['hate_speech']}/{rec['offensive_language']}/{rec['neither']}"
             rows[label].append(
-                {"id": f"davidson-{rec['']}", "text": text, "score": scores[label], "source": "davidson",
-                 "source_label": f"{label} (hate/offensive/neither votes {votes})"}
+                {
+                    "id": f"davidson-{rec['']}",
+                    "text": text,
+                    "score": scores[label],
+                    "source": "davidson",
+                    "source_label": f"{label} (hate/offensive/neither votes {votes})",
+                }
             )
     out = []
     for label, take in DAVIDSON_TAKE.items():
@@ -163,8 +168,13 @@ def moderation(folder: Path) -> list[dict]:
                 continue  # an unknown category could be a flag: no label
             score = 4 if any(c in MODERATION_SEVERE for c in flagged) else 3 if flagged else 0
             out.append(
-                {"id": f"moderation-{n}", "text": rec["prompt"].strip(), "score": score, "source": "openai_moderation",
-                 "source_label": ",".join(flagged) or "none"}
+                {
+                    "id": f"moderation-{n}",
+                    "text": rec["prompt"].strip(),
+                    "score": score,
+                    "source": "openai_moderation",
+                    "source_label": ",".join(flagged) or "none",
+                }
             )
     return out
 
@@ -178,8 +188,13 @@ def hh_red_team(folder: Path, rng: random.Random) -> list[dict]:
                 continue
             seen.add(norm(first))
             rows.append(
-                {"id": f"hh-harmless-test-{n}", "text": first, "score": 3, "source": "hh_rlhf_red_team",
-                 "source_label": "red-team opening request"}
+                {
+                    "id": f"hh-harmless-test-{n}",
+                    "text": first,
+                    "score": 3,
+                    "source": "hh_rlhf_red_team",
+                    "source_label": "red-team opening request",
+                }
             )
     return rng.sample(rows, min(HH_TAKE, len(rows)))
 
@@ -193,8 +208,13 @@ def self_instruct(folder: Path) -> list[dict]:
                 inst = rec["instances"][0].get("input", "") if rec.get("instances") else ""
                 text = rec["instruction"].strip() + (f"\n\n{inst.strip()}" if inst.strip() else "")
                 out.append(
-                    {"id": f"self-instruct-{rec['id']}", "text": text, "score": 0, "source": "self_instruct",
-                     "source_label": "human-written instruction"}
+                    {
+                        "id": f"self-instruct-{rec['id']}",
+                        "text": text,
+                        "score": 0,
+                        "source": "self_instruct",
+                        "source_label": "human-written instruction",
+                    }
                 )
     return out
 
@@ -212,8 +232,13 @@ def adversarial_qa(folder: Path) -> list[dict]:
                         continue
                     seen.add(norm(text))
                     out.append(
-                        {"id": f"adversarial-qa-{m}-{n}-{kind}", "text": text, "score": 0, "source": "adversarial_qa",
-                         "source_label": f"Wikipedia reading-comprehension {kind}"}
+                        {
+                            "id": f"adversarial-qa-{m}-{n}-{kind}",
+                            "text": text,
+                            "score": 0,
+                            "source": "adversarial_qa",
+                            "source_label": f"Wikipedia reading-comprehension {kind}",
+                        }
                     )
     return out
 
@@ -235,8 +260,13 @@ def speech_passages(zip_path: Path, source: str, rng: random.Random, take: int) 
                     words = sum(len(x.split()) for x in buf)
                     if 80 <= words <= 250:
                         rows.append(
-                            {"id": f"{source}-{stem}-{len(rows)}", "text": "\n\n".join(buf), "score": 0,
-                             "source": source, "source_label": f"passage of {stem}"}
+                            {
+                                "id": f"{source}-{stem}-{len(rows)}",
+                                "text": "\n\n".join(buf),
+                                "score": 0,
+                                "source": source,
+                                "source_label": f"passage of {stem}",
+                            }
                         )
                     buf = []
     return rng.sample(rows, min(take, len(rows)))
@@ -246,8 +276,13 @@ def xstest() -> list[dict]:
     with gzip.open(XSTEST_DIR / XSTEST_FILE, "rt", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     return [
-        {"id": f"xstest-{r['id']}", "text": r["prompt"], "score": 3 if r["type"].startswith("contrast") else 0,
-         "source": "xstest", "source_label": r["type"]}
+        {
+            "id": f"xstest-{r['id']}",
+            "text": r["prompt"],
+            "score": 3 if r["type"].startswith("contrast") else 0,
+            "source": "xstest",
+            "source_label": r["type"],
+        }
         for r in rows
     ]
 
@@ -265,7 +300,10 @@ def write(path: Path, rows: list[dict]) -> None:
 def build(folder: Path) -> None:
     check_sources(folder)
     rng = random.Random(SEED)
-    evals = {"xstest": xstest(), "inaugural": speech_passages(folder / "inaugural.zip", "inaugural", rng, INAUGURAL_TAKE)}
+    evals = {
+        "xstest": xstest(),
+        "inaugural": speech_passages(folder / "inaugural.zip", "inaugural", rng, INAUGURAL_TAKE),
+    }
     held = {norm(r["text"]) for rows in evals.values() for r in rows}
     train, seen = [], set()
     parts = [

@@ -60,19 +60,63 @@ def read_documents(cfg: AnnotateConfig, raw_cut: int = 500) -> tuple[list, list[
                     bad.append({**where, "reason": f"duplicate_id: {doc_id}"})
                     continue
                 seen.add(doc_id)
-                docs.append(Document(text=text, id=doc_id, metadata={"source": str(f), "line": lineno}))
+                meta = {"source": str(f), "line": lineno}
+                strata = {k: rec[k] for k in cfg.sample.stratify_by if isinstance(rec.get(k), str | int)}
+                if strata:
+                    meta["strata"] = strata
+                docs.append(Document(text=text, id=doc_id, metadata=meta))
                 if 0 <= cfg.limit <= len(docs):
                     return docs, bad
     return docs, bad
 
 
+def stratum_of(cfg: AnnotateConfig):
+    """``doc -> stratum`` (a tuple of the ``sample.stratify_by`` values; see ``SampleConfig``)."""
+    lid = None
+
+    def language(doc) -> str:
+        nonlocal lid
+        if lid is None:
+            import fasttext
+
+            from datagen.steps.filters import default_lid_model
+
+            lid = fasttext.load_model(default_lid_model())
+        labels, _ = lid.predict(" ".join(doc.text.split())[:2000], k=1)
+        return labels[0].replace("__label__", "") if labels else "unknown"
+
+    def key(doc) -> tuple:
+        given = doc.metadata.get("strata") or {}
+        out = []
+        for k in cfg.sample.stratify_by:
+            if k in given:
+                out.append(str(given[k]))
+            elif k == "source":
+                out.append(Path(doc.metadata["source"]).name)
+            elif k == "lang":
+                out.append(language(doc))
+            else:
+                out.append("unknown")
+        return tuple(out)
+
+    return key
+
+
 def run_annotate(cfg: AnnotateConfig) -> dict:
     """Label ``cfg.input`` with the rubric; write labels and quarantine; return stats."""
+    from datagen.llm.sampling import stratified_sample
+
     t0 = time.time()
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(cfg.work_dir) if cfg.work_dir else out.with_name(out.name + ".work")
     docs, bad = read_documents(cfg)
+    read = len(docs)
+    strata = None
+    if cfg.sample.documents >= 0:
+        sc = cfg.sample
+        docs, strata = stratified_sample(docs, stratum_of(cfg), sc.documents, sc.min_per_stratum, sc.seed)
+        log.info("labelling a stratified sample of %d of %d documents (%d strata)", len(docs), read, len(strata))
     settings = settings_from(cfg.llm)
     with endpoint_for(cfg.llm, work) as ep:
         results = run_transformation(
@@ -87,6 +131,8 @@ def run_annotate(cfg: AnnotateConfig) -> dict:
         )
     texts = {d.id: d for d in docs}
     stats = {
+        "read": read,
+        "sample": {"stratify_by": list(cfg.sample.stratify_by), "strata": strata} if strata is not None else None,
         "documents": len(docs),
         "labelled": 0,
         "quarantined": {},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datagen.llm.sampling import SampleConfig
 from infra.config import ConfigError
 
 DEFAULT_STYLES = [
@@ -204,7 +205,9 @@ class AnnotateConfig:
         work_dir: checkpoints, request cache and logs (default: ``<output>.work``).
         text_field: key of the text in the input records.
         id_field: key of the id in the input records.
-        limit: documents to label (-1: all).
+        limit: documents read from the input (-1: all), for trials.
+        sample: the documents to label, stratified over sources and languages
+            (``datagen.llm.sampling.SampleConfig``; ``sample.documents=10000`` for the paper's ~10K).
         llm: server, sampling (``generation.annotate``), concurrency, retries, attempts.
     """
 
@@ -214,6 +217,7 @@ class AnnotateConfig:
     text_field: str = "text"
     id_field: str = "id"
     limit: int = -1
+    sample: SampleConfig = field(default_factory=SampleConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def validate(self) -> None:

@@ -186,7 +186,18 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
     settings = settings_from(llm, raw_cut=getattr(getattr(cfg, "input", None), "raw_cut", 2000))
     clf_path = None
     if llm.rescore and classifier is None:
-        clf_path = llm.classifier or getattr(getattr(cfg, "score", None), "classifier", None)
+        from datagen.config import DatagenConfig
+        from datagen.pipeline import resolve_classifier
+
+        clf_path = llm.classifier
+        if clf_path is None and isinstance(cfg, DatagenConfig):
+            clf_path = resolve_classifier(cfg)
+        elif clf_path is None and getattr(cfg, "score", None) is not None:
+            clf_path = cfg.score.classifier
+        if clf_path == "shipped":
+            from datagen.classifier import shipped_classifier
+
+            clf_path = str(shipped_classifier())
         if not clf_path:
             raise LLMStageError(
                 "llm.rescore is true but no classifier is configured: set llm.classifier or "

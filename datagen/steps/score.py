@@ -14,7 +14,9 @@ class SafetyScorer(PipelineStep):
         classifier: classifier folder (``classifier.json``), or None to use labels only.
         label_field: metadata field with a precomputed label (an LLM rubric score), used when present.
         combine: ``max`` of classifier and label when a label exists (else the classifier),
-            ``classifier`` only, or ``label`` only (documents without a valid label then raise).
+            ``classifier`` only (the label field is not read), or ``label`` only (documents without a
+            valid label then raise). Each document's ``score_decided_by`` (classifier, label, or agree:
+            both gave the same score) is counted as ``decided_by_<which>``.
         batch_size: documents per classifier call.
     """
 
@@ -53,21 +55,24 @@ class SafetyScorer(PipelineStep):
             with self.track_time("batch"):
                 preds = self._clf.predict([d.text for d in batch]) if self.combine != "label" else [None] * len(batch)
             for doc, pred in zip(batch, preds):
-                label = self._label(doc)
+                label = self._label(doc) if self.combine != "classifier" else None
                 if self.combine == "label":
                     if label is None:
                         raise ValueError(
                             f"{doc.metadata.get('source')}:{doc.metadata.get('line')}: document "
                             f"{doc.id} has no valid '{self.label_field}' (0-5) and score.combine=label"
                         )
-                    score = label
-                elif self.combine == "classifier" or label is None:
-                    score = pred
-                else:
+                    score, decided = label, "label"
+                elif label is None:
+                    score, decided = pred, "classifier"
+                else:  # max: the higher one decides; equal scores are counted as agreeing
                     score = max(pred, label)
+                    decided = "agree" if pred == label else "label" if label > pred else "classifier"
                 doc.metadata["classifier_score"] = pred
                 doc.metadata["safety_score"] = int(score)
+                doc.metadata["score_decided_by"] = decided
                 self.stat_update(f"score_{score}")
+                self.stat_update(f"decided_by_{decided}")
                 if label is not None:
                     self.stat_update("with_label")
                 yield doc

@@ -46,7 +46,7 @@ def test_partial_fasttext_settings_keep_the_other_defaults(labels_file, tmp_path
     import fasttext
 
     out = tmp_path / "clf"
-    assert main(["train-classifier", f"labels={labels_file}", f"output={out}", "fasttext={epoch: 5}"]) == 0
+    assert main(["train-classifier", f"labels={labels_file}", f"output={out}", "params={epoch: 5}"]) == 0
     args = fasttext.load_model(str(out / "model.bin")).f.getArgs()
     assert (args.epoch, args.dim, args.bucket, args.wordNgrams) == (5, 50, 200_000, 2)
 
@@ -62,7 +62,7 @@ def test_embedding_backend_weights_unsafe_classes(tmp_path):
             labels=str(labels),
             output=str(tmp_path / "emb"),
             backend="embedding",
-            embedding={"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 64},
+            params={"model": None, "lambda": 100.0, "C": 1.0, "batch_size": 64},
         )
     )
     m = meta["metrics"]
@@ -98,16 +98,16 @@ def test_bad_labels_name_file_and_line(tmp_path):
 def test_fasttext_failure_is_a_clear_error(labels_file, tmp_path):
     # a learning rate this large makes fastText diverge on every retry
     cfg = TrainClassifierConfig(
-        labels=str(labels_file), output=str(tmp_path / "nan"), fasttext={"epoch": 5, "lr": 1e9, "retries": 1, "dim": 10}
+        labels=str(labels_file), output=str(tmp_path / "nan"), params={"epoch": 5, "lr": 1e9, "retries": 1, "dim": 10}
     )
     with pytest.raises(ClassifierError, match="every attempt"):
         train_classifier(cfg)
 
 
-def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tmp_path, monkeypatch):
+def test_train_if_missing_never_replaces_a_classifier(labels_file, tmp_path, monkeypatch):
     import datagen.classifier as clf
     from datagen.config import DatagenConfig
-    from datagen.pipeline import _ensure_classifier
+    from datagen.pipeline import _ensure_classifier, resolve_classifier
     from infra.config import ConfigError, load_config
 
     def cfg(folder, train):
@@ -124,21 +124,70 @@ def test_train_if_missing_retrains_only_its_own_stale_classifier(labels_file, tm
     auto = tmp_path / "auto"
     with pytest.raises(ConfigError, match="has no classifier.json"):
         _ensure_classifier(cfg(auto, False))
-    # trained with other settings than this code's defaults: trained again
+    # trained here with other settings than this code's defaults ...
     monkeypatch.setattr(clf, "FASTTEXT_DEFAULTS", {**clf.FASTTEXT_DEFAULTS, "bucket": 50_000})
-    _ensure_classifier(cfg(auto, True))
+    monkeypatch.setitem(
+        clf.BACKENDS._items,
+        "fasttext",
+        clf.Backend("fasttext", clf.FASTTEXT_DEFAULTS, clf._train_fasttext, clf.FastTextClassifier),
+    )
+    assert _ensure_classifier(cfg(auto, True)) == str(auto)
     meta_file, model = auto / "classifier.json", auto / "model.bin"
     assert json.loads(meta_file.read_text())["params"]["bucket"] == 50_000
-    monkeypatch.undo()
-    _ensure_classifier(cfg(auto, True))
-    meta = json.loads(meta_file.read_text())
-    assert meta["trained_by"] == "train_if_missing" and meta["params"]["bucket"] == 200_000
     stamp = model.stat().st_mtime_ns
-    _ensure_classifier(cfg(auto, True))  # up to date: kept
+    monkeypatch.undo()
+    # ... is kept; the classifier for the current settings is trained beside it, with its own marker
+    new = _ensure_classifier(cfg(auto, True))
+    assert new != str(auto) and new.startswith(f"{auto}@") and resolve_classifier(cfg(auto, True)) == new
     assert model.stat().st_mtime_ns == stamp
-    # a classifier the user trained with own settings is never replaced because of them
+    meta = json.loads((tmp_path / new.split("/")[-1] / "classifier.json").read_text())
+    assert meta["trained_by"] == "train_if_missing" and meta["params"]["bucket"] == 200_000
+    stamp_new = (tmp_path / new.split("/")[-1] / "model.bin").stat().st_mtime_ns
+    assert _ensure_classifier(cfg(auto, True)) == new  # up to date: reused, not trained again
+    assert (tmp_path / new.split("/")[-1] / "model.bin").stat().st_mtime_ns == stamp_new
+    # a classifier the user trained with own settings is used as it is
     mine = tmp_path / "mine"
-    assert main(["train-classifier", f"labels={labels_file}", f"output={mine}", "fasttext={epoch: 5}"]) == 0
+    assert main(["train-classifier", f"labels={labels_file}", f"output={mine}", "params={epoch: 5}"]) == 0
     stamp = (mine / "model.bin").stat().st_mtime_ns
-    _ensure_classifier(cfg(mine, True))
+    assert _ensure_classifier(cfg(mine, True)) == str(mine)
     assert (mine / "model.bin").stat().st_mtime_ns == stamp
+
+
+def test_unknown_params_and_backends_are_config_errors(labels_file, tmp_path):
+    from infra.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) epochs for backend 'fasttext'"):
+        load_config(TrainClassifierConfig, None, [f"labels={labels_file}", "params={epochs: 3}"])
+    with pytest.raises(ConfigError, match="unknown classifier backend 'svm'"):
+        load_config(TrainClassifierConfig, None, ["backend=svm"])
+    from datagen.config import DatagenConfig
+
+    with pytest.raises(ConfigError, match="score.backend"):
+        load_config(DatagenConfig, None, ["score.backend=svm"])
+    # a folder's classifier.json cannot name code to import
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "classifier.json").write_text('{"backend": "os:system"}')
+    with pytest.raises(ClassifierError, match="unknown backend 'os:system'"):
+        load_classifier(tmp_path / "x")
+
+
+def test_metrics_carry_counts_and_intervals():
+    m = classification_metrics([0] * 10 + [3] * 10, [0] * 8 + [1] * 2 + [3] * 5 + [0] * 5)
+    r = m["rates"]
+    assert r["fpr_score0"] == {"rate": 0.2, "k": 2, "n": 10, "ci95": pytest.approx([0.0567, 0.5098], abs=1e-3)}
+    assert r["recall_ge3"]["k"] == 5 and r["recall_ge3"]["n"] == 10 and r["fpr_ge3_score0"]["k"] == 0
+    assert r["recall_ge1"]["ci95"][0] < 0.5 < r["recall_ge1"]["ci95"][1]
+    lo, hi = m["macro_f1_ci95"]
+    assert lo <= m["macro_f1"] <= hi and hi - lo > 0.05
+    assert classification_metrics([0, 0], [0, 0])["rates"]["recall_ge1"] == {"rate": None, "k": 0, "n": 0, "ci95": None}
+
+
+def test_eval_classifier_cli_scores_a_labelled_file(fasttext_classifier, labels_file, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval-classifier", f"classifier={fasttext_classifier}", f"labels={labels_file}", f"output={out}"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res == json.loads(out.read_text())
+    m, base = res["metrics"], res["majority_baseline"]
+    _check_metrics(m, m["n"])
+    assert m["n"] == sum(m["label_counts"].values()) and m["macro_f1"] > base["macro_f1"]
+    assert base["recall_ge1"] == 0.0 or base["fpr_score0"] == 1.0

@@ -12,26 +12,23 @@ from infra.corpus import TAG_TOKEN, Manifest
 
 @pytest.mark.slow
 def test_demo_config_end_to_end(tmp_path, capsys):
-    """The demo config on the embedded corpus: trains tokenizer and fastText classifier, then runs."""
+    """The demo config on the embedded corpus: trains the tokenizer, scores with the shipped classifier
+    (never with the corpus's reference labels), then runs; the same corpus without labels routes the same."""
+    from datagen.classifier import shipped_classifier
+    from infra.paths import default_corpus
+
+    shipped = (shipped_classifier() / "classifier.json").read_bytes()
     out = tmp_path / "demo"
-    rc = main(
-        [
-            "run",
-            "--config",
-            "configs/datagen/demo.yaml",
-            f"output={out}",
-            f"tokenizer.path={tmp_path / 'tok'}",
-            f"score.classifier={tmp_path / 'clf'}",
-        ]
-    )
-    assert rc == 0
+    base = ["run", "--config", "configs/datagen/demo.yaml", f"tokenizer.path={tmp_path / 'tok'}"]
+    assert main([*base, f"output={out}"]) == 0
     printed = capsys.readouterr().out
     assert "balance (read = kept + dropped + quarantined) OK" in printed
+    assert "score decided by" in printed and "combine=classifier" in printed
     stats = json.loads((out / "stats.json").read_text())
     assert stats["balance"]["ok"] and stats["read"] > 0
-    assert (tmp_path / "clf" / "classifier.json").is_file()
-    meta = json.loads((tmp_path / "clf" / "classifier.json").read_text())
-    assert meta["metrics"]["n"] == meta["test_size"] > 0
+    assert stats["score"]["decided_by"] == {"classifier": stats["kept"], "label": 0, "agree": 0}
+    assert stats["score"]["classifier"] == str(shipped_classifier()) and stats["scores_with_label"] == 0
+    assert stats["routes"]["raw"] > 0 and stats["routes"]["rephrase"] + stats["routes"]["refusal"] > 0
     m = Manifest.load(out)
     assert m.tokenizer.tag_token == TAG_TOKEN and m.tokenizer.tag_id >= 0
     assert set(m.buckets) >= {"raw"} and m.buckets["raw"].tokens > 0
@@ -41,6 +38,39 @@ def test_demo_config_end_to_end(tmp_path, capsys):
     assert main(["inspect", str(out)]) == 0
     table = capsys.readouterr().out
     assert "bucket" in table and "raw" in table and str(stats["read"]) in table
+
+    # a user's unlabelled corpus: runs with the shipped classifier; the cached tokenizer, trained on
+    # another input, is kept and a new one is trained beside it
+    rows = [json.loads(x) for x in default_corpus().read_text().splitlines()]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    tok_stamp = (tmp_path / "tok" / "tokenizer.json").stat().st_mtime_ns
+    out2 = tmp_path / "mine-corpus"
+    assert main([*base, f"input.path={mine}", f"output={out2}"]) == 0
+    stats2 = json.loads((out2 / "stats.json").read_text())
+    assert stats2["routes"] == stats["routes"] and stats2["score_histogram"] == stats["score_histogram"]
+    assert (tmp_path / "tok" / "tokenizer.json").stat().st_mtime_ns == tok_stamp
+    beside = [p.name for p in tmp_path.iterdir() if p.name.startswith("tok@")]
+    assert len(beside) == 1
+    prepared = json.loads((out2 / "logs" / "prepared.json").read_text())
+    assert prepared["tokenizer"] == str(tmp_path / beside[0])
+    assert (shipped_classifier() / "classifier.json").read_bytes() == shipped
+
+
+@pytest.mark.slow
+def test_web_config_runs_on_an_unlabelled_corpus(tmp_path, tokenizer_dir):
+    from tests.datagen.conftest import make_docs
+
+    docs = make_docs(40, seed=11, sentences=12)
+    src = tmp_path / "crawl.jsonl"
+    src.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs))
+    out = tmp_path / "web"
+    args = ["run", "--config", "configs/datagen/web.yaml", f"input.path={src}", f"output={out}"]
+    assert main([*args, f"tokenizer.path={tokenizer_dir}", "executor.tasks=1"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["balance"]["ok"] and stats["read"] == 40
+    assert stats["score"]["decided_by"]["classifier"] == stats["kept"] > 0
+    assert set(stats["dropped"]["by_filter"]) >= {"gopher_quality", "c4_quality", "fineweb_quality"}
 
 
 def test_train_tokenizer_cli(tmp_path, labels_file, capsys):
