@@ -189,7 +189,7 @@ def run_llm_stage(cfg, corpus_dir: str | Path, tokenizer, classifier=None) -> di
         from datagen.config import DatagenConfig
         from datagen.pipeline import resolve_classifier
 
-        clf_path = llm.classifier
+        clf_path = llm.classifier or None
         if clf_path is None and isinstance(cfg, DatagenConfig):
             clf_path = resolve_classifier(cfg)
         elif clf_path is None and getattr(cfg, "score", None) is not None:

@@ -59,16 +59,21 @@ def test_demo_config_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_web_config_runs_on_an_unlabelled_corpus(tmp_path, tokenizer_dir):
-    from tests.datagen.conftest import make_docs
+    import gzip
 
-    docs = make_docs(40, seed=11, sentences=12)
+    from datagen.classifier import default_labels
+    from infra.paths import default_corpus
+
+    # real prose (inaugural addresses) and the demo corpus's web-like pages, without any labels
+    prose = [json.loads(x) for x in gzip.open(default_labels().parent / "eval" / "inaugural.jsonl.gz", "rt")][:25]
+    pages = [json.loads(x) for x in default_corpus().read_text().splitlines()][:15]
     src = tmp_path / "crawl.jsonl"
-    src.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in docs))
+    src.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in prose + pages))
     out = tmp_path / "web"
     args = ["run", "--config", "configs/datagen/web.yaml", f"input.path={src}", f"output={out}"]
     assert main([*args, f"tokenizer.path={tokenizer_dir}", "executor.tasks=1"]) == 0
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["balance"]["ok"] and stats["read"] == 40
+    assert stats["balance"]["ok"] and stats["read"] == 40 and stats["kept"] >= 20
     assert stats["score"]["decided_by"]["classifier"] == stats["kept"] > 0
     assert set(stats["dropped"]["by_filter"]) >= {"gopher_quality", "c4_quality", "fineweb_quality"}
 
