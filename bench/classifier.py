@@ -52,6 +52,9 @@ class Majority:
         return [self.value] * len(texts)
 
 
+ORIGINAL_ENCODE: list = []
+
+
 def memoise_encoder() -> None:
     """Frozen-encoder embeddings depend only on the text: compute each once per run."""
     import numpy as np
@@ -59,6 +62,7 @@ def memoise_encoder() -> None:
     import datagen.classifier as clf
 
     original, cache = clf.encode_texts, {}
+    ORIGINAL_ENCODE.append(original)
 
     def cached(model_name, texts, batch_size=32):
         todo = [t for t in dict.fromkeys(texts) if (model_name, t) not in cache]
@@ -113,14 +117,25 @@ def train(backend: str, work: Path, exclude: list[str], params: dict) -> tuple[o
 
 
 def throughput(model, texts: list[str]) -> dict:
+    """Documents/s scoring ``texts`` on one thread, with the encoder cache of this run switched off."""
     import torch
 
+    import datagen.classifier as clf
+
+    cached, threads = clf.encode_texts, torch.get_num_threads()
+    if ORIGINAL_ENCODE:
+        clf.encode_texts = ORIGINAL_ENCODE[0]
     torch.set_num_threads(1)
-    model.predict(texts[:8])  # warm-up
-    t0, c0 = time.perf_counter(), time.process_time()
-    model.predict(texts)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"docs": len(texts), "docs_per_s_one_core": len(texts) / wall, "cpu_s": cpu, "wall_s": wall}
+    try:
+        model.predict(texts[:8])  # warm-up
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.predict(texts)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        clf.encode_texts = cached
+        torch.set_num_threads(threads)
+    words = sum(len(t.split()) for t in texts)
+    return {"docs": len(texts), "words": words, "docs_per_s_one_core": len(texts) / wall, "cpu_s": cpu, "wall_s": wall}
 
 
 def main() -> None:
@@ -131,6 +146,7 @@ def main() -> None:
     ap.add_argument("--throughput-docs", type=int, default=400)
     ap.add_argument("--no-leave-out", action="store_true", help="skip the leave-one-source-out runs")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--quiet", action="store_true", help="with --out: do not print the JSON")
     args = ap.parse_args()
 
     from datagen.classifier import classification_metrics, predict_all, read_labels
@@ -163,11 +179,12 @@ def main() -> None:
                 for k, v in row.items()
                 if isinstance(v, dict) and "n" in v
             }
-            print(backend, json.dumps(brief), file=sys.stderr, flush=True)
+            print(backend, json.dumps(brief), row.get("throughput"), file=sys.stderr, flush=True)
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).write_text(text)
-    print(text)
+    if not args.quiet:
+        print(text)
 
 
 if __name__ == "__main__":
