@@ -227,7 +227,7 @@ def test_stage_with_nothing_pending_starts_no_server(tmp_path, tokenizer_dir):
     assert (tmp_path / "quarantine" / "llm.jsonl").read_text() == ""
     with pytest.raises(Exception, match="no classifier is configured"):
         run_llm_stage(
-            load_config(DatagenConfig, None, ["score.combine=label", "llm.enabled=true"]),
+            load_config(DatagenConfig, None, ["score.combine=label", "score.classifier=null", "llm.enabled=true"]),
             tmp_path,
             load_tokenizer(tokenizer_dir),
         )
