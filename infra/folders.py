@@ -6,7 +6,7 @@ corpus/   (datagen run -> trainer)         run/   (trainer -> export, evalkit)  
   datagen_config.yaml                        config.yaml     resolved config      config.yaml
   tokenizer/                                 tokenizer/                           samples/<suite>.jsonl
   shards/<bucket>/index.json                 checkpoints/iter_*/ + latest         plots/*.png
-  quarantine/  dropped/  pending/            metrics.jsonl                        report.html  report.md
+  quarantine/  dropped/  pending/            metrics.jsonl  segments.jsonl        report.html  report.md
   stats.json   logs/                         tensorboard/                         errors.log  skipped.jsonl
                                              hf/             HF export
 ```
@@ -155,6 +155,7 @@ class RunFolder(_Folder):
     tokenizer = property(lambda self: self.root / "tokenizer")
     checkpoints = property(lambda self: self.root / "checkpoints")
     metrics = property(lambda self: self.root / "metrics.jsonl")
+    segments = property(lambda self: self.root / "segments.jsonl")  # one line per start (trainer.segments)
     tensorboard = property(lambda self: self.root / "tensorboard")
     hf = property(lambda self: self.root / "hf")
 

@@ -20,7 +20,14 @@ def _train(args, sft: bool) -> int:
     cfg = config_from_args(TrainerConfig, args)
     if sft and not cfg.sft_mode:
         raise SystemExit("trainer sft: set sft.path=CHAT.jsonl (and init.hf=HF_DIR)")
-    summary = train(cfg)
+    from infra.config import ConfigError
+    from trainer.checkpoint_files import CheckpointError
+
+    try:
+        summary = train(cfg)
+    except (CheckpointError, ConfigError) as e:
+        print(f"trainer: {e}", file=sys.stderr)
+        return 2
     print(
         f"trainer: {'stopped by signal' if summary['stopped_by_signal'] else 'finished'} at step "
         f"{summary['step']}, loss {summary['loss']:.4f}, run folder {summary['run_dir']}",
@@ -84,9 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args, sft=False)
     if args.command == "sft":
         return _train(args, sft=True)
+    from trainer.checkpoint_files import CheckpointError
     from trainer.export import export_hf
 
-    export_hf(args.checkpoint, args.out, dtype=args.dtype)
+    try:
+        export_hf(args.checkpoint, args.out, dtype=args.dtype)
+    except CheckpointError as e:
+        print(f"trainer export-hf: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

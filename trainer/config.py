@@ -249,6 +249,24 @@ class LoggingConfig:
 
 
 @dataclass
+class ResumeConfig:
+    """Resuming a run folder that has checkpoints.
+
+    Attributes:
+        allow_changed: settings a checkpoint fixes that this start may change anyway (by default a
+            change is refused with both values named): ``model.architecture``, ``model.spec``,
+            ``model.vocab``, ``tokenizer``, ``data.curriculum``, ``data.seed``, ``train.seed``,
+            ``train.seq_length``, ``train.global_batch_size``, ``train.precision``,
+            ``train.distributed_optimizer``, ``sft.path`` (what each fixes: ``trainer/segments.py``).
+            Each accepted change is recorded in ``run_dir/segments.jsonl``. Other settings (learning
+            rate and schedule, steps, intervals, parallel layout, logging) may always change; the
+            new values are applied and recorded there too.
+    """
+
+    allow_changed: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainerConfig:
     """Everything ``python -m trainer train|sft`` needs.
 
@@ -264,6 +282,7 @@ class TrainerConfig:
         sft: chat data; setting ``sft.path`` switches to SFT mode.
         export: HF export at the end.
         logging: TensorBoard, W&B, progress bar.
+        resume: what a start that resumes from a checkpoint may change.
     """
 
     run_dir: str = "runs/tiny"
@@ -276,6 +295,7 @@ class TrainerConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
     def validate(self) -> None:
         if self.sft.path is None and not self.data.corpus:
@@ -288,6 +308,11 @@ class TrainerConfig:
             )
         if isinstance(self.data.curriculum, str):
             resolve_curriculum(self.data.curriculum)  # a missing or invalid file fails here, not at step 0
+        from trainer.segments import FIXED
+
+        unknown = [k for k in self.resume.allow_changed if k not in FIXED]
+        if unknown:
+            raise ConfigError(f"key 'resume.allow_changed': unknown setting(s) {unknown}; known: {sorted(FIXED)}")
         if self.parallel.tp < 1 or self.parallel.pp < 1:
             raise ConfigError("keys 'parallel.tp'/'parallel.pp' must be >= 1")
         if self.validation.enabled and self.sft.path is not None:

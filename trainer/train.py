@@ -19,14 +19,14 @@ import logging
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
-from infra.config import save_config, to_dict
+from infra.config import ConfigError, save_config, to_dict
 from infra.folders import RunFolder
 from infra.log import get_logger, progress, setup_logging
 from infra.proc import run_cli
@@ -43,6 +43,14 @@ from trainer.model import (
     padded_vocab_size,
     resolve_arch,
     transformer_config,
+)
+from trainer.segments import (
+    append_segment,
+    changed_keys,
+    check_fixed,
+    fixed_settings,
+    read_previous_config,
+    tokenizer_fingerprint,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +72,27 @@ class ModelSetup:
     padded_vocab: int  # embedding rows (multiple of make_vocab_size_divisible_by * TP)
     dtype: torch.dtype
     tokenizer: object
+
+
+def check_init_tokenizer(hf_dir: str, corpus_tokenizer, corpus: str) -> None:
+    """Refuse ``init.hf`` weights whose tokenizer is not the corpus's: the token ids of the corpus would
+    index embedding rows trained for other tokens (the embedding is also cut to the corpus's vocabulary)."""
+    from infra.tokenizer import load_tokenizer
+
+    try:
+        hf_tok = load_tokenizer(hf_dir, add_tag=True)
+    except Exception as e:  # noqa: BLE001 - no tokenizer files, unreadable files
+        raise ConfigError(f"init.hf={hf_dir}: its tokenizer cannot be loaded ({e}), so it cannot be checked") from e
+    if tokenizer_fingerprint(hf_tok) == tokenizer_fingerprint(corpus_tokenizer):
+        return
+    a, b = hf_tok.get_vocab(), corpus_tokenizer.get_vocab()
+    differ = sum(1 for t, i in b.items() if a.get(t) != i)
+    raise ConfigError(
+        f"init.hf={hf_dir}: its tokenizer ({len(hf_tok)} tokens) is not the tokenizer of data.corpus={corpus} "
+        f"({len(corpus_tokenizer)} tokens; {differ} of them have another id or none in init.hf's). The "
+        "corpus's token ids would index embedding rows trained for other tokens. Tokenize the corpus with "
+        "init.hf's tokenizer (datagen tokenizer.path=<the HF folder>) or train from scratch (no init.hf)"
+    )
 
 
 def resolve_model_setup(cfg: TrainerConfig, info: DistInfo) -> ModelSetup:
@@ -94,6 +123,8 @@ def resolve_model_setup(cfg: TrainerConfig, info: DistInfo) -> ModelSetup:
     else:
         manifest = Manifest.load(cfg.data.corpus)
         tokenizer = load_tokenizer(Path(cfg.data.corpus) / manifest.tokenizer.path, add_tag=True)
+        if cfg.init.hf:
+            check_init_tokenizer(cfg.init.hf, tokenizer, cfg.data.corpus)
     vocab = m.vocab_size or len(tokenizer)
     if vocab < len(tokenizer):
         raise ValueError(f"model.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
@@ -191,6 +222,10 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         wd_incr_style="constant",
         wsd_decay_steps=max(1, int(round(t.wsd_decay_fraction * t.train_steps))) if style == "WSD" else None,
         lr_wsd_decay_style="cosine" if style == "WSD" else None,
+        # on resume the config's schedule wins over the checkpoint's (changes are logged by record_start);
+        # only the step count comes from the checkpoint
+        use_checkpoint_opt_param_scheduler=False,
+        override_opt_param_scheduler=True,
     )
     # megatron's scheduler gives step n the lr of n completed steps, so step 1 of a warmup would run at
     # lr 0; advancing once makes step s (1-based) use schedule(s). A resumed run restores num_steps.
@@ -319,9 +354,9 @@ def save_tokenizer(tokenizer, path: Path) -> None:
 
 
 def prepare_run_folder(folder: RunFolder, cfg: TrainerConfig, ms: ModelSetup, info: DistInfo) -> None:
-    """Main rank, at every start (fresh or resumed): resolved config, tokenizer, ``run.json``."""
+    """Main rank, at every start (fresh or resumed): tokenizer, ``run.json``. The resolved config is
+    written by ``record_start`` once the resume checks accepted this start."""
     folder.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, folder.config)
     save_tokenizer(ms.tokenizer, folder.tokenizer)
     folder.write_info(
         mode="sft" if cfg.sft_mode else "pretrain", world_size=info.world_size, tp=info.tp, pp=info.pp, dp=info.dp
@@ -337,6 +372,20 @@ def prepare_run_folder(folder: RunFolder, cfg: TrainerConfig, ms: ModelSetup, in
         info.tp,
         info.pp,
         info.dp,
+    )
+
+
+def record_start(folder: RunFolder, cfg: TrainerConfig, info: DistInfo, previous: dict | None, start: dict) -> None:
+    """Main rank, after resume: the resolved config, and this start's line in ``segments.jsonl`` with
+    the settings that changed since the previous start (applied, and logged here)."""
+    changed = changed_keys(previous, to_dict(cfg))
+    for key, c in changed.items():
+        if key.split(".")[0] not in ("logging", "run_dir"):
+            log.info("resume: %s changed %s -> %s (applied)", key, c["before"], c["after"])
+    save_config(cfg, folder.config)
+    append_segment(
+        folder.segments,
+        dict(start, world_size=info.world_size, tp=info.tp, pp=info.pp, dp=info.dp, changed=changed),
     )
 
 
@@ -386,6 +435,8 @@ class Trainer:
         forward_backward: megatron's schedule for this PP size.
         forward_step: its ``forward_step_func`` (``make_forward_step``).
         flops_per_token: model FLOPs per trained token (for MFU).
+        fixed: the settings this run's checkpoints fix (``trainer.segments.fixed_settings``), taken once
+            at start-up and written into every checkpoint.
     """
 
     cfg: TrainerConfig
@@ -400,6 +451,7 @@ class Trainer:
     forward_backward: object
     forward_step: object
     flops_per_token: float
+    fixed: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -468,20 +520,36 @@ def build_trainer(cfg: TrainerConfig, info: DistInfo, folder: RunFolder, ms: Mod
         forward_backward=get_forward_backward_func(),
         forward_step=make_forward_step(),
         flops_per_token=flops_per_token(ms.arch, ms.padded_vocab, t.seq_length),
+        fixed=fixed_settings(cfg, ms),
     )
 
 
-def resume(tr: Trainer) -> TrainState:
-    """Automatic resume from the newest complete checkpoint: model, optimizer, scheduler, data, RNG."""
+def resume(tr: Trainer) -> tuple[TrainState, dict]:
+    """Automatic resume from the newest usable checkpoint: model, optimizer, scheduler, data, RNG.
+
+    Returns the loop's state and what this start is (``from_checkpoint``, ``step`` and the fixed
+    settings ``resume.allow_changed`` let change, ``allowed``), for ``segments.jsonl``. A checkpoint
+    whose fixed settings differ from this start's is refused before anything is loaded from it.
+    """
     state = TrainState()
-    latest = ckpt.find_latest(tr.folder.checkpoints)
+    accepted: dict = {}
+
+    def check(ckpt_dir, saved: dict) -> None:
+        if "fixed" not in saved and tr.info.is_main:
+            log.warning("%s predates the resume checks: its settings are not compared with this start's", ckpt_dir)
+        accepted.update(check_fixed(saved.get("fixed"), tr.fixed, tr.cfg.resume.allow_changed, str(ckpt_dir)))
+
+    latest, saved, data_state = ckpt.load_newest_usable(
+        tr.folder.checkpoints, [tr.ddp], tr.optimizer, tr.scheduler, check=check
+    )
     if latest is not None:
-        saved, data_state = ckpt.load_checkpoint(latest, [tr.ddp], tr.optimizer, tr.scheduler)
         tr.loader.load_state_dict(data_state)
         state.step, state.tokens = saved["step"], saved["tokens"]
         log.info("resumed from %s at step %d", latest, state.step)
+        for name in accepted:
+            log.warning("resume.allow_changed: %s changed at step %d (recorded in segments.jsonl)", name, state.step)
     state.phase = tr.loader.phase_at(state.step)
-    return state
+    return state, {"from_checkpoint": latest.name if latest else None, "step": state.step, "allowed": accepted}
 
 
 def train_step(tr: Trainer, state: TrainState) -> StepResult:
@@ -613,7 +681,7 @@ def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
     t = tr.cfg.train
     stopping = stop.should_stop(tr.info)
     if stopping or state.step == t.train_steps or (t.save_interval and state.step % t.save_interval == 0):
-        meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss)
+        meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss, fixed=tr.fixed)
         ckpt.save_checkpoint(
             tr.folder.checkpoints,
             state.step,
@@ -645,10 +713,13 @@ def train(cfg: TrainerConfig) -> dict:
     info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.train.seed)
     folder = RunFolder(cfg.run_dir)
     ms = resolve_model_setup(cfg, info)
+    previous = read_previous_config(folder.config) if info.is_main else None
     if info.is_main:
         prepare_run_folder(folder, cfg, ms, info)
     tr = build_trainer(cfg, info, folder, ms)
-    state = resume(tr)
+    state, start = resume(tr)
+    if info.is_main:
+        record_start(folder, cfg, info, previous, start)
 
     lg = cfg.logging
     metrics = MetricsWriter(

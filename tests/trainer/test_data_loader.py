@@ -188,7 +188,10 @@ def test_epoch_rollover_reshuffles_and_logs(corpus, caplog):
         per_epoch.append([tuple(r) for r in rows[e * n : (e + 1) * n]])
         assert set(per_epoch[e]) == whole and len(per_epoch[e]) == n  # every sample once per epoch
     assert per_epoch[0] != per_epoch[1]  # reshuffled
-    assert "'refusal' exhausted after" in caplog.text and "starting epoch 1" in caplog.text
+    rollover = [r for r in caplog.records if "exhausted after" in r.getMessage()]
+    assert rollover and all(r.levelno == logging.WARNING for r in rollover)
+    assert f"bucket 'refusal' exhausted after {n} samples: pass 2 over it begins" in rollover[0].getMessage()
+    assert f"{n} samples drawn from it so far, 1.00 epochs" in rollover[0].getMessage()
 
 
 def test_zero_weight_buckets_may_be_absent(tmp_path):

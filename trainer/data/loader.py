@@ -106,8 +106,14 @@ class _EpochCursor:
                 self.epoch += 1
                 self.position = 0
                 self._perm = None
-                log.info(
-                    "'%s' exhausted after %d samples: starting epoch %d (reshuffled)", self.name, self.n, self.epoch
+                log.warning(
+                    "bucket '%s' exhausted after %d samples: pass %d over it begins (reshuffled; %d samples "
+                    "drawn from it so far, %.2f epochs)",
+                    self.name,
+                    self.n,
+                    self.epoch + 1,
+                    self.received,
+                    self.received / self.n,
                 )
             if self._perm is None:
                 self._perm = epoch_permutation(self.seed, self.name, self.epoch, self.n)
