@@ -108,6 +108,20 @@ def test_damaged_checkpoint_is_named_moved_aside_and_the_run_falls_back(
     assert seg["from_checkpoint"] == "iter_0000004" and seg["step"] == 4
 
 
+def test_two_ranks_agree_on_the_fallback(base_run, tiny_corpus, tmp_path):
+    # each rank verifies half of the files; the damaged one is in one rank's share only
+    run = rewound(base_run, tmp_path)
+    _flip(run / "checkpoints" / "iter_0000008" / "__0_1.distcp")
+    proc = run_trainer(*tiny_args(run, tiny_corpus, KEEP, steps=STEPS), nproc=2, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "__0_1.distcp: SHA-256 differs from the manifest" in proc.stderr
+    assert "resuming from iter_0000004" in proc.stderr
+    assert (run / "checkpoints" / "iter_0000008.corrupt").is_dir()
+    files = cf.read_manifest(run / "checkpoints" / "iter_0000012")  # written by two ranks' hashes
+    assert {"ranks/rank_00000.json", "ranks/rank_00001.json"} <= set(files)
+    assert ckpt.verify_checkpoint(run / "checkpoints" / "iter_0000012")["world_size"] == 2
+
+
 def test_export_of_a_damaged_checkpoint_is_refused(base_run, tmp_path):
     run = rewound(base_run, tmp_path)
     _flip(run / "checkpoints" / "iter_0000008" / "__0_0.distcp")
