@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trainer.conftest import read_metrics, run_trainer, tiny_args
+from infra.paths import REPO_ROOT
+from tests.trainer.conftest import read_metrics, run_trainer, tiny_args, trainer_env
 from trainer import checkpoint as ckpt
 from trainer import checkpoint_files as cf
 
@@ -306,3 +307,25 @@ def test_init_hf_with_another_tokenizer_is_refused(reference_hf, tiny_corpus, tm
     assert f"init.hf={hf}: its tokenizer" in proc.stderr
     assert f"is not the tokenizer of data.corpus={tiny_corpus}" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_as_a_library_from_a_script_without_a_main_guard(tiny_corpus, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_training.py"
+    args = tiny_args(tmp_path / "run", tiny_corpus, steps=4)[3:]  # the overrides after "train --config X"
+    script.write_text(
+        "from infra.config import load_config\n"
+        "from trainer.config import TrainerConfig\n"
+        "from trainer.train import train\n"
+        f"print('script body', flush=True)\n"
+        f"cfg = load_config(TrainerConfig, 'configs/trainer/tiny.yaml', {args!r})\n"
+        "print(train(cfg)['step'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO_ROOT, env=trainer_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["script", "body", "4"]  # the body ran once; checkpoints were written
+    assert (tmp_path / "run" / "checkpoints" / "iter_0000004" / "manifest.json").is_file()
