@@ -204,6 +204,21 @@ def test_hostile_metadata_stops_the_resume(base_run, tiny_corpus, tmp_path):
     assert ckpt_dir.is_dir()  # left where it is, for whoever investigates
 
 
+def test_checkpoint_of_an_earlier_version_resumes_with_a_warning(base_run, tiny_corpus, tmp_path):
+    # the layout before checksums and JSON rank state: no manifest, ranks/rank_00000.pt (numpy RNG arrays)
+    run = rewound(base_run, tmp_path)
+    ckpt_dir = run / "checkpoints" / "iter_0000008"
+    rng, data = cf.read_rank_state(cf.rank_state_file(ckpt_dir, 0))
+    (ckpt_dir / "manifest.json").unlink()
+    cf.rank_state_file(ckpt_dir, 0).unlink()
+    torch.save({"rng": rng, "data": data}, ckpt_dir / "ranks" / "rank_00000.pt")
+    proc = resume(run, tiny_corpus)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "has no checksum manifest (written by an earlier version): not verified" in proc.stderr
+    for step in (9, 12):
+        assert record(run, step)["loss"] == record(base_run, step)["loss"]
+
+
 def test_every_pickle_of_a_real_checkpoint_passes_the_safe_readers(base_run):
     for ckpt_dir in ckpt.list_checkpoints(base_run / "checkpoints"):
         state = ckpt.verify_checkpoint(ckpt_dir)
