@@ -59,8 +59,35 @@ class LanguageConfig:
 
 
 @dataclass
+class NearDedupConfig:
+    """MinHash near-duplicate removal over the whole corpus (datatrove's four MinHash stages).
+
+    Attributes:
+        enabled: run it (after exact dedup). Off by default: it adds three stages.
+        ngrams: words per shingle.
+        buckets: LSH bands (one task each in the bucket stage).
+        hashes_per_bucket: MinHash values per band (buckets x hashes_per_bucket signatures per document;
+            the defaults, 14 x 8 on 5-grams, flag pairs of about 0.75 Jaccard similarity or more).
+        seed: seed of the hash functions (the same on every task).
+        language: word-tokenizer language for the shingles (datatrove's language codes, e.g. ``eng``).
+    """
+
+    enabled: bool = False
+    ngrams: int = 5
+    buckets: int = 14
+    hashes_per_bucket: int = 8
+    seed: int = 1
+    language: str = "eng"
+
+    def validate(self) -> None:
+        for key in ("ngrams", "buckets", "hashes_per_bucket"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"filters.near_dedup.{key}: must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
 class FilterConfig:
-    """Filters, in this order: language, quality (by name), exact dedup.
+    """Filters, in this order: language, quality (by name), exact dedup, near dedup.
 
     Attributes:
         language: the fastText language filter (``filters.language.enabled=false`` turns it off).
@@ -69,13 +96,19 @@ class FilterConfig:
             (gopher_quality, gopher_repetition, c4_quality, fineweb_quality, language, exact_dedup) or
             ``"module:Class"`` naming your own datatrove ``BaseFilter`` subclass. Drops are counted under
             ``filter:<name>`` in the stats.
-        exact_dedup: drop exact duplicates (per task) after the other filters.
+        exact_dedup: drop exact duplicates (whitespace-normalised text) after the other filters.
+        dedup_scope: ``corpus`` (default): duplicates anywhere in the input, found by datatrove's exact
+            dedup stages before stage 1, so the kept documents do not depend on ``executor.tasks``;
+            ``task``: only duplicates that the same task reads (one pass, no extra stages).
+        near_dedup: MinHash near-duplicate removal over the whole corpus.
         write_dropped: write every dropped document to ``corpus/dropped/<filter>/`` with its reason.
     """
 
     language: LanguageConfig = field(default_factory=LanguageConfig)
     quality: dict[str, dict] = field(default_factory=dict)
     exact_dedup: bool = True
+    dedup_scope: Literal["corpus", "task"] = "corpus"
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     write_dropped: bool = True
 
     def steps(self) -> list[tuple[str, dict, str]]:
@@ -91,9 +124,13 @@ class FilterConfig:
                 )
             )
         out += [(name, dict(kwargs or {}), f"filters.quality.{name}") for name, kwargs in self.quality.items()]
-        if self.exact_dedup:
+        if self.exact_dedup and self.dedup_scope == "task":
             out.append(("exact_dedup", {}, "filters.exact_dedup"))
         return out
+
+    @property
+    def corpus_exact_dedup(self) -> bool:
+        return self.exact_dedup and self.dedup_scope == "corpus"
 
     def validate(self) -> None:
         if not self.quality:

@@ -1,7 +1,9 @@
 """``datagen run``: the stages and their executors.
 
+dedup stages (datatrove's exact and MinHash pipelines, see ``datagen/steps/dedup.py``): find the
+    duplicates of the whole corpus before stage 1 filters them
 stage 1 (datatrove, ``tasks`` tasks): read -> quarantine -> language -> quality -> exact dedup ->
-    safety score -> route -> pending JSONL for the LLM routes -> tags -> tokenize -> MDS (raw, tagged)
+    near dedup -> safety score -> route -> pending JSONL for the LLM routes -> tags -> tokenize -> MDS
 stage 2 (only with ``llm.enabled``): ``datagen.llm.stage.run_llm_stage`` writes rephrased, refusal,
     moral and aligned buckets from ``corpus/pending``
 final: merge each bucket's rank indexes, ``manifest.json``, ``stats.json`` with the balance check.
@@ -249,23 +251,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stage 1
-def build_stage1(
-    cfg: DatagenConfig, corpus: Path, classifier: str | None = None
-) -> tuple[list[PipelineStep], list[str]]:
-    """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json).
-    ``classifier``: the folder the score step reads (default: ``resolve_classifier(cfg)``)."""
+def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) -> tuple[list[PipelineStep], list[str]]:
+    """Read, quarantine and filter: the steps every stage that reads the input runs first.
+
+    The dedup stages run these too (datatrove's dedup filters name documents by their position in a
+    task's stream, so the signatures must be taken on exactly the documents stage 1 filters). With
+    ``scratch`` the side outputs (quarantine files) go there and dropped documents are not written.
+    """
     from datatrove.pipeline.writers.jsonl import JsonlWriter
 
     from datagen.steps import (
-        PendingWriter,
         QuarantineStep,
         QuarantiningJsonlReader,
         QuarantiningParquetReader,
         QuarantiningWarcReader,
-        Router,
-        SafetyScorer,
-        TagInjector,
-        TokenizeToBuckets,
         build_filter,
     )
 
@@ -288,22 +287,23 @@ def build_stage1(
     ]
     labels = ["read"]
     extract = cfg.input.html_extraction
+    quarantine = (scratch if scratch is not None else corpus) / "quarantine"
     if extract == "trafilatura" or (extract == "auto" and cfg.input.format == "warc"):
         from datatrove.pipeline.extractors import Trafilatura
 
         # placeholders (empty text) must reach the quarantine step untouched, so extraction comes after it
-        steps.append(QuarantineStep(str(corpus / "quarantine"), 0, cfg.input.raw_cut))
+        steps.append(QuarantineStep(str(quarantine), 0, cfg.input.raw_cut))
         labels.append("quarantine")
         steps.append(Trafilatura(favour_precision=True, timeout=5.0))
         labels.append("filter:html_extraction")
-        steps.append(QuarantineStep(str(corpus / "quarantine" / "extracted"), cfg.input.max_chars, cfg.input.raw_cut))
+        steps.append(QuarantineStep(str(quarantine / "extracted"), cfg.input.max_chars, cfg.input.raw_cut))
         labels.append("quarantine:extracted")
     else:
-        steps.append(QuarantineStep(str(corpus / "quarantine"), cfg.input.max_chars, cfg.input.raw_cut))
+        steps.append(QuarantineStep(str(quarantine), cfg.input.max_chars, cfg.input.raw_cut))
         labels.append("quarantine")
 
     def dropped_writer(name: str):
-        if not cfg.filters.write_dropped:
+        if not cfg.filters.write_dropped or scratch is not None:
             return None
         # a user's "module:Class" filter writes to dropped/module.Class: no ':' in folder names
         folder = name.replace(":", ".")
@@ -316,6 +316,19 @@ def build_stage1(
         except ValueError as e:
             raise ConfigError(str(e)) from None
         labels.append(f"filter:{name}")
+    return steps, labels
+
+
+def build_stage1(
+    cfg: DatagenConfig, corpus: Path, classifier: str | None = None
+) -> tuple[list[PipelineStep], list[str]]:
+    """The stage-1 datatrove pipeline and a label per step (used to name counts in stats.json).
+    ``classifier``: the folder the score step reads (default: ``resolve_classifier(cfg)``)."""
+    from datagen.steps import PendingWriter, Router, SafetyScorer, TagInjector, TokenizeToBuckets
+
+    steps, labels = _front_steps(cfg, corpus)
+    steps += _dedup_filters(cfg, corpus, dropped=True)
+    labels += [f"filter:{n}" for n in _dedup_filter_names(cfg)]
     clf = classifier if classifier is not None else resolve_classifier(cfg)
     steps.append(SafetyScorer(clf, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
     labels.append("score")
@@ -333,6 +346,79 @@ def build_stage1(
     )
     labels.append("tokenize")
     return steps, labels
+
+
+# ------------------------------------------------------------------------------------ corpus dedup
+def _dedup_filter_names(cfg: DatagenConfig) -> list[str]:
+    f = cfg.filters
+    return (["exact_dedup"] if f.corpus_exact_dedup else []) + (["near_dedup"] if f.near_dedup.enabled else [])
+
+
+def _dedup_filters(cfg: DatagenConfig, corpus: Path, dropped: bool, names: list[str] | None = None) -> list:
+    """datatrove's dedup filters reading what the dedup stages found (``names``: which; default all)."""
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    from datagen.steps.dedup import CorpusExactDedupFilter, CorpusNearDedupFilter, exact_config
+
+    out = []
+    for name in _dedup_filter_names(cfg) if names is None else names:
+        writer = None
+        if dropped and cfg.filters.write_dropped:
+            writer = JsonlWriter(str(corpus / "dropped" / name), output_filename="${rank}.jsonl", compression=None)
+        if name == "exact_dedup":
+            out.append(CorpusExactDedupFilter(str(corpus / "dedup" / "exact" / "dups"), exact_config(), writer))
+        else:
+            out.append(CorpusNearDedupFilter(str(corpus / "dedup" / "near" / "remove"), exclusion_writer=writer))
+    return out
+
+
+def build_dedup_stages(cfg: DatagenConfig, corpus: Path) -> list[tuple[str, list, int]]:
+    """The corpus-wide dedup stages that run before stage 1, as ``(name, pipeline, tasks)`` in order
+    (``datagen/steps/dedup.py`` has the picture). Empty unless the config asks for corpus dedup."""
+    from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindDedups
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupSignature,
+    )
+
+    from datagen.steps.dedup import exact_config, minhash_config
+
+    f, tasks, root = cfg.filters, cfg.executor.tasks, corpus / "dedup"
+    stages = []
+    if f.corpus_exact_dedup:
+        front, _ = _front_steps(cfg, corpus, scratch=root / "scratch" / "exact")
+        stages.append(
+            ("dedup_exact_sig", [*front, ExactDedupSignature(str(root / "exact" / "sigs"), exact_config())], tasks)
+        )
+        stages.append(
+            (
+                "dedup_exact_find",
+                [ExactFindDedups(str(root / "exact" / "sigs"), str(root / "exact" / "dups"), exact_config())],
+                1,
+            )
+        )
+    if f.near_dedup.enabled:
+        nd = f.near_dedup
+        mh = minhash_config(nd.ngrams, nd.buckets, nd.hashes_per_bucket, nd.seed)
+        front, _ = _front_steps(cfg, corpus, scratch=root / "scratch" / "near")
+        # the exact filter first, as in stage 1: the signatures are of the documents the near filter sees
+        front += _dedup_filters(cfg, corpus, dropped=False, names=["exact_dedup"] if f.corpus_exact_dedup else [])
+        near = root / "near"
+        stages.append(
+            ("dedup_near_sig", [*front, MinhashDedupSignature(str(near / "sigs"), mh, language=nd.language)], tasks)
+        )
+        stages.append(
+            (
+                "dedup_near_buckets",
+                [MinhashDedupBuckets(str(near / "sigs"), str(near / "buckets"), config=mh)],
+                nd.buckets,
+            )
+        )
+        stages.append(
+            ("dedup_near_cluster", [MinhashDedupCluster(str(near / "buckets"), str(near / "remove"), config=mh)], 1)
+        )
+    return stages
 
 
 def make_executor(cfg: DatagenConfig, pipeline: list, logging_dir: Path, tasks: int, name: str, depends=None):
@@ -464,7 +550,12 @@ def run(cfg: DatagenConfig) -> dict | None:
     log.info("tokenizer: %s; safety classifier: %s", tokenizer, classifier)
     steps, labels = build_stage1(cfg, corpus, classifier)
     logs = CorpusFolder(corpus).logs
-    stage1 = make_executor(cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1")
+    dedup = []
+    for name, pipeline, n in build_dedup_stages(cfg, corpus):
+        dedup.append(make_executor(cfg, pipeline, logs / name, n, name, depends=dedup[-1] if dedup else None))
+    stage1 = make_executor(
+        cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1", depends=dedup[-1] if dedup else None
+    )
     last = stage1
     cfg_dict = to_dict(cfg)
     if cfg.llm.enabled:
@@ -474,6 +565,8 @@ def run(cfg: DatagenConfig) -> dict | None:
         final.run()  # submits the chain of dependencies
         log.info("submitted; the corpus will be in %s", corpus)
         return None
+    for ex in dedup:
+        ex.run()
     stage1.run()
     if cfg.llm.enabled:
         last.run()

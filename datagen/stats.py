@@ -25,6 +25,24 @@ def _load_stage_stats(logging_dir: Path) -> tuple[list[dict[str, int]] | None, i
     return total, len(files)
 
 
+def _dedup_stats(cfg: DatagenConfig, corpus: Path, dropped: dict) -> dict:
+    """What each dedup removed: ``exact`` (scope, documents) and ``near`` (documents removed by the
+    stage-1 filter, and ``to_remove``, what datatrove's cluster stage marked; the balance checks both
+    agree)."""
+    f = cfg.filters
+    out: dict = {"exact": None, "near": None}
+    if f.exact_dedup:
+        out["exact"] = {"scope": f.dedup_scope, "removed": dropped.get("exact_dedup", {}).get("total", 0)}
+    if f.near_dedup.enabled:
+        cluster, _ = _load_stage_stats(corpus / "logs" / "dedup_near_cluster")
+        c = cluster[0] if cluster else {}
+        out["near"] = {
+            "removed": dropped.get("near_dedup", {}).get("total", 0),
+            "to_remove": c.get("to_remove", 0),
+        }
+    return out
+
+
 def collect_stats(
     cfg: DatagenConfig, corpus: Path, labels: list[str], samples: dict[str, int], llm_stats: dict | None = None
 ) -> dict:
@@ -98,12 +116,18 @@ def collect_stats(
         "raw bucket == raw route": buckets.get("raw", {}).get("documents", 0) == routes["raw"],
         "tagged bucket == tagged documents": buckets.get("tagged", {}).get("documents", 0) == tags["documents"],
     }
+    dedup = _dedup_stats(cfg, corpus, dropped)
+    if dedup["near"] is not None:
+        checks["near-dedup removed == marked by its cluster stage"] = (
+            dedup["near"]["removed"] == dedup["near"]["to_remove"]
+        )
     return {
         "tasks": n_tasks,
         "read": read,
         "kept": kept,
         "dropped": {"total": dropped_total, "by_filter": dropped},
         "quarantined": quarantined,
+        "dedup": dedup,
         "score_histogram": hist,
         "scores_with_label": score.get("with_label", 0),
         "score": {

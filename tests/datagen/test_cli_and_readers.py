@@ -67,13 +67,17 @@ def test_web_config_runs_on_an_unlabelled_corpus(tmp_path, tokenizer_dir):
     # real prose (inaugural addresses) and the demo corpus's web-like pages, without any labels
     prose = [json.loads(x) for x in gzip.open(default_labels().parent / "eval" / "inaugural.jsonl.gz", "rt")][:25]
     pages = [json.loads(x) for x in default_corpus().read_text().splitlines()][:15]
+    # and a copy and a near-copy (another footer) of two passages, which the corpus-wide dedup removes
+    copies = [{"id": "copy", "text": prose[0]["text"]}, {"id": "near", "text": prose[1]["text"] + " Read more."}]
     src = tmp_path / "crawl.jsonl"
-    src.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in prose + pages))
+    src.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in prose + pages + copies))
     out = tmp_path / "web"
     args = ["run", "--config", "configs/datagen/web.yaml", f"input.path={src}", f"output={out}"]
     assert main([*args, f"tokenizer.path={tokenizer_dir}", "executor.tasks=1"]) == 0
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["balance"]["ok"] and stats["read"] == 40 and stats["kept"] >= 20
+    assert stats["balance"]["ok"] and stats["read"] == 42 and stats["kept"] >= 20
+    assert stats["dedup"]["exact"] == {"scope": "corpus", "removed": 1}
+    assert stats["dedup"]["near"] == {"removed": 1, "to_remove": 1}
     assert stats["score"]["decided_by"]["classifier"] == stats["kept"] > 0
     assert set(stats["dropped"]["by_filter"]) >= {"gopher_quality", "c4_quality", "fineweb_quality"}
 

@@ -84,6 +84,7 @@ def test_stage1_builds_every_filter_from_the_registry(tmp_path, messy_input):
 
     from datagen.pipeline import build_stage1
     from datagen.steps import ExactDedupFilter, LanguageIDFilter
+    from datagen.steps.dedup import CorpusExactDedupFilter
     from tests.datagen.user_filters import DropIdSuffix
 
     cfg = _cfg(
@@ -99,8 +100,11 @@ def test_stage1_builds_every_filter_from_the_registry(tmp_path, messy_input):
         f"filter:{USER_FILTER}",
         "filter:exact_dedup",
     ]
-    kinds = [LanguageIDFilter, GopherQualityFilter, DropIdSuffix, ExactDedupFilter]
+    # corpus-wide exact dedup (the default): datatrove's filter over what its dedup stages found
+    kinds = [LanguageIDFilter, GopherQualityFilter, DropIdSuffix, CorpusExactDedupFilter]
     assert all(isinstance(s, k) for (_, s), k in zip(filters, kinds))
+    steps, labels = build_stage1(_cfg(tmp_path, messy_input["dir"], "filters.dedup_scope=task"), tmp_path / "c2")
+    assert isinstance(steps[labels.index("filter:exact_dedup")], ExactDedupFilter)
     assert filters[1][1].min_doc_words == 5 and filters[2][1].suffix == "3"
     assert filters[2][1].exclusion_writer is not None  # write_dropped reaches a user's filter too
 
