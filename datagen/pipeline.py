@@ -40,6 +40,10 @@ def _input_path(cfg: DatagenConfig) -> Path:
     p = Path(cfg.input.path) if cfg.input.path else default_corpus()
     if not p.exists():
         raise ConfigError(f"input.path: {p} does not exist")
+    if p.is_dir():
+        files = p.glob(cfg.input.glob) if cfg.input.glob else p.rglob("*")
+        if not any(f.is_file() for f in files):
+            raise ConfigError(f"input.path: {p} holds no files matching input.glob={cfg.input.glob!r}")
     return p
 
 
@@ -541,17 +545,19 @@ def run(cfg: DatagenConfig) -> dict | None:
     corpus = Path(cfg.output)
     corpus.mkdir(parents=True, exist_ok=True)
     _check_same_config(cfg, corpus)
+    _front_steps(cfg, corpus)  # a filter that cannot be built fails here, before anything is written
     tokenizer = _ensure_tokenizer(cfg, corpus)
     classifier = _ensure_classifier(cfg)
+    steps, labels = build_stage1(cfg, corpus, classifier)
+    stages = build_dedup_stages(cfg, corpus)
     save_config(cfg, CorpusFolder(corpus).config)
     prepared = {"tokenizer": str(tokenizer), "classifier": classifier}
     (CorpusFolder(corpus).logs).mkdir(parents=True, exist_ok=True)
     (CorpusFolder(corpus).logs / "prepared.json").write_text(json.dumps(prepared, indent=2))
     log.info("tokenizer: %s; safety classifier: %s", tokenizer, classifier)
-    steps, labels = build_stage1(cfg, corpus, classifier)
     logs = CorpusFolder(corpus).logs
     dedup = []
-    for name, pipeline, n in build_dedup_stages(cfg, corpus):
+    for name, pipeline, n in stages:
         dedup.append(make_executor(cfg, pipeline, logs / name, n, name, depends=dedup[-1] if dedup else None))
     stage1 = make_executor(
         cfg, steps, logs / "stage1", cfg.executor.tasks, "stage1", depends=dedup[-1] if dedup else None

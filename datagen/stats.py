@@ -127,6 +127,10 @@ def collect_stats(
         "kept": kept,
         "dropped": {"total": dropped_total, "by_filter": dropped},
         "quarantined": quarantined,
+        # input records that are not documents (WARC requests, non-HTML responses), not part of `read`
+        "read_skipped": {k[len("skipped_") :]: v for k, v in sorted(by["read"].items()) if k.startswith("skipped_")},
+        # characters the reader repaired in documents it kept (NULs removed, lone surrogates replaced)
+        "repaired": {k[len("repaired_") :]: v for k, v in sorted(by["read"].items()) if k.startswith("repaired_")},
         "dedup": dedup,
         "score_histogram": hist,
         "scores_with_label": score.get("with_label", 0),
@@ -176,6 +180,18 @@ def format_summary(stats: dict) -> str:
     for r, n in stats["quarantined"]["reasons"].items():
         row(r, n, 2)
     row("balance (read = kept + dropped + quarantined)", "OK" if b["ok"] else f"FAILED {b['checks']}")
+    if stats.get("read_skipped"):
+        row("input records that are no documents", sum(stats["read_skipped"].values()))
+        for r, n in stats["read_skipped"].items():
+            row(r, n, 2)
+    if stats.get("repaired"):
+        row("characters repaired", "  ".join(f"{k}:{v}" for k, v in stats["repaired"].items()))
+    for kind, d in (stats.get("dedup") or {}).items():
+        if d:
+            row(f"{kind} dedup removed", f"{d['removed']}" + (f" (scope {d['scope']})" if "scope" in d else ""))
+    llm_q = {b: sum(r.values()) for b, r in ((stats.get("llm") or {}).get("quarantined") or {}).items()}
+    if llm_q:
+        row("LLM outputs quarantined", f"{sum(llm_q.values())}  " + "  ".join(f"{k}:{v}" for k, v in llm_q.items()))
     lines.append("")
     row("score histogram", "  ".join(f"{k}:{v}" for k, v in stats["score_histogram"].items()))
     sc = stats.get("score")

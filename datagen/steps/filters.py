@@ -97,6 +97,8 @@ class LanguageIDFilter(BaseFilter):
             return score >= self.threshold or (False, "low_confidence")
         if any(scores.get(lg, 0.0) >= self.threshold for lg in self.languages):
             return True
+        if lang in self.languages:  # an allowed language, but not certain enough
+            return False, f"low_confidence_{lang}"
         return False, f"lang_{lang}"
 
     def __getstate__(self):

@@ -52,16 +52,13 @@ class QuarantineStep(PipelineStep):
                 self.stat_update("quarantined")
                 self.stat_update(f"quarantined_{reason}")
                 raw = doc.metadata.get("raw", doc.text)
-                out.write(
-                    json.dumps(
-                        {
-                            "source": doc.metadata.get("source"),
-                            "line": doc.metadata.get("line"),
-                            "id": doc.id,
-                            "reason": reason,
-                            "raw": raw[: self.raw_cut],
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+                rec = {
+                    "source": doc.metadata.get("source"),
+                    "line": doc.metadata.get("line"),
+                    "id": doc.id,
+                    "reason": reason,
+                    "raw": raw[: self.raw_cut],
+                }
+                if "raw_base64" in doc.metadata:  # the line's original bytes (not UTF-8)
+                    rec["raw_base64"] = doc.metadata["raw_base64"]
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")

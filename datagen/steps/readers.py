@@ -4,9 +4,18 @@ A record the pipeline cannot use (malformed JSON, invalid UTF-8, missing or non-
 unreadable file) becomes a *placeholder* document with ``metadata["quarantine"] = reason``; the
 ``QuarantineStep`` downstream writes it aside and counts it. Good documents carry ``source`` and
 ``line`` so that later quarantine decisions (empty, too long) can name where they came from.
+
+The JSONL reader also repairs what is valid JSON but cannot travel as UTF-8 text: NUL characters
+(``\u0000``) are removed and lone surrogates (``\ud800``) become U+FFFD; both are counted
+(``repaired_nul``, ``repaired_surrogate``). A line that is not UTF-8 is quarantined with its original
+bytes (``raw_base64``) beside the readable ``raw``.
 """
 
 from __future__ import annotations
+
+import base64
+import json
+import re
 
 from datatrove.data import Document
 from datatrove.pipeline.readers.base import BaseDiskReader
@@ -14,15 +23,37 @@ from datatrove.pipeline.readers.parquet import ParquetReader
 from datatrove.pipeline.readers.warc import WarcReader
 
 
-def placeholder(source: str, line: int, reason: str, raw: str | bytes, cut: int) -> Document:
-    """A document that only carries why a record was unusable (``QuarantineStep`` writes it aside)."""
+def placeholder(source: str, line: int, reason: str, raw: str | bytes, cut: int, keep_bytes: bool = False) -> Document:
+    """A document that only carries why a record was unusable (``QuarantineStep`` writes it aside).
+    ``keep_bytes``: also keep the first ``cut`` bytes of ``raw`` as they were (``raw_base64``)."""
+    meta = {"quarantine": reason, "source": source, "line": line}
     if isinstance(raw, bytes):
+        if keep_bytes:
+            meta["raw_base64"] = base64.b64encode(raw[:cut]).decode("ascii")
         raw = raw.decode("utf-8", errors="replace")
-    return Document(
-        text="",
-        id=f"{source}:{line}",
-        metadata={"quarantine": reason, "raw": raw[:cut], "source": source, "line": line},
-    )
+    meta["raw"] = raw[:cut]
+    return Document(text="", id=f"{source}:{line}", metadata=meta)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def repair_strings(obj, counts: dict):
+    """``obj`` (parsed JSON) with NULs removed and lone surrogates replaced in every string; ``counts``
+    gets ``nul`` / ``surrogate`` += the characters changed."""
+    if isinstance(obj, str):
+        if "\x00" in obj:
+            counts["nul"] = counts.get("nul", 0) + obj.count("\x00")
+            obj = obj.replace("\x00", "")
+        if _SURROGATE.search(obj):
+            counts["surrogate"] = counts.get("surrogate", 0) + len(_SURROGATE.findall(obj))
+            obj = _SURROGATE.sub("\ufffd", obj)
+        return obj
+    if isinstance(obj, dict):
+        return {repair_strings(k, counts): repair_strings(v, counts) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [repair_strings(v, counts) for v in obj]
+    return obj
 
 
 class _QuarantineMixin:
@@ -69,8 +100,37 @@ class QuarantiningParquetReader(_QuarantineMixin, ParquetReader):
         self.raw_cut = raw_cut
 
 
-class QuarantiningWarcReader(_QuarantineMixin, WarcReader):
-    """datatrove's WarcReader; records without text and unreadable files become placeholders."""
+def _warc_skip_reason(record) -> str:
+    """Why datatrove's ``process_record`` gave no document for a WARC record (a stats counter)."""
+    if record.rec_type not in ("response", "conversion"):
+        return f"skipped_warc_{record.rec_type}"  # request, metadata, warcinfo: not documents
+    mime = record.rec_headers.get("WARC-Identified-Payload-Type", None)
+    if mime is not None and mime not in ("text/html", "application/xhtml+xml", "text/plain"):
+        return "skipped_non_html"
+    return "skipped_non_html_or_undecodable"  # no payload type: not HTML by its bytes, or no known charset
+
+
+class _CountingWarcReader(WarcReader):
+    """datatrove's WarcReader, counting every record it does not turn into a document, by reason."""
+
+    def read_file(self, filepath: str):
+        from datatrove.pipeline.readers.warc import process_record
+        from warcio.archiveiterator import ArchiveIterator
+
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+            for index, record in enumerate(ArchiveIterator(f)):
+                with self.track_time():
+                    data = process_record(record)
+                    doc = self.get_document_from_dict(data, filepath, index) if data else None
+                if data is None:
+                    self.stat_update(_warc_skip_reason(record))
+                elif doc is not None:
+                    yield doc
+
+
+class QuarantiningWarcReader(_QuarantineMixin, _CountingWarcReader):
+    """datatrove's WarcReader; records without text and unreadable files become placeholders, and the
+    records that are no documents (requests, metadata, non-HTML responses) are counted by reason."""
 
     name = "🕷 Warc (quarantining)"
 
@@ -102,13 +162,21 @@ class QuarantiningJsonlReader(BaseDiskReader):
         import orjson
 
         try:
-            raw.decode("utf-8")
+            decoded = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return placeholder(filepath, line, "invalid_utf8", raw, self.raw_cut)
+            return placeholder(filepath, line, "invalid_utf8", raw, self.raw_cut, keep_bytes=True)
         try:
             rec = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return placeholder(filepath, line, "malformed_json", raw, self.raw_cut)
+            try:  # orjson refuses escaped lone surrogates, which JSON allows
+                rec = json.loads(decoded)
+            except ValueError:
+                return placeholder(filepath, line, "malformed_json", raw, self.raw_cut)
+        if "\\u" in decoded or "\x00" in decoded:
+            counts: dict = {}
+            rec = repair_strings(rec, counts)
+            for what, n in counts.items():
+                self.stat_update(f"repaired_{what}", value=n)
         if not isinstance(rec, dict):
             return placeholder(filepath, line, "not_an_object", raw, self.raw_cut)
         text = rec.get(self.text_key)

@@ -178,6 +178,20 @@ def test_warc_input_is_extracted_and_counted(tmp_path, tokenizer_dir, fasttext_c
         for url, html in pages.items():
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.0")
             w.write_record(w.create_warc_record(url, "response", payload=BytesIO(html.encode()), http_headers=headers))
+        # records that are no documents: a request, and a PNG response as a crawler identifies it
+        w.write_record(
+            w.create_warc_record("http://a.example/1", "request", payload=BytesIO(b"GET /1 HTTP/1.0\r\n\r\n"))
+        )
+        png = StatusAndHeaders("200 OK", [("Content-Type", "image/png")], protocol="HTTP/1.0")
+        w.write_record(
+            w.create_warc_record(
+                "http://a.example/logo.png",
+                "response",
+                payload=BytesIO(b"\x89PNG\r\n\x1a\n" + bytes(64)),
+                http_headers=png,
+                warc_headers_dict={"WARC-Identified-Payload-Type": "image/png"},
+            )
+        )
     cfg = load_config(
         DatagenConfig,
         None,
@@ -195,6 +209,8 @@ def test_warc_input_is_extracted_and_counted(tmp_path, tokenizer_dir, fasttext_c
     stats = run(cfg)
     # datatrove's WarcReader skips the record without payload before it becomes a document
     assert stats["read"] == 2 and stats["kept"] == 1 and stats["balance"]["ok"]
+    # and every record that did not become a document is counted, by why
+    assert stats["read_skipped"] == {"non_html": 1, "non_html_or_undecodable": 1, "warc_request": 1}
     assert stats["dropped"]["by_filter"]["html_extraction"] == {"total": 1, "reasons": {"empty_extraction": 1}}
     pending = [
         json.loads(x) for f in (tmp_path / "corpus" / "pending").rglob("*.jsonl") for x in f.read_text().splitlines()

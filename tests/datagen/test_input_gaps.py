@@ -1,0 +1,95 @@
+"""Input that used to slip through or stop a run badly: NULs and lone surrogates, invalid UTF-8's original
+bytes, an empty input folder, a filter typo, and the name of a language-filter drop."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from datagen.__main__ import main
+from datagen.config import DatagenConfig
+from datagen.pipeline import run
+from infra.config import load_config
+from infra.corpus import open_bucket
+from tests.datagen.conftest import make_docs, write_jsonl
+
+
+def _args(tmp_path, src, tokenizer_dir, *extra):
+    return [
+        f"output={tmp_path / 'corpus'}",
+        f"input.path={src}",
+        f"tokenizer.path={tokenizer_dir}",
+        "score.classifier=null",
+        "score.combine=label",
+        "tag.enabled=false",
+        "filters.language.enabled=false",
+        "executor.tasks=1",
+        *extra,
+    ]
+
+
+def test_nul_and_lone_surrogate_are_repaired_and_invalid_utf8_keeps_its_bytes(tmp_path, tokenizer_dir):
+    from infra.tokenizer import load_tokenizer
+
+    good = make_docs(3, seed=9, levels=(0,))
+    bad_bytes = b'{"id": "latin1", "text": "caf\xe9 cr\xe8me"}'
+    src = write_jsonl(
+        tmp_path / "in" / "a.jsonl",
+        [
+            *good,
+            # valid JSON escapes that cannot travel as UTF-8 text or into a tokenizer as they are
+            b'{"id": "nul", "text": "The report\\u0000 was filed on time by the clerk.", "score": 0}\n',
+            b'{"id": "surrogate", "text": "A lone \\ud800 surrogate in an otherwise plain sentence.", "score": 0}\n',
+            bad_bytes + b"\n",
+        ],
+    )
+    stats = run(load_config(DatagenConfig, None, _args(tmp_path, src.parent, tokenizer_dir)))
+    assert stats["balance"]["ok"]
+    assert stats["read"] == 6 and stats["kept"] == 5
+    assert stats["quarantined"]["reasons"] == {"invalid_utf8": 1}
+    assert stats["repaired"] == {"nul": 1, "surrogate": 1}
+    corpus = tmp_path / "corpus"
+    ds = open_bucket(corpus, "raw")
+    rows = {ds[i]["id"]: ds[i] for i in range(len(ds))}
+    tok = load_tokenizer(corpus / "tokenizer")
+    assert tok.decode(rows["nul"]["tokens"][:-1]) == "The report was filed on time by the clerk."
+    assert "\ufffd" in tok.decode(rows["surrogate"]["tokens"][:-1])
+    q = [json.loads(x) for x in (corpus / "quarantine" / "00000.jsonl").read_text().splitlines()]
+    assert len(q) == 1 and q[0]["reason"] == "invalid_utf8" and q[0]["line"] == 6
+    assert base64.b64decode(q[0]["raw_base64"]) == bad_bytes  # the original bytes, not a lossy decode
+
+
+def test_empty_input_folder_is_a_clear_error(tmp_path, tokenizer_dir, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(["run", *_args(tmp_path, tmp_path / "in", tokenizer_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"input.path: {tmp_path / 'in'} holds no files" in err and "Traceback" not in err
+    (tmp_path / "in2").mkdir()
+    write_jsonl(tmp_path / "in2" / "a.jsonl", make_docs(2))
+    assert main(["run", *_args(tmp_path, tmp_path / "in2", tokenizer_dir, "input.glob=*.parquet")]) == 2
+    assert "matching input.glob='*.parquet'" in capsys.readouterr().err
+
+
+def test_filter_typo_fails_before_anything_is_written_so_the_fix_can_rerun(tmp_path, tokenizer_dir, capsys):
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", make_docs(12, seed=2))
+    # a value only the filter's constructor refuses (a misspelt key already fails when the config loads)
+    typo = "filters.quality={gopher_quality: {stop_words: 5}}"
+    assert main(["run", *_args(tmp_path, src, tokenizer_dir, typo)]) == 2
+    assert "filters.quality.gopher_quality: 'int' object is not iterable" in capsys.readouterr().err
+    assert not (tmp_path / "corpus" / "datagen_config.yaml").exists()
+    fixed = "filters.quality={gopher_quality: {min_doc_words: 5}}"
+    assert main(["run", *_args(tmp_path, src, tokenizer_dir, fixed)]) == 0  # same output folder
+
+
+def test_allowed_language_below_the_threshold_is_not_reported_as_a_dropped_language():
+    from datatrove.data import Document
+
+    from datagen.steps import LanguageIDFilter
+
+    f = LanguageIDFilter(languages=["en"], threshold=0.999)
+    doc = Document(text="ok then, see you", id="x")
+    kept = f.filter(doc)
+    assert doc.metadata["language"] == "en" and doc.metadata["language_score"] < 0.999
+    assert kept == (False, "low_confidence_en")
+    other = Document(text="Le conseil municipal s'est réuni mardi pour discuter des horaires.", id="y")
+    assert f.filter(other) == (False, "lang_fr")
