@@ -69,8 +69,13 @@ def _cmd_train_tokenizer(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from datagen.stats import inspect
+    from infra.curriculum import resolve_curriculum
 
-    print(inspect(args.corpus))
+    if bool(args.curriculum) != bool(args.tokens):
+        print("datagen inspect: --curriculum and --tokens go together", file=sys.stderr)
+        return 2
+    curriculum = resolve_curriculum(args.curriculum, "--curriculum") if args.curriculum else None
+    print(inspect(args.corpus, curriculum, args.tokens))
     return 0
 
 
@@ -134,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="print a corpus folder's stats.json as a table")
     i.add_argument("corpus", help="corpus folder written by `datagen run`")
+    i.add_argument("--curriculum", help="a curriculum YAML: also show the epochs of each bucket it implies")
+    i.add_argument("--tokens", type=int, help="the run's token budget (with --curriculum)")
     i.set_defaults(func=_cmd_inspect)
 
     m = sub.add_parser("prepare-model", help="prepare the SmolLM2-135M-Instruct HF folder used by the LLM stage")

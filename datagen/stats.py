@@ -210,8 +210,51 @@ def format_summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def inspect(corpus: str | Path) -> str:
+def curriculum_epochs(buckets: dict, curriculum, tokens: int) -> dict:
+    """Passes over each bucket a run of ``tokens`` tokens with ``curriculum`` makes (from the buckets'
+    token counts; the trainer's packing changes this by at most a sample per document):
+    ``{bucket: {"share", "tokens", "bucket_tokens", "epochs"}}``."""
+    phases = curriculum.phases
+    share: dict[str, float] = {}
+    for i, p in enumerate(phases):
+        span = (phases[i + 1].start if i + 1 < len(phases) else 1.0) - p.start
+        total = sum(p.weights.values())
+        for b, w in p.weights.items():
+            share[b] = share.get(b, 0.0) + span * w / total
+    out = {}
+    for b, sh in share.items():
+        have = buckets.get(b, {}).get("tokens", 0)
+        want = sh * tokens
+        out[b] = {"share": sh, "tokens": round(want), "bucket_tokens": have, "epochs": (want / have) if have else None}
+    return out
+
+
+def inspect(corpus: str | Path, curriculum=None, tokens: int | None = None) -> str:
+    """The stats table; with a curriculum and a token budget also the epochs each bucket would be read
+    for, with a warning for every bucket read more than once (or more than the curriculum allows)."""
     path = Path(corpus) / "stats.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (is {corpus} a corpus folder written by `datagen run`?)")
-    return format_summary(json.loads(path.read_text()))
+    stats = json.loads(path.read_text())
+    text = format_summary(stats)
+    if curriculum is None or not tokens:
+        return text
+    lines = [
+        "",
+        f"{'curriculum over ' + format(tokens, ',') + ' tokens':<32} {'share':>7} {'tokens':>14} {'epochs':>8}",
+    ]
+    for b, e in curriculum_epochs(stats["buckets"], curriculum, tokens).items():
+        ep = "empty" if e["epochs"] is None else f"{e['epochs']:.2f}"
+        lines.append(f"{b:<32} {e['share']:>7.1%} {e['tokens']:>14,} {ep:>8}")
+        limit = curriculum.bucket_max_epochs.get(b, curriculum.max_epochs)
+        if e["epochs"] is None and e["share"] > 0:
+            lines.append(
+                f"  WARNING: the curriculum gives '{b}' {e['share']:.1%} of the tokens but the bucket is empty"
+            )
+        elif e["epochs"] is not None and e["epochs"] > (limit if limit is not None else 1.0):
+            allowed = f"the curriculum allows {limit:g}" if limit is not None else "no max_epochs is set"
+            lines.append(
+                f"  WARNING: '{b}' holds {e['bucket_tokens']:,} tokens ({stats['buckets'][b]['documents']} documents) "
+                f"and would be read {e['epochs']:.1f} times ({allowed})"
+            )
+    return text + "\n" + "\n".join(lines)

@@ -93,3 +93,21 @@ def test_allowed_language_below_the_threshold_is_not_reported_as_a_dropped_langu
     assert kept == (False, "low_confidence_en")
     other = Document(text="Le conseil municipal s'est réuni mardi pour discuter des horaires.", id="y")
     assert f.filter(other) == (False, "lang_fr")
+
+
+def test_inspect_warns_about_buckets_a_curriculum_would_reread(tmp_path, tokenizer_dir, capsys):
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", make_docs(30, seed=4))
+    assert main(["run", *_args(tmp_path, src, tokenizer_dir, "tag.enabled=true", "tag.p=0.1")]) == 0
+    stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
+    raw_tokens = stats["buckets"]["raw"]["tokens"]
+    capsys.readouterr()
+    budget = 20 * raw_tokens
+    curriculum = "configs/trainer/curricula/intervention_20.yaml"
+    assert main(["inspect", str(tmp_path / "corpus"), "--curriculum", curriculum, "--tokens", str(budget)]) == 0
+    out = capsys.readouterr().out
+    assert "balance (read = kept + dropped + quarantined)" in out
+    # the raw bucket gets 100% of the first 20% and 70% of the rest: 0.76 of the budget, 15.2 passes
+    assert f"WARNING: 'raw' holds {raw_tokens:,} tokens" in out and "would be read 15.2 times" in out
+    # the LLM buckets of this corpus are empty: a curriculum that weights them cannot be served
+    assert "the curriculum gives 'rephrased' 12.0% of the tokens but the bucket is empty" in out
+    assert main(["inspect", str(tmp_path / "corpus"), "--curriculum", curriculum]) == 2
