@@ -27,6 +27,10 @@ class InputConfig:
             Documents it cannot extract count as dropped by ``html_extraction``.
         max_chars: longer documents are quarantined (reason ``too_long``).
         raw_cut: characters of a bad record kept in the quarantine line.
+        split_files: (jsonl) every task reads a share of every file instead of whole files, so that a
+            few large files keep all tasks busy: an uncompressed file by byte range (a line belongs to
+            the task whose range holds its first byte), a compressed one by line number (every task
+            decompresses it and keeps lines ``rank, rank + tasks, ...``). Line numbers stay exact.
     """
 
     path: str | None = None
@@ -38,6 +42,11 @@ class InputConfig:
     html_extraction: Literal["auto", "trafilatura", "none"] = "auto"
     max_chars: int = 1_000_000
     raw_cut: int = 500
+    split_files: bool = False
+
+    def validate(self) -> None:
+        if self.split_files and self.format != "jsonl":
+            raise ConfigError(f"input.split_files: only the jsonl reader splits files, input.format is {self.format}")
 
 
 @dataclass

@@ -287,6 +287,7 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
             id_key=cfg.input.id_field,
             limit=cfg.input.limit,
             raw_cut=cfg.input.raw_cut,
+            **({"split_files": True} if cfg.input.split_files else {}),
         )
     ]
     labels = ["read"]

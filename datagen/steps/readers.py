@@ -153,10 +153,63 @@ class QuarantiningJsonlReader(BaseDiskReader):
     name = "🐿 Jsonl (quarantining)"
     _requires_dependencies = ["orjson"]
 
-    def __init__(self, data_folder, compression: str | None = "infer", raw_cut: int = 500, **kwargs):
+    def __init__(
+        self, data_folder, compression: str | None = "infer", raw_cut: int = 500, split_files: bool = False, **kwargs
+    ):
         super().__init__(data_folder, **kwargs)
         self.compression = compression
         self.raw_cut = raw_cut
+        self.split_files = split_files
+        self._share = (0, 1)  # (rank, world_size) of the task, when files are split
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if not self.split_files or world_size == 1:
+            yield from super().run(data, rank, world_size)
+            return
+        if data:
+            yield from data
+        # every task opens every file and reads its share of it (read_file)
+        files = self.data_folder.get_shard(0, 1, recursive=self.recursive, glob_pattern=self.glob_pattern)
+        if not files:
+            raise RuntimeError(f"No files found on {self.data_folder.path}!")
+        self._share = (rank, world_size)
+        for doc in self.read_files_shard(files):
+            self.update_doc_stats(doc)
+            yield doc
+
+    def _lines(self, filepath: str):
+        """``(line number, bytes)`` of this task's share of ``filepath`` (all of it unless split)."""
+        rank, world = self._share
+        compressed = self.compression not in (None, "infer") or (
+            self.compression == "infer" and filepath.endswith((".gz", ".zst", ".zstd", ".bz2", ".xz"))
+        )
+        if world == 1 or compressed:
+            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+                for line, raw in enumerate(f, start=1):
+                    if (line - 1) % world == rank:
+                        yield line, raw
+            return
+        size = self.data_folder.size(filepath)
+        start, end = size * rank // world, size * (rank + 1) // world
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            line = 1
+            if start > 0:
+                f.seek(start - 1)
+                if f.read(1) != b"\n":
+                    f.readline()  # the line that began in the previous task's range is that task's
+                first = f.tell()
+                f.seek(0)
+                left = first
+                while left > 0:  # number the lines: count the newlines before the first one
+                    chunk = f.read(min(left, 1 << 22))
+                    line += chunk.count(b"\n")
+                    left -= len(chunk)
+            while f.tell() < end:
+                raw = f.readline()
+                if not raw:
+                    break
+                yield line, raw
+                line += 1
 
     def _parse(self, raw: bytes, filepath: str, line: int) -> Document:
         import orjson
@@ -199,15 +252,16 @@ class QuarantiningJsonlReader(BaseDiskReader):
     def read_file(self, filepath: str):
         line = 0
         try:
-            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
-                for line, raw in enumerate(f, start=1):
-                    if not raw.strip():
-                        continue  # blank lines separate nothing; they are not records
-                    with self.track_time():
-                        doc = self._parse(raw.rstrip(b"\r\n"), filepath, line)
-                    if "quarantine" in doc.metadata:
-                        self.stat_update(f"bad_{doc.metadata['quarantine']}")
-                    yield doc
+            for line, raw in self._lines(filepath):
+                if not raw.strip():
+                    continue  # blank lines separate nothing; they are not records
+                with self.track_time():
+                    doc = self._parse(raw.rstrip(b"\r\n"), filepath, line)
+                if "quarantine" in doc.metadata:
+                    self.stat_update(f"bad_{doc.metadata['quarantine']}")
+                yield doc
         except Exception as e:  # noqa: BLE001 - unreadable/corrupt file: record it and go on
+            if self._share[0] != 0:
+                return  # split files: every task meets the same error; the first task records it once
             self.stat_update("unreadable_files")
             yield placeholder(filepath, line + 1, "unreadable_file", f"{type(e).__name__}: {e}", self.raw_cut)

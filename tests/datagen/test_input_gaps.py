@@ -111,3 +111,61 @@ def test_inspect_warns_about_buckets_a_curriculum_would_reread(tmp_path, tokeniz
     # the LLM buckets of this corpus are empty: a curriculum that weights them cannot be served
     assert "the curriculum gives 'rephrased' 12.0% of the tokens but the bucket is empty" in out
     assert main(["inspect", str(tmp_path / "corpus"), "--curriculum", curriculum]) == 2
+
+
+def test_split_files_keep_every_task_busy_and_the_counts_exact(tmp_path, tokenizer_dir, messy_input):
+    import gzip
+    import shutil
+
+    # one large plain file and one gzipped file, with bad lines scattered through them
+    src = tmp_path / "in"
+    src.mkdir()
+    big = make_docs(160, seed=5)
+    lines = [json.dumps(d).encode() + b"\n" for d in big]
+    for i in (0, 37, 81, 159):
+        lines.insert(i, b'{"id": "broken", "text": "unterminated\n')
+    (src / "big.jsonl").write_bytes(b"".join(lines))
+    with gzip.open(src / "small.jsonl.gz", "wb") as f:
+        f.writelines(json.dumps(d).encode() + b"\n" for d in make_docs(41, seed=6))
+    shutil.copy(messy_input["dir"] / "part-c.jsonl.gz", src / "corrupt.jsonl.gz")  # not gzip at all
+    runs = {}
+    for tasks, split in ((1, "false"), (4, "true")):
+        out = tmp_path / f"c{tasks}"
+        cfg = load_config(
+            DatagenConfig,
+            None,
+            [
+                *_args(tmp_path, src, tokenizer_dir, f"executor.tasks={tasks}", f"input.split_files={split}"),
+                f"output={out}",
+            ],
+        )
+        runs[tasks] = (run(cfg), out)
+    one, four = runs[1][0], runs[4][0]
+    assert four["balance"]["ok"] and four["tasks"] == 4
+    for key in ("read", "kept", "quarantined", "dropped"):
+        assert four[key] == one[key], key
+    assert four["read"] == 164 + 41 + 1 and four["quarantined"]["reasons"] == {
+        "malformed_json": 4,
+        "unreadable_file": 1,
+    }
+    # every task read documents of both files
+    per_task = [json.loads(p.read_text()) for p in sorted((runs[4][1] / "logs" / "stage1" / "stats").glob("*.json"))]
+    docs = [t[0]["stats"]["documents"] for t in per_task]
+    assert all((d["total"] if isinstance(d, dict) else d) > 30 for d in docs), docs
+    q = sorted(
+        json.loads(x)["line"]
+        for p in (runs[4][1] / "quarantine").glob("*.jsonl")
+        for x in p.read_text().splitlines()
+        if json.loads(x)["reason"] == "malformed_json"
+    )
+    assert q == [1, 38, 82, 160]  # the lines they were written at, found from four byte ranges
+    kept = {t: _raw_ids(o) for t, (_, o) in runs.items()}
+    assert kept[1] == kept[4]
+
+
+def _raw_ids(corpus) -> list[str]:
+    ds = open_bucket(corpus, "raw")
+    ids = [ds[i]["id"] for i in range(len(ds))]
+    for f in (corpus / "pending").rglob("*.jsonl"):
+        ids += [json.loads(x)["id"] for x in f.read_text().splitlines() if x.strip()]
+    return sorted(ids)
