@@ -212,6 +212,17 @@ def _ensure_classifier(cfg: DatagenConfig) -> str | None:
     return path
 
 
+def _check_writable(corpus: Path) -> None:
+    """The output folder exists (or is made) and takes a file: checked before any work starts."""
+    try:
+        corpus.mkdir(parents=True, exist_ok=True)
+        probe = corpus / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output: cannot write to {corpus} ({e.strerror or e})") from None
+
+
 def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
     """Resuming into a folder written with other settings would mix two corpora: refuse it."""
     saved = CorpusFolder(corpus).config
@@ -290,22 +301,6 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
             **({"split_files": True} if cfg.input.split_files else {}),
         )
     ]
-    labels = ["read"]
-    extract = cfg.input.html_extraction
-    quarantine = (scratch if scratch is not None else corpus) / "quarantine"
-    if extract == "trafilatura" or (extract == "auto" and cfg.input.format == "warc"):
-        from datatrove.pipeline.extractors import Trafilatura
-
-        # placeholders (empty text) must reach the quarantine step untouched, so extraction comes after it
-        steps.append(QuarantineStep(str(quarantine), 0, cfg.input.raw_cut))
-        labels.append("quarantine")
-        steps.append(Trafilatura(favour_precision=True, timeout=5.0))
-        labels.append("filter:html_extraction")
-        steps.append(QuarantineStep(str(quarantine / "extracted"), cfg.input.max_chars, cfg.input.raw_cut))
-        labels.append("quarantine:extracted")
-    else:
-        steps.append(QuarantineStep(str(quarantine), cfg.input.max_chars, cfg.input.raw_cut))
-        labels.append("quarantine")
 
     def dropped_writer(name: str):
         if not cfg.filters.write_dropped or scratch is not None:
@@ -313,6 +308,23 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
         # a user's "module:Class" filter writes to dropped/module.Class: no ':' in folder names
         folder = name.replace(":", ".")
         return JsonlWriter(str(corpus / "dropped" / folder), output_filename="${rank}.jsonl", compression=None)
+
+    labels = ["read"]
+    extract = cfg.input.html_extraction
+    quarantine = (scratch if scratch is not None else corpus) / "quarantine"
+    if extract == "trafilatura" or (extract == "auto" and cfg.input.format == "warc"):
+        from datagen.steps.extract import TrafilaturaWithDropped
+
+        # placeholders (empty text) must reach the quarantine step untouched, so extraction comes after it
+        steps.append(QuarantineStep(str(quarantine), 0, cfg.input.raw_cut))
+        labels.append("quarantine")
+        steps.append(TrafilaturaWithDropped(dropped_writer("html_extraction"), favour_precision=True, timeout=5.0))
+        labels.append("filter:html_extraction")
+        steps.append(QuarantineStep(str(quarantine / "extracted"), cfg.input.max_chars, cfg.input.raw_cut))
+        labels.append("quarantine:extracted")
+    else:
+        steps.append(QuarantineStep(str(quarantine), cfg.input.max_chars, cfg.input.raw_cut))
+        labels.append("quarantine")
 
     # language, quality filters, exact dedup: each built from datagen.steps.filters.FILTERS by name
     for name, kwargs, key in cfg.filters.steps():
@@ -544,7 +556,7 @@ def _bucket_order(name: str):
 def run(cfg: DatagenConfig) -> dict | None:
     """Run every stage. Returns the stats (local) or None after submitting Slurm jobs."""
     corpus = Path(cfg.output)
-    corpus.mkdir(parents=True, exist_ok=True)
+    _check_writable(corpus)
     _check_same_config(cfg, corpus)
     _front_steps(cfg, corpus)  # a filter that cannot be built fails here, before anything is written
     tokenizer = _ensure_tokenizer(cfg, corpus)

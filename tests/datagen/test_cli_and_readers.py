@@ -211,6 +211,12 @@ def test_warc_input_is_extracted_and_counted(tmp_path, tokenizer_dir, fasttext_c
     assert stats["read"] == 2 and stats["kept"] == 1 and stats["balance"]["ok"]
     # and every record that did not become a document is counted, by why
     assert stats["read_skipped"] == {"non_html": 1, "non_html_or_undecodable": 1, "warc_request": 1}
+    # the page nothing could be extracted from is written aside with its HTML, like any dropped document
+    dropped = [
+        json.loads(x) for f in (tmp_path / "corpus" / "dropped" / "html_extraction").glob("*.jsonl") for x in f.open()
+    ]
+    assert [d["metadata"]["filter_reason"] for d in dropped] == ["empty_extraction"]
+    assert "<script>var x = 1;</script>" in dropped[0]["text"]
     assert stats["dropped"]["by_filter"]["html_extraction"] == {"total": 1, "reasons": {"empty_extraction": 1}}
     pending = [
         json.loads(x) for f in (tmp_path / "corpus" / "pending").rglob("*.jsonl") for x in f.read_text().splitlines()

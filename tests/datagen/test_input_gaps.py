@@ -169,3 +169,12 @@ def _raw_ids(corpus) -> list[str]:
     for f in (corpus / "pending").rglob("*.jsonl"):
         ids += [json.loads(x)["id"] for x in f.read_text().splitlines() if x.strip()]
     return sorted(ids)
+
+
+def test_unwritable_output_is_a_clear_error_before_any_work(tmp_path, tokenizer_dir, capsys):
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", make_docs(2))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", *_args(tmp_path, src, tokenizer_dir), f"output={blocker / 'corpus'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"output: cannot write to {blocker / 'corpus'}" in err and "Traceback" not in err
