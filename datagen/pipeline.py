@@ -21,7 +21,7 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 
 from datagen.config import DatagenConfig
-from infra.config import ConfigError, load_config, save_config, to_dict
+from infra.config import ConfigError, flatten, load_config, save_config, to_dict
 from infra.folders import CorpusFolder
 from infra.log import get_logger
 from infra.marker import Marker, path_fingerprint, value_fingerprint
@@ -234,7 +234,7 @@ def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
         raise ConfigError(
             f"{corpus} holds a config this version cannot read ({e}); use another output folder"
         ) from None
-    a, b = _flat(to_dict(old)), _flat(to_dict(cfg))
+    a, b = flatten(to_dict(old)), flatten(to_dict(cfg))
     # where and how the work runs may change between attempts; what it produces may not. The number
     # of tasks decides which files each rank reads, so it must stay the same too
     operational = (
@@ -253,16 +253,6 @@ def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
             f"{corpus} was written with another config (differs in: {', '.join(diff)}); "
             "resume with the same config or choose another output folder"
         )
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 # ------------------------------------------------------------------------------------------ stage 1
@@ -558,11 +548,12 @@ def run(cfg: DatagenConfig) -> dict | None:
     corpus = Path(cfg.output)
     _check_writable(corpus)
     _check_same_config(cfg, corpus)
-    _front_steps(cfg, corpus)  # a filter that cannot be built fails here, before anything is written
+    # every stage is built first (the steps load nothing yet): a filter that cannot be built fails here,
+    # before a tokenizer or classifier is trained and before anything is written
+    steps, labels = build_stage1(cfg, corpus, resolve_classifier(cfg))
+    stages = build_dedup_stages(cfg, corpus)
     tokenizer = _ensure_tokenizer(cfg, corpus)
     classifier = _ensure_classifier(cfg)
-    steps, labels = build_stage1(cfg, corpus, classifier)
-    stages = build_dedup_stages(cfg, corpus)
     save_config(cfg, CorpusFolder(corpus).config)
     prepared = {"tokenizer": str(tokenizer), "classifier": classifier}
     (CorpusFolder(corpus).logs).mkdir(parents=True, exist_ok=True)

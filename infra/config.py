@@ -32,6 +32,7 @@ __all__ = [
     "load_yaml",
     "build",
     "to_dict",
+    "flatten",
     "save_config",
     "parse_overrides",
     "add_config_arguments",
@@ -234,6 +235,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = _deep_merge(data, parse_overrides(overrides))
         source = f"{source} + command-line overrides" if source else "command-line overrides"
     return build(cls, data, source=source)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config dict (``to_dict`` output) as ``{dotted key: value}``; empty mappings are leaves."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
 
 
 def to_dict(obj: Any) -> Any:

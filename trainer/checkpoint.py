@@ -295,10 +295,7 @@ def _prime_optimizer_state(optimizer) -> None:
     """Give a fresh torch Adam an (all-zero) state so that megatron can build the sharded state dict
     to load into: without apex/TE, ``DistributedOptimizer.state_dict()`` reads every param's ``step``,
     which torch's Adam only creates on its first step. The loaded values replace these in place."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if not isinstance(inner, torch.optim.Optimizer):
-            continue
+    for inner in _inner_optimizers(optimizer):
         for group in inner.param_groups:
             for p in group["params"]:
                 st = inner.state[p]
@@ -314,10 +311,7 @@ def _restore_adam_steps(optimizer) -> None:
     checkpoint and, on load into an optimizer whose state already exists, leaves torch's per-parameter
     ``step`` tensors at their old values (or one shared tensor that torch's Adam would increment once
     per parameter). Either breaks Adam's bias correction and bit-exact resume."""
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if not isinstance(inner, torch.optim.Optimizer):
-            continue
+    for inner in _inner_optimizers(optimizer):
         for group in inner.param_groups:
             if "step" not in group:
                 continue
@@ -372,6 +366,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
     ckpt_dir = Path(ckpt_dir)
     problems: list[str] = []
     unsafe: list[str] = []
+    state = None
     try:
         files = cf.read_manifest(ckpt_dir)
         if files is None:
@@ -380,7 +375,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
         else:
             problems += cf.verify_share(ckpt_dir, files, _rank(), _world())
         if not problems:
-            _read_trainer_state(ckpt_dir)
+            state = _read_trainer_state(ckpt_dir)
             cf.check_pickles(ckpt_dir)
     except UnsafeCheckpointError as e:
         unsafe.append(str(e))
@@ -396,7 +391,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
         )
     if problems:
         raise CheckpointError(f"{ckpt_dir}: " + "; ".join(problems))
-    return _read_trainer_state(ckpt_dir)
+    return state
 
 
 def move_aside(ckpt_dir: Path) -> Path:

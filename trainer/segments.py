@@ -19,7 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from infra.config import ConfigError, to_dict
+from infra.config import ConfigError, flatten, to_dict
 
 # name -> what it fixes; the keys ``resume.allow_changed`` accepts
 FIXED = {
@@ -124,23 +124,11 @@ def check_fixed(saved: dict | None, now: dict, allowed: list[str], where: str) -
     return accepted
 
 
-def flat(d, prefix: str = "") -> dict:
-    """A nested config dict as ``{dotted key: value}``."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and v:
-            out.update(flat(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def changed_keys(previous: dict | None, current: dict) -> dict:
     """``{dotted key: {"before", "after"}}`` between the previous start's resolved config and this one's."""
     if previous is None:
         return {}
-    a, b = flat(previous), flat(current)
+    a, b = flatten(previous), flatten(current)
     return {
         k: {"before": a.get(k, "<absent>"), "after": b.get(k, "<absent>")}
         for k in sorted(set(a) | set(b))
@@ -164,9 +152,3 @@ def append_segment(path: Path, record: dict) -> None:
     rec = {"started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **record}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, default=str) + "\n")
-
-
-def read_segments(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

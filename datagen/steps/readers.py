@@ -36,6 +36,8 @@ def placeholder(source: str, line: int, reason: str, raw: str | bytes, cut: int,
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# the JSON escapes that can decode to a NUL or a surrogate (a pair is repaired back only if lone)
+_REPAIR_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def repair_strings(obj, counts: dict):
@@ -225,7 +227,7 @@ class QuarantiningJsonlReader(BaseDiskReader):
                 rec = json.loads(decoded)
             except ValueError:
                 return placeholder(filepath, line, "malformed_json", raw, self.raw_cut)
-        if "\\u" in decoded or "\x00" in decoded:
+        if _REPAIR_ESCAPE.search(raw):
             counts: dict = {}
             rec = repair_strings(rec, counts)
             for what, n in counts.items():
