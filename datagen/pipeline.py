@@ -256,6 +256,17 @@ def _check_same_config(cfg: DatagenConfig, corpus: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ stage 1
+def _dropped_writer(cfg: DatagenConfig, corpus: Path, name: str):
+    """The writer of ``dropped/<name>/`` for a filter's drops (None with ``filters.write_dropped`` off)."""
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    if not cfg.filters.write_dropped:
+        return None
+    # a user's "module:Class" filter writes to dropped/module.Class: no ':' in folder names
+    folder = name.replace(":", ".")
+    return JsonlWriter(str(corpus / "dropped" / folder), output_filename="${rank}.jsonl", compression=None)
+
+
 def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) -> tuple[list[PipelineStep], list[str]]:
     """Read, quarantine and filter: the steps every stage that reads the input runs first.
 
@@ -263,7 +274,6 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
     task's stream, so the signatures must be taken on exactly the documents stage 1 filters). With
     ``scratch`` the side outputs (quarantine files) go there and dropped documents are not written.
     """
-    from datatrove.pipeline.writers.jsonl import JsonlWriter
 
     from datagen.steps import (
         QuarantineStep,
@@ -293,11 +303,7 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
     ]
 
     def dropped_writer(name: str):
-        if not cfg.filters.write_dropped or scratch is not None:
-            return None
-        # a user's "module:Class" filter writes to dropped/module.Class: no ':' in folder names
-        folder = name.replace(":", ".")
-        return JsonlWriter(str(corpus / "dropped" / folder), output_filename="${rank}.jsonl", compression=None)
+        return None if scratch is not None else _dropped_writer(cfg, corpus, name)
 
     labels = ["read"]
     extract = cfg.input.html_extraction
@@ -363,15 +369,11 @@ def _dedup_filter_names(cfg: DatagenConfig) -> list[str]:
 
 def _dedup_filters(cfg: DatagenConfig, corpus: Path, dropped: bool, names: list[str] | None = None) -> list:
     """datatrove's dedup filters reading what the dedup stages found (``names``: which; default all)."""
-    from datatrove.pipeline.writers.jsonl import JsonlWriter
-
     from datagen.steps.dedup import CorpusExactDedupFilter, CorpusNearDedupFilter, exact_config
 
     out = []
     for name in _dedup_filter_names(cfg) if names is None else names:
-        writer = None
-        if dropped and cfg.filters.write_dropped:
-            writer = JsonlWriter(str(corpus / "dropped" / name), output_filename="${rank}.jsonl", compression=None)
+        writer = _dropped_writer(cfg, corpus, name) if dropped else None
         if name == "exact_dedup":
             out.append(CorpusExactDedupFilter(str(corpus / "dedup" / "exact" / "dups"), exact_config(), writer))
         else:
