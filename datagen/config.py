@@ -17,7 +17,8 @@ class InputConfig:
     """Where the documents come from.
 
     Attributes:
-        path: file or folder; ``null`` means the embedded default corpus.
+        path: file or folder, local or an fsspec URL (``s3://bucket/prefix``, read in place through
+            datatrove's DataFolder); ``null`` means the embedded default corpus.
         format: jsonl (plain or .gz, read by the quarantining reader), parquet or warc (datatrove readers).
         glob: file pattern inside a folder (e.g. ``*.jsonl.gz``); null reads every file.
         text_field: key of the text in each record.
@@ -311,7 +312,11 @@ class DatagenConfig:
     """``python -m datagen run``: read -> filter -> score -> route -> tag -> tokenize -> MDS buckets.
 
     Attributes:
-        output: the corpus folder (manifest.json, shards/<bucket>/, tokenizer/, stats.json, logs/, ...).
+        output: the corpus folder (manifest.json, shards/<bucket>/, tokenizer/, stats.json, logs/, ...):
+            a local path or an fsspec URL (``s3://bucket/corpus``), which is built in ``output_staging``
+            and uploaded when the final stage has checked the balance (manifest.json last).
+        output_staging: where a remote ``output`` is built (on Slurm: a shared folder); null:
+            ``<cache>/datagen/staging/<sha of the URL>``. Unused for a local ``output``.
         input: where the documents come from.
         filters: language, quality and exact-dedup filters.
         score: the safety score of every kept document.
@@ -324,6 +329,7 @@ class DatagenConfig:
     """
 
     output: str = "out/corpus"
+    output_staging: str | None = None
     input: InputConfig = field(default_factory=InputConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
 
+from datagen import remote
 from datagen.config import DatagenConfig
+from datagen.remote import is_url
 from infra.config import ConfigError, flatten, load_config, save_config, to_dict
 from infra.folders import CorpusFolder
 from infra.log import get_logger
@@ -34,9 +36,13 @@ class DatagenError(RuntimeError):
     """A run that must not be trusted (e.g. the balance check failed)."""
 
 
-def _input_path(cfg: DatagenConfig) -> Path:
+def _input_path(cfg: DatagenConfig) -> Path | str:
+    """The input file or folder, checked to exist and hold files; an fsspec URL stays a string."""
     from infra.paths import default_corpus
 
+    if is_url(cfg.input.path):
+        remote.list_input(cfg.input.path, cfg.input.glob)
+        return cfg.input.path
     p = Path(cfg.input.path) if cfg.input.path else default_corpus()
     if not p.exists():
         raise ConfigError(f"input.path: {p} does not exist")
@@ -54,7 +60,11 @@ CLASSIFIER_MARKER = "datagen-classifier"
 
 def _tokenizer_parts(cfg: DatagenConfig) -> dict[str, str]:
     return {
-        "input": path_fingerprint(_input_path(cfg)),
+        "input": (
+            remote.listing_fingerprint(cfg.input.path, cfg.input.glob)
+            if is_url(cfg.input.path)
+            else path_fingerprint(_input_path(cfg))
+        ),
         "settings": value_fingerprint({"vocab_size": cfg.tokenizer.vocab_size, "text_field": cfg.input.text_field}),
     }
 
@@ -104,10 +114,10 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> Path:
     if not src.exists() and cfg.tokenizer.train_if_missing:
         from datagen.tokenizer_train import TrainTokenizerConfig, train_tokenizer
 
-        if cfg.input.format != "jsonl":
+        if cfg.input.format != "jsonl" or is_url(cfg.input.path):
             raise ConfigError(
-                "tokenizer.train_if_missing trains on JSONL input only; train one with "
-                "`python -m datagen train-tokenizer` and set tokenizer.path"
+                "tokenizer.train_if_missing trains on local JSONL input only; train one with "
+                "`python -m datagen train-tokenizer` (e.g. on a local sample) and set tokenizer.path"
             )
         log.info("training a %d-entry BPE tokenizer on %s -> %s", cfg.tokenizer.vocab_size, _input_path(cfg), src)
         train_tokenizer(
@@ -284,7 +294,11 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
     )
 
     inp = _input_path(cfg)
-    folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
+    if isinstance(inp, str):  # fsspec URL: a folder with its glob, or one file
+        fs, path = remote.filesystem(inp)
+        folder, glob = (inp, cfg.input.glob) if fs.isdir(path) else inp.rstrip("/").rsplit("/", 1)
+    else:
+        folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
     reader_cls = {
         "jsonl": QuarantiningJsonlReader,
         "parquet": QuarantiningParquetReader,
@@ -535,6 +549,8 @@ def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict
     manifest.save(corpus)
     if not stats["balance"]["ok"]:
         raise DatagenError(f"balance check failed, see {folder.stats}: {stats['balance']}")
+    if is_url(cfg.output):
+        remote.upload_corpus(corpus, cfg.output)
     return stats
 
 
@@ -545,9 +561,18 @@ def _bucket_order(name: str):
 
 
 # ---------------------------------------------------------------------------------------------- run
+def corpus_folder(cfg: DatagenConfig) -> Path:
+    """Where the corpus is built: ``output``, or for a remote ``output`` its staging folder."""
+    return remote.staging_folder(cfg.output, cfg.output_staging) if is_url(cfg.output) else Path(cfg.output)
+
+
 def run(cfg: DatagenConfig) -> dict | None:
     """Run every stage. Returns the stats (local) or None after submitting Slurm jobs."""
-    corpus = Path(cfg.output)
+    corpus = corpus_folder(cfg)
+    _input_path(cfg)  # a missing or empty input fails before anything is made
+    if is_url(cfg.output):
+        remote.check_writable(cfg.output)
+        log.info("building the corpus in %s; it is uploaded to %s at the end", corpus, cfg.output)
     _check_writable(corpus)
     _check_same_config(cfg, corpus)
     # every stage is built first (the steps load nothing yet): a filter that cannot be built fails here,
