@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from infra.cli import add_version_argument
 from infra.config import ConfigError, add_config_arguments, config_from_args
 from infra.log import setup_logging
 
@@ -88,6 +89,7 @@ def _cmd_prepare_model(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m datagen", description=__doc__)
+    add_version_argument(p)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser(

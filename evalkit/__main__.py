@@ -13,9 +13,9 @@ DEFAULT_CONFIG = "configs/evalkit/default.yaml"
 
 
 def _default_config() -> str | None:
-    from evalkit.data import resolve_path
+    from infra.config import resolve_config_path
 
-    p = resolve_path(DEFAULT_CONFIG)
+    p = resolve_config_path(DEFAULT_CONFIG)  # the checkout's file, or the installed shipped config
     return str(p) if p.is_file() else None
 
 
@@ -33,10 +33,12 @@ def _load(args) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.cli import add_version_argument
     from infra.config import ConfigError, add_config_arguments
     from infra.log import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m evalkit", description=__doc__)
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="run suites on a model; writes results.json, samples/, plots/, report")
     p.add_argument("--model", help="HF model folder, or a trainer checkpoint (exported with trainer export-hf)")

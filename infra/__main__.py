@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from infra.cli import add_version_argument
 from infra.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
+    add_version_argument(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     pm = sub.add_parser(
         "prepare-model",

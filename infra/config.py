@@ -37,6 +37,8 @@ __all__ = [
     "parse_overrides",
     "add_config_arguments",
     "config_from_args",
+    "resolve_config_path",
+    "shipped_config_roots",
 ]
 
 
@@ -48,11 +50,80 @@ def _origin_name(source: str | None) -> str:
     return f" in {source}" if source else ""
 
 
+def shipped_config_roots() -> list[Path]:
+    """Folders holding the shipped configs: the installed package ``spt_configs`` (setup.py installs
+    ``configs/`` under that name) and, when the code runs from a checkout, its ``configs/``."""
+    import importlib.util
+
+    roots = []
+    try:
+        spec = importlib.util.find_spec("spt_configs")
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        roots.append(Path(loc))
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        roots.append(checkout / "configs")
+    out: list[Path] = []
+    for r in roots:
+        if r.is_dir() and r.resolve() not in [o.resolve() for o in out]:
+            out.append(r)
+    return out
+
+
+def resolve_config_path(value: str | Path, folder: str | None = None) -> Path:
+    """The config file a ``--config`` value names.
+
+    A path that exists is used as it is. Otherwise the value names a shipped config: ``trainer/tiny``,
+    ``trainer/tiny.yaml`` and ``configs/trainer/tiny.yaml`` are ``configs/trainer/tiny.yaml`` of the
+    shipped configs; a bare ``tiny`` or ``tiny.yaml`` is looked up in ``folder`` (the command's own
+    config folder, e.g. ``trainer``), then anywhere when only one shipped config has that name.
+    Returns the value unchanged when nothing matches (the caller's "not found" names it).
+    """
+    path = Path(value).expanduser()
+    if path.is_file() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts and path.parts[0] == "configs" else path.parts
+    if not parts:
+        return path
+    rel = Path(*parts)
+    names = [rel] if rel.suffix in (".yaml", ".yml") else [rel.with_name(rel.name + ".yaml"), rel]
+    roots = shipped_config_roots()
+    for root in roots:
+        for name in names:
+            tries = [root / folder / name] if folder and len(name.parts) == 1 else []
+            for cand in [*tries, root / name]:
+                if cand.is_file():
+                    return cand
+    if len(rel.parts) == 1:
+        for root in roots:
+            hits = sorted({h for name in names for h in root.rglob(name.name) if h.is_file()})
+            if len(hits) == 1:
+                return hits[0]
+    return path
+
+
+def _not_found(path: Path) -> str:
+    shipped = sorted(
+        str(f.relative_to(root).with_suffix(""))
+        for root in shipped_config_roots()[:1]
+        for f in root.rglob("*.yaml")
+        if f.stem == path.stem
+    )
+    hint = f"; shipped configs of that name: {', '.join(shipped)}" if shipped else ""
+    return f"config file not found: {path} (neither a file nor the name of a shipped config{hint})"
+
+
 def load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A YAML mapping with its ``base:`` chain merged in (the file's own keys win)."""
+    """A YAML mapping with its ``base:`` chain merged in (the file's own keys win).
+
+    ``path`` may also name a shipped config (``resolve_config_path``)."""
     path = Path(path)
+    if not seen:
+        path = resolve_config_path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(_not_found(path))
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     try:
@@ -269,12 +340,25 @@ def save_config(obj: Any, path: str | Path) -> None:
 
 
 def add_config_arguments(parser, default_config: str | None = None) -> None:
-    """Add ``--config FILE`` and trailing ``key=value`` overrides to an argparse parser."""
+    """Add ``--config FILE`` and trailing ``key=value`` overrides to an argparse parser.
+
+    ``--config`` takes a file or the name of a shipped config (``resolve_config_path``); a bare name
+    is looked up first in the folder of ``default_config`` (``configs/trainer/tiny.yaml``: ``trainer``).
+    """
+    folder = Path(default_config).parent.name if default_config else None
+
+    def config_path(value: str) -> str:
+        found = resolve_config_path(value, folder or None)
+        return str(found) if found.is_file() else value
+
     parser.add_argument(
         "--config",
         "-c",
         default=default_config,
-        help="YAML config file" + (f" (default: {default_config})" if default_config else ""),
+        type=config_path,
+        help="YAML config file, or the name of a shipped config such as "
+        + (f"{folder}/{Path(default_config).stem}" if default_config and folder else "trainer/tiny")
+        + (f" (default: {default_config})" if default_config else ""),
     )
     parser.add_argument(
         "overrides",

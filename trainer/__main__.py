@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from infra.cli import add_version_argument
 from infra.config import add_config_arguments, config_from_args
 
 EXIT_NOTE = (
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             "and export of checkpoints as HF Llama folders. Run under torchrun for several processes."
         ),
     )
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "train",
