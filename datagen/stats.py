@@ -25,6 +25,27 @@ def _load_stage_stats(logging_dir: Path) -> tuple[list[dict[str, int]] | None, i
     return total, len(files)
 
 
+def _stage_times(logs: Path) -> dict:
+    """Per stage that ran (its ``stats/<rank>.json``): tasks, the seconds its steps took summed over the
+    tasks, and the documents its reader read per such second."""
+    out = {}
+    for stage in sorted(p for p in logs.iterdir() if (p / "stats").is_dir()):
+        tasks, seconds, docs = 0, 0.0, 0
+        for f in sorted((stage / "stats").glob("*.json")):
+            steps = json.loads(f.read_text())
+            tasks += 1
+            seconds += sum(float((s.get("time_stats") or {}).get("total", 0.0)) for s in steps)
+            d = steps[0].get("stats", {}).get("documents", 0) if steps else 0
+            docs += int(d["total"] if isinstance(d, dict) else d)
+        out[stage.name] = {
+            "tasks": tasks,
+            "task_seconds": round(seconds, 3),
+            "documents": docs,
+            "documents_per_task_second": round(docs / seconds, 1) if seconds > 0 else None,
+        }
+    return out
+
+
 def _dedup_stats(cfg: DatagenConfig, corpus: Path, dropped: dict) -> dict:
     """What each dedup removed: ``exact`` (scope, documents) and ``near`` (documents removed by the
     stage-1 filter, and ``to_remove``, what datatrove's cluster stage marked; the balance checks both
@@ -132,6 +153,8 @@ def collect_stats(
         # characters the reader repaired in documents it kept (NULs removed, lone surrogates replaced)
         "repaired": {k[len("repaired_") :]: v for k, v in sorted(by["read"].items()) if k.startswith("repaired_")},
         "dedup": dedup,
+        # datatrove's step timings per stage: a throughput summary that holds for local and Slurm runs
+        "throughput": _stage_times(corpus / "logs"),
         "score_histogram": hist,
         "scores_with_label": score.get("with_label", 0),
         "score": {
@@ -203,6 +226,13 @@ def format_summary(stats: dict) -> str:
     t = stats["tags"]
     rate = f"{t['realised_rate']:.4f}" if t["realised_rate"] is not None else "-"
     row("tags inserted", f"{t['inserted']} in {t['documents']} documents, {t['words']} words, rate {rate} (p={t['p']})")
+    for stage, th in (stats.get("throughput") or {}).items():
+        rate = th["documents_per_task_second"]
+        row(
+            f"throughput {stage}",
+            f"{th['documents']} documents in {th['task_seconds']:.1f} task-seconds over {th['tasks']} tasks"
+            + (f" ({rate:,.0f} documents per task-second)" if rate else ""),
+        )
     lines.append("")
     lines.append(f"{'bucket':<20} {'documents':>12} {'tokens':>14}")
     for name, v in stats["buckets"].items():

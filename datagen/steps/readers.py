@@ -58,6 +58,109 @@ def repair_strings(obj, counts: dict):
     return obj
 
 
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+class TaskProgress:
+    """One task's reading progress: documents/s and, from the bytes of its share of the files, the
+    fraction done and an ETA. Logged every ``interval`` seconds and once at the end of the task."""
+
+    def __init__(self, rank: int, world: int, total_bytes: int, files: int, interval: float, logger=None):
+        import time
+
+        from datatrove.utils.logging import logger as task_logger  # the task's own log file
+
+        self.rank, self.world, self.total, self.files = rank, world, max(total_bytes, 0), files
+        self.interval, self.log = interval, logger or task_logger
+        self.start = self.last = time.monotonic()
+        self.docs = self.files_done = 0
+        self.bytes_done = 0  # finished files' shares
+        self.bytes_file = 0  # bytes of the current file read so far (readers that know them)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        done = self.bytes_done + self.bytes_file
+        head = f"task {self.rank + 1}/{self.world}: {self.docs:,} documents ({self.docs / elapsed:,.0f}/s)"
+        if not self.total:
+            return f"{head}, {self.files_done}/{self.files} files"
+        frac = min(done / self.total, 1.0)
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        eta_s = "?" if eta != eta else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}"
+        return (
+            f"{head}, {_fmt_bytes(done)} of {_fmt_bytes(self.total)} ({100 * frac:.0f}%), "
+            f"{self.files_done}/{self.files} files, ETA {eta_s}"
+        )
+
+    def tick(self, docs: int = 1) -> None:
+        import time
+
+        self.docs += docs
+        now = time.monotonic()
+        if self.interval > 0 and now - self.last >= self.interval:
+            self.last = now
+            self.log.info(f"progress {self.line(now)}")
+
+    def file_done(self, share: int) -> None:
+        self.files_done += 1
+        self.bytes_done += share
+        self.bytes_file = 0
+
+    def finish(self) -> None:
+        import time
+
+        now = time.monotonic()
+        self.log.info(f"read {self.line(now).split(': ', 1)[1]} in {now - self.start:.1f} s")
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines: ``DATAGEN_PROGRESS_S`` (default 30; 0 turns them off)."""
+    import os
+
+    try:
+        return float(os.environ.get("DATAGEN_PROGRESS_S", "30"))
+    except ValueError:
+        return 30.0
+
+
+class _ProgressMixin:
+    """Wraps a datatrove reader's shard loop with a ``TaskProgress``."""
+
+    _task = (0, 1)
+    progress: TaskProgress | None = None
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self._task = (rank, world_size)
+        yield from super().run(data, rank, world_size)
+
+    def _share_bytes(self, filepath: str) -> int:
+        """Bytes of ``filepath`` this task reads (all of it unless a reader splits files)."""
+        try:
+            return int(self.data_folder.size(filepath))
+        except Exception:  # noqa: BLE001 - a size that cannot be read only costs the ETA
+            return 0
+
+    def read_files_shard(self, shard: list[str]):
+        rank, world = self._task
+        shares = {f: self._share_bytes(f) for f in shard}
+        self.progress = TaskProgress(rank, world, sum(shares.values()), len(shard), progress_interval())
+        current = None
+        for doc in super().read_files_shard(shard):
+            src = doc.metadata.get("source")
+            if src != current and current in shares:
+                self.progress.file_done(shares.pop(current))
+            current = src
+            self.progress.tick()
+            yield doc
+        for share in shares.values():
+            self.progress.file_done(share)
+        self.progress.finish()
+
+
 class _QuarantineMixin:
     """Turns 'no text' and read errors of datatrove readers into placeholders instead of skips."""
 
@@ -92,7 +195,7 @@ class _QuarantineMixin:
             yield placeholder(filepath, n + 1, "unreadable_file", f"{type(e).__name__}: {e}", self.raw_cut)
 
 
-class QuarantiningParquetReader(_QuarantineMixin, ParquetReader):
+class QuarantiningParquetReader(_ProgressMixin, _QuarantineMixin, ParquetReader):
     """datatrove's ParquetReader; rows without usable text and unreadable files become placeholders."""
 
     name = "📒 Parquet (quarantining)"
@@ -130,7 +233,7 @@ class _CountingWarcReader(WarcReader):
                     yield doc
 
 
-class QuarantiningWarcReader(_QuarantineMixin, _CountingWarcReader):
+class QuarantiningWarcReader(_ProgressMixin, _QuarantineMixin, _CountingWarcReader):
     """datatrove's WarcReader; records without text and unreadable files become placeholders, and the
     records that are no documents (requests, metadata, non-HTML responses) are counted by reason."""
 
@@ -141,7 +244,7 @@ class QuarantiningWarcReader(_QuarantineMixin, _CountingWarcReader):
         self.raw_cut = raw_cut
 
 
-class QuarantiningJsonlReader(BaseDiskReader):
+class QuarantiningJsonlReader(_ProgressMixin, BaseDiskReader):
     """JSONL reader (plain, .gz, .zst) that yields a placeholder for every line it cannot use.
 
     Args:
@@ -165,6 +268,7 @@ class QuarantiningJsonlReader(BaseDiskReader):
         self._share = (0, 1)  # (rank, world_size) of the task, when files are split
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self._task = (rank, world_size)
         if not self.split_files or world_size == 1:
             yield from super().run(data, rank, world_size)
             return
@@ -179,15 +283,27 @@ class QuarantiningJsonlReader(BaseDiskReader):
             self.update_doc_stats(doc)
             yield doc
 
+    def _compressed(self, filepath: str) -> bool:
+        return self.compression not in (None, "infer") or (
+            self.compression == "infer" and filepath.endswith((".gz", ".zst", ".zstd", ".bz2", ".xz"))
+        )
+
+    def _share_bytes(self, filepath: str) -> int:
+        size = super()._share_bytes(filepath)
+        rank, world = self._share
+        if world == 1 or self._compressed(filepath):
+            return size
+        return size * (rank + 1) // world - size * rank // world
+
     def _lines(self, filepath: str):
         """``(line number, bytes)`` of this task's share of ``filepath`` (all of it unless split)."""
         rank, world = self._share
-        compressed = self.compression not in (None, "infer") or (
-            self.compression == "infer" and filepath.endswith((".gz", ".zst", ".zstd", ".bz2", ".xz"))
-        )
-        if world == 1 or compressed:
+        if world == 1 or self._compressed(filepath):
+            count = self.progress is not None and not self._compressed(filepath)
             with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
                 for line, raw in enumerate(f, start=1):
+                    if count:
+                        self.progress.bytes_file += len(raw)
                     if (line - 1) % world == rank:
                         yield line, raw
             return
@@ -210,6 +326,8 @@ class QuarantiningJsonlReader(BaseDiskReader):
                 raw = f.readline()
                 if not raw:
                     break
+                if self.progress is not None:
+                    self.progress.bytes_file += len(raw)
                 yield line, raw
                 line += 1
 

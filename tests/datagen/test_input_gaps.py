@@ -113,9 +113,12 @@ def test_inspect_warns_about_buckets_a_curriculum_would_reread(tmp_path, tokeniz
     assert main(["inspect", str(tmp_path / "corpus"), "--curriculum", curriculum]) == 2
 
 
-def test_split_files_keep_every_task_busy_and_the_counts_exact(tmp_path, tokenizer_dir, messy_input):
+def test_split_files_keep_every_task_busy_and_the_counts_exact(tmp_path, tokenizer_dir, messy_input, monkeypatch):
     import gzip
+    import re
     import shutil
+
+    monkeypatch.setenv("DATAGEN_PROGRESS_S", "0.000001")  # a progress line after every document
 
     # one large plain file and one gzipped file, with bad lines scattered through them
     src = tmp_path / "in"
@@ -150,8 +153,8 @@ def test_split_files_keep_every_task_busy_and_the_counts_exact(tmp_path, tokeniz
     }
     # every task read documents of both files
     per_task = [json.loads(p.read_text()) for p in sorted((runs[4][1] / "logs" / "stage1" / "stats").glob("*.json"))]
-    docs = [t[0]["stats"]["documents"] for t in per_task]
-    assert all((d["total"] if isinstance(d, dict) else d) > 30 for d in docs), docs
+    docs = [(d["total"] if isinstance(d, dict) else d) for d in (t[0]["stats"]["documents"] for t in per_task)]
+    assert all(d > 30 for d in docs), docs
     q = sorted(
         json.loads(x)["line"]
         for p in (runs[4][1] / "quarantine").glob("*.jsonl")
@@ -161,6 +164,21 @@ def test_split_files_keep_every_task_busy_and_the_counts_exact(tmp_path, tokeniz
     assert q == [1, 38, 82, 160]  # the lines they were written at, found from four byte ranges
     kept = {t: _raw_ids(o) for t, (_, o) in runs.items()}
     assert kept[1] == kept[4]
+    th = four["throughput"]["stage1"]
+    assert th["tasks"] == 4 and th["documents"] == four["read"] and th["task_seconds"] > 0
+    from datagen.stats import format_summary
+
+    assert re.search(
+        rf"throughput stage1 +{four['read']} documents in [\d.]+ task-seconds over 4 tasks", format_summary(four)
+    )
+    # each task logs documents/s, its share done and an ETA, then a summary line at the end of the task
+    for rank in range(4):
+        log_text = (runs[4][1] / "logs" / "stage1" / "logs" / f"task_{rank:05d}.log").read_text()
+        progress = re.findall(rf"progress task {rank + 1}/4: ([\d,]+) documents \(\d[\d,]*/s\), .*ETA \S+", log_text)
+        assert len(progress) >= 30, log_text[-2000:]
+        summary = re.search(r"read ([\d,]+) documents \(.*/s\), .* \(100%\), 3/3 files, ETA 0:00:00 in", log_text)
+        assert summary, log_text[-2000:]
+        assert int(summary.group(1).replace(",", "")) == docs[rank]
 
 
 def _raw_ids(corpus) -> list[str]:
