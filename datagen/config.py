@@ -285,6 +285,8 @@ class ExecutorConfig:
         job_name: prefix of the Slurm job names (``<job_name>-<stage>``).
         venv_path: virtualenv activate script the Slurm jobs source (e.g. ``.venv/bin/activate``).
         sbatch_args: more sbatch options (option name -> value).
+        progress_s: seconds between a reading task's progress lines in its log (documents/s, share of
+            bytes done, ETA); 0 turns them off (each task still logs its summary line at the end).
     """
 
     kind: Literal["local", "slurm"] = "local"
@@ -299,8 +301,11 @@ class ExecutorConfig:
     job_name: str = "datagen"
     venv_path: str | None = None
     sbatch_args: dict[str, str] = field(default_factory=dict)
+    progress_s: float = 30.0
 
     def validate(self) -> None:
+        if self.progress_s < 0:
+            raise ConfigError(f"executor.progress_s must be >= 0, got {self.progress_s}")
         if self.tasks < 1:
             raise ConfigError(f"executor.tasks must be >= 1, got {self.tasks}")
         if self.kind == "slurm" and not self.partition:

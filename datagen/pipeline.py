@@ -293,11 +293,10 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
         build_filter,
     )
 
-    inp = _input_path(cfg)
-    if isinstance(inp, str):  # fsspec URL: a folder with its glob, or one file
-        fs, path = remote.filesystem(inp)
-        folder, glob = (inp, cfg.input.glob) if fs.isdir(path) else inp.rstrip("/").rsplit("/", 1)
+    if is_url(cfg.input.path):  # listed once by run(); here only whether it names a folder or one file
+        folder, glob = remote.reader_location(cfg.input.path, cfg.input.glob)
     else:
+        inp = _input_path(cfg)
         folder, glob = (str(inp), cfg.input.glob) if inp.is_dir() else (str(inp.parent), inp.name)
     reader_cls = {
         "jsonl": QuarantiningJsonlReader,
@@ -312,6 +311,7 @@ def _front_steps(cfg: DatagenConfig, corpus: Path, scratch: Path | None = None) 
             id_key=cfg.input.id_field,
             limit=cfg.input.limit,
             raw_cut=cfg.input.raw_cut,
+            progress_s=cfg.executor.progress_s,
             **({"split_files": True} if cfg.input.split_files else {}),
         )
     ]

@@ -67,6 +67,12 @@ def list_input(url: str, glob: str | None, key: str = "input.path") -> list[dict
     return files
 
 
+def reader_location(url: str, glob: str | None) -> tuple[str, str | None]:
+    """(folder, glob) a datatrove reader takes for ``url``: the folder itself, or one file's folder and name."""
+    fs, root = filesystem(url)
+    return tuple(url.rstrip("/").rsplit("/", 1)) if fs.isfile(root) else (url, glob)
+
+
 def listing_fingerprint(url: str, glob: str | None) -> str:
     """sha256 over each listed file's name, size and ETag (or modification time)."""
     lines = []

@@ -8,21 +8,29 @@ from pathlib import Path
 from datagen.config import DatagenConfig
 
 
+def _count(v) -> int:
+    """A datatrove counter: a plain number, or a value statistic ``{"total": ...}``."""
+    return int(v["total"] if isinstance(v, dict) else v)
+
+
+def _task_stats(logging_dir: Path) -> list[list[dict]]:
+    """Each task's step records (``stats/<rank>.json``, in rank order) of one stage."""
+    return [json.loads(f.read_text()) for f in sorted((logging_dir / "stats").glob("*.json"))]
+
+
 def _load_stage_stats(logging_dir: Path) -> tuple[list[dict[str, int]] | None, int]:
     """Per pipeline step, the counters of one stage summed over its tasks' ``stats/<rank>.json``."""
-    files = sorted((logging_dir / "stats").glob("*.json"))
+    tasks = _task_stats(logging_dir)
     total: list[dict[str, int]] | None = None
-    for f in files:
-        steps = json.loads(f.read_text())
+    for rank, steps in enumerate(tasks):
         if total is None:
             total = [{} for _ in steps]
         if len(steps) != len(total):
-            raise ValueError(f"{f}: {len(steps)} steps, other tasks have {len(total)}")
+            raise ValueError(f"{logging_dir / 'stats'}: task {rank} has {len(steps)} steps, others {len(total)}")
         for acc, step in zip(total, steps):
             for k, v in step.get("stats", {}).items():
-                # datatrove writes plain counters as numbers and value statistics as {"total": ...}
-                acc[k] = acc.get(k, 0) + int(v["total"] if isinstance(v, dict) else v)
-    return total, len(files)
+                acc[k] = acc.get(k, 0) + _count(v)
+    return total, len(tasks)
 
 
 def _stage_times(logs: Path) -> dict:
@@ -30,15 +38,11 @@ def _stage_times(logs: Path) -> dict:
     tasks, and the documents its reader read per such second."""
     out = {}
     for stage in sorted(p for p in logs.iterdir() if (p / "stats").is_dir()):
-        tasks, seconds, docs = 0, 0.0, 0
-        for f in sorted((stage / "stats").glob("*.json")):
-            steps = json.loads(f.read_text())
-            tasks += 1
-            seconds += sum(float((s.get("time_stats") or {}).get("total", 0.0)) for s in steps)
-            d = steps[0].get("stats", {}).get("documents", 0) if steps else 0
-            docs += int(d["total"] if isinstance(d, dict) else d)
+        tasks = _task_stats(stage)
+        seconds = sum(float((s.get("time_stats") or {}).get("total", 0.0)) for steps in tasks for s in steps)
+        docs = sum(_count(steps[0].get("stats", {}).get("documents", 0)) for steps in tasks if steps)
         out[stage.name] = {
-            "tasks": tasks,
+            "tasks": len(tasks),
             "task_seconds": round(seconds, 3),
             "documents": docs,
             "documents_per_task_second": round(docs / seconds, 1) if seconds > 0 else None,

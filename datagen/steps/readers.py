@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 
 from datatrove.data import Document
 from datatrove.pipeline.readers.base import BaseDiskReader
@@ -59,11 +60,13 @@ def repair_strings(obj, counts: dict):
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return ""
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
 
 
 class TaskProgress:
@@ -71,12 +74,10 @@ class TaskProgress:
     fraction done and an ETA. Logged every ``interval`` seconds and once at the end of the task."""
 
     def __init__(self, rank: int, world: int, total_bytes: int, files: int, interval: float, logger=None):
-        import time
-
-        from datatrove.utils.logging import logger as task_logger  # the task's own log file
-
         self.rank, self.world, self.total, self.files = rank, world, max(total_bytes, 0), files
-        self.interval, self.log = interval, logger or task_logger
+        # None: datatrove's logger, the task's own log file (looked up when logging: a reader that holds it
+        # could no longer be pickled for the executor's worker processes)
+        self.interval, self.logger = interval, logger
         self.start = self.last = time.monotonic()
         self.docs = self.files_done = 0
         self.bytes_done = 0  # finished files' shares
@@ -89,21 +90,19 @@ class TaskProgress:
         if not self.total:
             return f"{head}, {self.files_done}/{self.files} files"
         frac = min(done / self.total, 1.0)
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-        eta_s = "?" if eta != eta else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}"
+        eta = int(elapsed * (1 - frac) / frac) if frac > 0 else None
+        eta_s = "?" if eta is None else f"{eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}"
         return (
             f"{head}, {_fmt_bytes(done)} of {_fmt_bytes(self.total)} ({100 * frac:.0f}%), "
             f"{self.files_done}/{self.files} files, ETA {eta_s}"
         )
 
     def tick(self, docs: int = 1) -> None:
-        import time
-
         self.docs += docs
         now = time.monotonic()
         if self.interval > 0 and now - self.last >= self.interval:
             self.last = now
-            self.log.info(f"progress {self.line(now)}")
+            self._log(f"progress {self.line(now)}")
 
     def file_done(self, share: int) -> None:
         self.files_done += 1
@@ -111,27 +110,21 @@ class TaskProgress:
         self.bytes_file = 0
 
     def finish(self) -> None:
-        import time
-
         now = time.monotonic()
-        self.log.info(f"read {self.line(now).split(': ', 1)[1]} in {now - self.start:.1f} s")
+        self._log(f"read {self.line(now).split(': ', 1)[1]} in {now - self.start:.1f} s")
 
+    def _log(self, text: str) -> None:
+        from datatrove.utils.logging import logger
 
-def progress_interval() -> float:
-    """Seconds between progress lines: ``DATAGEN_PROGRESS_S`` (default 30; 0 turns them off)."""
-    import os
-
-    try:
-        return float(os.environ.get("DATAGEN_PROGRESS_S", "30"))
-    except ValueError:
-        return 30.0
+        (self.logger or logger).info(text)
 
 
 class _ProgressMixin:
-    """Wraps a datatrove reader's shard loop with a ``TaskProgress``."""
+    """Wraps a datatrove reader's shard loop with a ``TaskProgress`` (a line every ``progress_s`` seconds)."""
 
     _task = (0, 1)
     progress: TaskProgress | None = None
+    progress_s: float = 30.0
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         self._task = (rank, world_size)
@@ -147,7 +140,7 @@ class _ProgressMixin:
     def read_files_shard(self, shard: list[str]):
         rank, world = self._task
         shares = {f: self._share_bytes(f) for f in shard}
-        self.progress = TaskProgress(rank, world, sum(shares.values()), len(shard), progress_interval())
+        self.progress = TaskProgress(rank, world, sum(shares.values()), len(shard), self.progress_s)
         current = None
         for doc in super().read_files_shard(shard):
             src = doc.metadata.get("source")
@@ -200,9 +193,9 @@ class QuarantiningParquetReader(_ProgressMixin, _QuarantineMixin, ParquetReader)
 
     name = "📒 Parquet (quarantining)"
 
-    def __init__(self, data_folder, raw_cut: int = 500, **kwargs):
+    def __init__(self, data_folder, raw_cut: int = 500, progress_s: float = 30.0, **kwargs):
         super().__init__(data_folder, **kwargs)
-        self.raw_cut = raw_cut
+        self.raw_cut, self.progress_s = raw_cut, progress_s
 
 
 def _warc_skip_reason(record) -> str:
@@ -239,9 +232,9 @@ class QuarantiningWarcReader(_ProgressMixin, _QuarantineMixin, _CountingWarcRead
 
     name = "🕷 Warc (quarantining)"
 
-    def __init__(self, data_folder, raw_cut: int = 500, **kwargs):
+    def __init__(self, data_folder, raw_cut: int = 500, progress_s: float = 30.0, **kwargs):
         super().__init__(data_folder, **kwargs)
-        self.raw_cut = raw_cut
+        self.raw_cut, self.progress_s = raw_cut, progress_s
 
 
 class QuarantiningJsonlReader(_ProgressMixin, BaseDiskReader):
@@ -251,6 +244,7 @@ class QuarantiningJsonlReader(_ProgressMixin, BaseDiskReader):
         data_folder: folder (or datatrove DataFolder) holding the files.
         compression: "infer" from the file name, "gzip", "zstd" or None.
         raw_cut: characters of a bad line kept for the quarantine record.
+        progress_s: seconds between progress lines in the task's log (0: only the summary at the end).
         text_key / id_key: fields of the text and id; all other fields go to the metadata.
         glob_pattern, paths_file, limit, skip, recursive: as in datatrove's readers.
     """
@@ -259,11 +253,17 @@ class QuarantiningJsonlReader(_ProgressMixin, BaseDiskReader):
     _requires_dependencies = ["orjson"]
 
     def __init__(
-        self, data_folder, compression: str | None = "infer", raw_cut: int = 500, split_files: bool = False, **kwargs
+        self,
+        data_folder,
+        compression: str | None = "infer",
+        raw_cut: int = 500,
+        split_files: bool = False,
+        progress_s: float = 30.0,
+        **kwargs,
     ):
         super().__init__(data_folder, **kwargs)
         self.compression = compression
-        self.raw_cut = raw_cut
+        self.raw_cut, self.progress_s = raw_cut, progress_s
         self.split_files = split_files
         self._share = (0, 1)  # (rank, world_size) of the task, when files are split
 
@@ -298,8 +298,9 @@ class QuarantiningJsonlReader(_ProgressMixin, BaseDiskReader):
     def _lines(self, filepath: str):
         """``(line number, bytes)`` of this task's share of ``filepath`` (all of it unless split)."""
         rank, world = self._share
-        if world == 1 or self._compressed(filepath):
-            count = self.progress is not None and not self._compressed(filepath)
+        compressed = self._compressed(filepath)
+        if world == 1 or compressed:
+            count = self.progress is not None and not compressed  # decompressed bytes are not the file's
             with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
                 for line, raw in enumerate(f, start=1):
                     if count:
