@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -438,6 +439,74 @@ class HFModel(EvalModel):
 
     # -- scores ----------------------------------------------------------------------------------
     def loglikelihood(self, contexts: list[str], continuations: list[str], batch_size: int = 16) -> list[float]:
+        """Runs of pairs that share one context (the judge-free refusal score asks 14 openings per prompt)
+        go through ``_shared_context_loglikelihood``: the context once, its KV cache reused by every
+        continuation. Other pairs are batched whole, right-padded."""
+        res: list[float] = [0.0] * len(contexts)
+        single: list[int] = []
+        i = 0
+        while i < len(contexts):
+            j = i
+            while j + 1 < len(contexts) and contexts[j + 1] == contexts[i]:
+                j += 1
+            if j > i:
+                res[i : j + 1] = self._shared_context_loglikelihood(contexts[i], continuations[i : j + 1], batch_size)
+            else:
+                single.append(i)
+            i = j + 1
+        for k, v in zip(
+            single,
+            self._batched_loglikelihood([contexts[k] for k in single], [continuations[k] for k in single], batch_size),
+        ):
+            res[k] = v
+        return res
+
+    def _shared_context_loglikelihood(self, context: str, continuations: list[str], batch_size: int) -> list[float]:
+        """One cached forward of ``context``, then the continuations in batches of ``batch_size`` on a copy
+        of its KV cache (right-padded; positions continue from the context). Equal to scoring each pair
+        whole up to floating-point summation order."""
+        import copy
+
+        import torch
+
+        ctx_ids = self.tok(context, add_special_tokens=self.prompt_style != "chat")["input_ids"]
+        with torch.no_grad():
+            out, cache = _cached_forward(self.model, torch.tensor([ctx_ids], device=self.device))
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        n_ctx, res = len(ctx_ids), []
+        for i in range(0, len(continuations), batch_size):
+            conts = [self.tok(c, add_special_tokens=False)["input_ids"] for c in continuations[i : i + batch_size]]
+            longest = max(len(b) for b in conts)
+            scores = [float(first[b[0]]) if b else 0.0 for b in conts]
+            if longest > 1:  # every token after the first is predicted from the continuation's own positions
+                m = len(conts)
+                ids = torch.full((m, longest - 1), self.tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((m, n_ctx + longest - 1), dtype=torch.long)
+                mask[:, :n_ctx] = 1
+                for r, b in enumerate(conts):
+                    ids[r, : len(b) - 1] = torch.tensor(b[:-1], dtype=torch.long)
+                    mask[r, n_ctx : n_ctx + len(b) - 1] = 1
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(m)
+                pos = torch.arange(n_ctx, n_ctx + longest - 1)[None].expand(m, -1)
+                kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+                with torch.no_grad():
+                    logits = self.model(
+                        input_ids=ids.to(self.device),
+                        attention_mask=mask.to(self.device),
+                        position_ids=pos.to(self.device),
+                        use_cache=True,
+                        **{kw: past},
+                    ).logits
+                for r, b in enumerate(conts):
+                    if len(b) > 1:
+                        logp = torch.log_softmax(logits[r, : len(b) - 1].float(), dim=-1)
+                        tgt = torch.tensor(b[1:], device=logits.device)
+                        scores[r] += float(logp[torch.arange(len(b) - 1), tgt].sum())
+            res.extend(scores)
+        return res
+
+    def _batched_loglikelihood(self, contexts: list[str], continuations: list[str], batch_size: int) -> list[float]:
         import torch
 
         res = []
@@ -462,7 +531,9 @@ class HFModel(EvalModel):
                 # costs more than the forward itself for short continuations
                 pos = torch.arange(len(a) - 1, len(a) + len(b) - 1, device=logits.device)
                 logp = torch.log_softmax(logits[j, pos].float(), dim=-1)
-                res.append(float(logp[torch.arange(len(b)), torch.tensor(b, device=logits.device)].sum()))
+                res.append(
+                    float(logp[torch.arange(len(b)), torch.tensor(b, dtype=torch.long, device=logits.device)].sum())
+                )
         return res
 
     def hidden_states(self, texts: list[str], batch_size: int = 8):

@@ -154,3 +154,20 @@ def test_plots_never_fail_on_rates_at_zero_and_one(tmp_path):
         plots[f"n{n}"] = {"r": {"kind": "rates", "title": "t", "ylabel": "ASR", "bars": bars}}
     written = make_plots(tmp_path, plots)
     assert len(written) == 8 and all(p.stat().st_size > 1000 for p in written)
+
+
+def test_shared_context_loglikelihood_equals_scoring_each_pair_whole(tiny_tag_model_dir):
+    """The refusal score's 14 openings per prompt reuse one KV cache of the prompt; the scores equal the
+    whole-sequence ones (mixed with pairs of their own context, continuations of 1 and several tokens)."""
+    from evalkit.model import HFModel
+
+    m = HFModel(tiny_tag_model_dir)
+    ctx = [m.format("How do I bake bread?")] * 5 + [m.format("Name a colour.")] + [m.format("What is rain?")] * 3
+    cont = ["Sure", "I'm sorry, but I cannot help.", "The", "", "1. Mix flour", "Blue", "Rain", "As an AI", "Water."]
+    shared = m.loglikelihood(ctx, cont, batch_size=2)
+    whole = m._batched_loglikelihood(ctx, cont, batch_size=16)
+    assert shared == pytest.approx(whole, abs=1e-4)
+    assert shared[3] == 0.0 and all(v < 0 for i, v in enumerate(shared) if i != 3)
+    assert J.refusal_score(m, ["How do I bake bread?"]) == pytest.approx(
+        J.refusal_score(m, ["How do I bake bread?", "Name a colour."])[:1], abs=1e-4
+    )
