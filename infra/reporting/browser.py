@@ -7,7 +7,8 @@ says, from inside the page, whether every image decoded and what text is visible
 ``render`` works on a copy of the page with a small script appended that, once the page has loaded,
 records each ``<img>``'s ``naturalWidth`` and the page's visible text (``innerText``) in an element
 that ``--dump-dom`` prints. Chromium is ``/usr/bin/chromium`` unless ``CHROMIUM`` names another
-binary; ``scripts/setup.sh`` installs it on Debian when run as root.
+binary; ``scripts/setup.sh --slurm`` installs it on Debian (as root). Tests take screenshots when
+``REPORT_SCREENSHOTS`` names a folder (``screenshot_path``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 
-__all__ = ["chromium", "render", "Seen"]
+__all__ = ["chromium", "render", "Seen", "screenshot_path"]
 
 _PROBE = """
 <script>
@@ -58,6 +59,13 @@ def chromium() -> str | None:
     if Path(cand).is_file() and os.access(cand, os.X_OK):
         return cand
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screenshot_path(name: str) -> Path | None:
+    """``$REPORT_SCREENSHOTS/<name>.png`` when that variable names a folder (to look at the pages the
+    tests render), else None (no screenshot: one browser start less)."""
+    d = os.environ.get("REPORT_SCREENSHOTS")
+    return Path(d) / f"{name}.png" if d else None
 
 
 @dataclass

@@ -27,6 +27,8 @@ __all__ = [
     "grouped_bars",
     "layer_curves",
     "curves",
+    "matrix",
+    "count_label",
     "MISSING_COLOR",
 ]
 
@@ -109,6 +111,15 @@ def as_rate(v) -> Rate:
     return Rate(_f(v))
 
 
+def count_label(v: float) -> str:
+    """A count as a short label: 950, 12k, 1.5M, 2B."""
+    a = abs(v)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.3g}"
+
+
 def _err(rates: list[Rate]) -> tuple[list[list[float]], bool]:
     lo = [0.0 if r.missing or r.lo is None else max(0.0, r.value - r.lo) for r in rates]
     hi = [0.0 if r.missing or r.hi is None else max(0.0, r.hi - r.value) for r in rates]
@@ -131,7 +142,7 @@ def _ylim(ax, ylim, values: list[float]) -> tuple[float, float]:
         lo, hi = ylim
     else:
         vals = [v for v in values if v is not None] or [0.0, 1.0]
-        lo, hi = min(0.0, min(vals)), max(vals)
+        lo, hi = min(0.0, min(vals)), max(0.0, max(vals))
         if hi == lo:
             hi = lo + 1.0
     ax.set_ylim(lo, lo + (hi - lo) * 1.28)  # room for the labels above the bars
@@ -139,15 +150,17 @@ def _ylim(ax, ylim, values: list[float]) -> tuple[float, float]:
     return lo, hi - lo
 
 
-def rate_bars(bars: dict, title: str, ylabel: str = "", ylim=(0.0, 1.0), interval_note: bool = True):
+def rate_bars(bars: dict, title: str, ylabel: str = "", ylim=(0.0, 1.0), interval_note: bool = True,
+              threshold: tuple[float, str] | None = None, digits: int = 2):  # fmt: skip
     """One bar per entry with its 95% interval and its counts above it; a missing entry is a hatched
-    "missing" stub."""
+    "missing" stub. ``threshold``: (value, label) drawn as a dashed line (e.g. a reuse limit)."""
     pyplot = plt()
     labels = list(bars)
     rates = [as_rate(v) for v in bars.values()]
     fig, ax = pyplot.subplots(figsize=(max(4.2, 0.95 * len(labels) + 1.6), 3.2))
     err, has_err = _err(rates)
-    y0, span = _ylim(ax, ylim, [r.hi if r.hi is not None else r.value for r in rates])
+    tops = [r.hi if r.hi is not None else r.value for r in rates]
+    y0, span = _ylim(ax, ylim, tops + ([threshold[0]] if threshold else []))
     colors = [pyplot.cm.tab10.colors[i % 10] for i in range(len(rates))]
     xs = list(range(len(rates)))
     present = [i for i, r in enumerate(rates) if not r.missing]
@@ -167,8 +180,12 @@ def rate_bars(bars: dict, title: str, ylabel: str = "", ylim=(0.0, 1.0), interva
             continue
         top = r.value + err[1][i]
         ax.annotate(
-            r.label(), (xs[i], top), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points"
-        )
+            r.label(digits), (xs[i], top), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+            textcoords="offset points",
+        )  # fmt: skip
+    if threshold:
+        ax.axhline(threshold[0], color="#b00020", ls="--", lw=0.9, label=threshold[1], zorder=1)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_xticks(xs, labels, rotation=15 if max((len(s) for s in labels), default=0) > 8 else 0)
     ax.set_ylabel(ylabel)
     note = "\nerror bars: 95% Wilson interval" if has_err and interval_note else ""
@@ -223,14 +240,22 @@ def grouped_bars(groups: list[str], series: dict[str, list], title: str, ylabel:
     ax.set_xticks(range(len(groups)), groups, rotation=15 if max((len(g) for g in groups), default=0) > 10 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title + ("\nerror bars: 95% Wilson interval" if any_err else ""))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    # the legend from patches of each series' colour: a series with no bar at all (every value
+    # missing) still gets its own colour, and "missing" is explained once
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=pyplot.cm.tab10.colors[j % 10], label=name) for j, name in enumerate(names)]
+    if any(r.missing for r in flat):
+        handles.append(Patch(fill=False, hatch="///", edgecolor=MISSING_COLOR, label="missing (no value)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
 
 def layer_curves(series: dict[str, list[tuple[int, float]]], title: str, ylabel: str, baseline: float | None = None,
-                 baseline_label: str = "", xlabel: str = "layer (-1 = embeddings)", ylim=(0.4, 1.02)):  # fmt: skip
-    """One line per series over integer layers (integer ticks only), legend outside."""
+                 baseline_label: str = "", xlabel: str = "layer (-1 = embeddings)", ylim="auroc"):  # fmt: skip
+    """One line per series over integer layers (integer ticks only), legend outside. ``ylim``: "auroc"
+    (0.4 to 1, lower when a value is lower), None (matplotlib's) or (low, high)."""
     from matplotlib.ticker import MaxNLocator
 
     pyplot = plt()
@@ -243,6 +268,9 @@ def layer_curves(series: dict[str, list[tuple[int, float]]], title: str, ylabel:
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls="--", lw=0.8, label=baseline_label or None)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ylim == "auroc":
+        vals = [v for pts in series.values() for _, y in pts if (v := _f(y)) is not None]
+        ylim = (min([0.4] + [math.floor((v - 0.03) * 10) / 10 for v in vals]), 1.02)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
@@ -303,7 +331,13 @@ def curves(
     if ylim is not None:
         ax.set_ylim(*ylim)
     if logy:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
     labelled = set()
     for name, marks in (boundaries or {}).items():
         color = colors.get(name, "#555555")
@@ -322,10 +356,52 @@ def curves(
         )
     if xticks:
         ax.set_xticks([p for p, _ in xticks], [t for _, t in xticks])
+    elif xlabel.startswith("tokens"):
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: count_label(v)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title + ("\nbars/bands: 95% Wilson interval" if any_err else ""))
     if len(series) > 1 or missing_x:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def matrix(rows: list[str], cols: list[str], values: list[list], title: str, vmin: float = -1.0, vmax: float = 1.0,
+           cbar_label: str = "", notes: list[list[str]] | None = None):  # fmt: skip
+    """A heatmap (e.g. Cohen's kappa between judges) with each value written in its cell (and a note
+    below it, e.g. ``n=30``); a missing value is a grey cell reading "missing", never a colour of 0."""
+    import numpy as np
+
+    pyplot = plt()
+    nr, nc = len(rows), len(cols)
+    fig, ax = pyplot.subplots(figsize=(max(3.6, 1.25 * nc + 2.2), max(2.4, 0.62 * nr + 1.3)))
+    grid = np.full((nr, nc), np.nan)
+    for i in range(nr):
+        for j in range(nc):
+            v = _f(values[i][j])
+            if v is not None:
+                grid[i, j] = v
+    cmap = pyplot.get_cmap("RdYlGn").with_extremes(bad="#eeeeee")
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    for i in range(nr):
+        for j in range(nc):
+            note = notes[i][j] if notes else ""
+            if np.isnan(grid[i, j]):
+                text, color, style = "missing" + (f"\n{note}" if note else ""), MISSING_COLOR, "italic"
+            else:
+                text, color, style = f"{grid[i, j]:.2f}" + (f"\n{note}" if note else ""), "#111111", "normal"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color, style=style)
+    ax.set_xticks(range(nc), cols, rotation=20 if max((len(c) for c in cols), default=0) > 8 else 0, ha="right")
+    ax.set_yticks(range(nr), rows)
+    ax.grid(False)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    if cbar_label:
+        cb.set_label(cbar_label)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
