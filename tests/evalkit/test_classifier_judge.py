@@ -46,13 +46,15 @@ def test_judge_verdicts_and_probabilities(judge_dir):
 
 
 def test_judge_on_outside_data_beside_the_rule_baseline(judge_dir):
-    """XSTest's human-labelled completions (never trained on): the classifier against the majority
-    class and XSTest's own string matcher, in the same run."""
+    """XSTest's human-labelled completions (never trained on), its held-out split (2 models x 450
+    prompts): the classifier against the majority class and XSTest's own string matcher, in the same run."""
     from evalkit.rules import XSTestStrmatchJudge
-    from evalkit.validate import XSTEST_DIR, load_labels, validate_judges
+    from evalkit.validate import XSTEST_DIR, load_labels, select_rows, validate_judges
 
     rows, skipped = load_labels(XSTEST_DIR)
     assert not skipped and len(rows) == 2250
+    rows = select_rows(rows, "held-out")
+    assert len(rows) == 900
     res = validate_judges([ClassifierJudge(judge_dir), XSTestStrmatchJudge()], rows)["judges"]
     majority = max(sum(r["label"] == J.REFUSAL for r in rows), sum(r["label"] != J.REFUSAL for r in rows)) / len(rows)
     clf, base = res["classifier"], res["xstest-strmatch"]
