@@ -91,6 +91,10 @@ class TrainConfig:
         adam_beta2: Adam's second-moment decay.
         adam_eps: Adam's denominator epsilon.
         clip_grad: global gradient-norm clipping threshold (0 disables clipping).
+        device: ``auto`` (CUDA when it works; the CPU only on a machine without an NVIDIA GPU) |
+            ``cuda`` (CUDA or an error naming why it cannot be used) | ``cpu`` (the CPU even on a GPU
+            machine). A GPU that is present but unusable is an error, never a silent CPU run; the
+            choice and the device are logged at start (``trainer.device``).
         precision: ``auto`` (bf16 on GPU, fp32 on CPU) | ``bf16`` | ``fp32``.
         distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
         seed: model initialisation seed.
@@ -100,7 +104,17 @@ class TrainConfig:
             With ``false`` a checkpoint holds the model only (a quarter of the size in fp32: 0.54 GB
             against 2.16 GB for a 135M model); resuming from it restarts Adam's moments from zero, like
             megatron's ``--no-save-optim``. For finetunes that are exported and evaluated, not resumed.
-        log_interval: print a log line every N steps (metrics.jsonl gets every step).
+        log_interval: print a log line every N steps. It is also the loop's flush interval: the
+            per-step loss, gradient norm and timing stay on the device and are read back (one
+            all-reduce, one copy) every N steps, at checkpoint and validation steps and at the end;
+            metrics.jsonl still gets one record per step, written at the flush. A stop signal
+            (SIGTERM / SIGUSR1) takes effect at the next flush.
+        nan_check_interval: also check every N steps, between flushes, that the gradient norm is
+            finite (one host sync each time); 0 (the default) checks only at the flushes, where the
+            values are read back anyway. A non-finite loss or gradient norm stops the run with an
+            error naming the first such step; nothing is saved after it.
+        prefetch_batches: batches prepared ahead on a background thread (pinned memory on CUDA);
+            0 reads each batch in the loop. Results are the same either way.
         peak_tflops: dense bf16 peak TFLOP/s of one accelerator, the denominator of the ``mfu``
             metric (H100/H200 SXM: 989). Only the metric depends on it.
     """
@@ -119,6 +133,7 @@ class TrainConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
+    device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     distributed_optimizer: bool = True
     seed: int = 1234
@@ -126,6 +141,8 @@ class TrainConfig:
     keep_last: int = 2
     save_optimizer: bool = True
     log_interval: int = 10
+    nan_check_interval: int = 0
+    prefetch_batches: int = 2
     peak_tflops: float = 989.0
 
     def validate(self) -> None:
@@ -145,6 +162,14 @@ class TrainConfig:
             raise ConfigError(f"key 'train.min_lr' ({self.min_lr}) is larger than train.lr ({self.lr})")
         if self.keep_last < 1:
             raise ConfigError(f"key 'train.keep_last': must be >= 1, got {self.keep_last}")
+        if self.log_interval < 1:
+            raise ConfigError(f"key 'train.log_interval': must be >= 1, got {self.log_interval}")
+        if self.nan_check_interval < 0:
+            raise ConfigError(
+                f"key 'train.nan_check_interval': must be >= 0 (0: at flushes), got {self.nan_check_interval}"
+            )
+        if self.prefetch_batches < 0:
+            raise ConfigError(f"key 'train.prefetch_batches': must be >= 0 (0: off), got {self.prefetch_batches}")
         if not self.peak_tflops > 0:
             raise ConfigError(f"key 'train.peak_tflops': must be > 0, got {self.peak_tflops}")
 

@@ -21,7 +21,9 @@ The model config must also set ``use_cpu_initialization=True``, ``gradient_accum
 and all bias/softmax/rope fusions off (``trainer.model`` does this when CUDA is absent), and
 dist_checkpointing needs ``psutil`` installed (without it the save waits forever).
 
-``enable()`` is idempotent and does nothing when CUDA is available.
+``enable()`` is idempotent and does nothing when CUDA is available, unless ``force=True``
+(``train.device=cpu`` on a CUDA machine): then ``torch.cuda.is_available()`` also reports False and
+``torch.cuda.device_count()`` 0, so that megatron and the trainer take their CPU paths.
 """
 
 from __future__ import annotations
@@ -77,13 +79,16 @@ class _CudaToCpuMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def enable() -> bool:
+def enable(force: bool = False) -> bool:
     """Install the CPU redirections once per process. Returns True when they are active."""
     global _ENABLED, _MODE
-    if torch.cuda.is_available():
-        return False
     if _ENABLED:
         return True
+    if force:
+        torch.cuda.is_available = lambda: False
+        torch.cuda.device_count = lambda: 0
+    elif torch.cuda.is_available():
+        return False
     torch.cuda.current_device = lambda: 0
     torch.cuda.synchronize = lambda *a, **k: None
     _MODE = _CudaToCpuMode()

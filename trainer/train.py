@@ -1,7 +1,7 @@
 """The training loop: set-up helpers first, then the step functions, then ``train()``.
 
 ``train()`` reads top to bottom: set up (distributed world, run folder, model, optimizer, loader),
-resume from the newest checkpoint, then ``train_step`` / ``maybe_validate`` / ``log_step`` /
+resume from the newest checkpoint, then ``train_step`` / ``maybe_validate`` / ``flush_window`` /
 ``maybe_save`` until ``train.train_steps``. Pretraining reads a corpus folder through
 ``trainer.data.loader.CurriculumLoader`` (the curriculum changes the bucket mix at step boundaries
 inside the loader); SFT mode (``sft.path``) reads chat JSONL through ``SFTLoader`` with the loss on
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +30,10 @@ from infra.folders import RunFolder
 from infra.log import get_logger, progress, setup_logging
 from infra.proc import run_cli
 from trainer import checkpoint as ckpt
+from trainer import hot_loop
 from trainer.config import TrainerConfig, resolve_curriculum
 from trainer.distributed import DistInfo, barrier, init_distributed, shutdown
+from trainer.hot_loop import StepClock, all_finite, optimizer_step, reduce_window, supports_device_step
 from trainer.layer_specs import fp8_config_kwargs, resolve_spec_name
 from trainer.model import (
     Arch,
@@ -147,7 +148,7 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     ``init.hf`` weights are copied in *before* DDP and the optimizer exist, because DDP moves
     parameters into its contiguous buffers and the optimizer clones fp32 master weights.
     """
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.transformer.module import Float16Module
@@ -189,7 +190,9 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         overlap_grad_reduce=on_gpu,
         overlap_param_gather=False,
         average_in_collective=False,
-        check_for_nan_in_grad=True,
+        # megatron's check reads every bucket's norm back each step; the loop checks the global
+        # gradient norm at its flushes instead (train.nan_check_interval)
+        check_for_nan_in_grad=False,
     )
     ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
     opt_config = OptimizerConfig(
@@ -230,8 +233,9 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     # megatron's scheduler gives step n the lr of n completed steps, so step 1 of a warmup would run at
     # lr 0; advancing once makes step s (1-based) use schedule(s). A resumed run restores num_steps.
     scheduler.step(increment=1)
-    # Hooks megatron's schedules call: grad sync + 1/num_tokens scaling, no-sync for accumulation.
-    config.finalize_model_grads_func = finalize_model_grads
+    # Hooks megatron's schedules call: grad sync + 1/num_tokens scaling (on the device), no-sync for
+    # accumulation.
+    config.finalize_model_grads_func = hot_loop.finalize_model_grads
     config.no_sync_func = ddp.no_sync
     config.grad_scale_func = optimizer.scale_loss
     return ddp, optimizer, scheduler
@@ -303,21 +307,11 @@ def split_microbatches(batch: dict, micro_batch_size: int, device) -> list[dict]
     return out
 
 
-def reduce_loss(losses: list[dict], info: DistInfo) -> float:
-    """Mean loss over every unmasked token of the global batch (summed on the last PP stage's TP rank 0
-    of every DP replica, so each token counts once)."""
-    total = torch.zeros(2, dtype=torch.float64, device=info.device)
-    if info.is_last_stage and info.tp_rank == 0:
-        for x in losses:
-            total += x["lm"].to(torch.float64)
-    if dist.is_initialized() and info.world_size > 1:
-        dist.all_reduce(total)
-    return float(total[0] / total[1].clamp(min=1))
-
-
 class StopSignal:
-    """SIGTERM / SIGUSR1 set a flag; the loop saves a checkpoint and exits 0 at the next step boundary
-    (Slurm's ``--signal=B:USR1@N`` and preemption's SIGTERM), so a requeued job resumes."""
+    """SIGTERM / SIGUSR1 set a flag; the loop saves a checkpoint and exits 0 at the next flush of its
+    per-step values (every ``train.log_interval`` steps and at checkpoint steps), where the flag is
+    summed over the ranks with the losses so that every rank stops at the same step (Slurm's
+    ``--signal=B:USR1@N`` and preemption's SIGTERM), so a requeued job resumes."""
 
     def __init__(self):
         self.received: int | None = None
@@ -326,12 +320,6 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         self.received = signum
-
-    def should_stop(self, info: DistInfo) -> bool:
-        flag = torch.tensor([1.0 if self.received else 0.0], device=info.device)
-        if dist.is_initialized() and info.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank must stop at the same step
-        return bool(flag.item())
 
 
 def model_meta(ms: ModelSetup, cfg: TrainerConfig, info: DistInfo) -> dict:
@@ -437,6 +425,8 @@ class Trainer:
         flops_per_token: model FLOPs per trained token (for MFU).
         fixed: the settings this run's checkpoints fix (``trainer.segments.fixed_settings``), taken once
             at start-up and written into every checkpoint.
+        clock: step timing (CUDA events on GPU).
+        device_step: the optimizer step runs without host syncs (``trainer.hot_loop.optimizer_step``).
     """
 
     cfg: TrainerConfig
@@ -452,6 +442,8 @@ class Trainer:
     forward_step: object
     flops_per_token: float
     fixed: dict = field(default_factory=dict)
+    clock: StepClock = field(default_factory=lambda: StepClock(False))
+    device_step: bool = True
 
 
 @dataclass
@@ -475,23 +467,31 @@ class TrainState:
 
 @dataclass
 class StepResult:
-    """What one optimizer step reports.
+    """What one optimizer step leaves for the next flush; its numbers stay on the device until then.
 
     Attributes:
-        loss: mean per-token loss of the global batch.
+        step: the step it completed (1-based).
+        tokens: tokens trained on after it.
+        loss_parts: this rank's [loss sum, unmasked token count] (fp64, device; zeros on ranks
+            that hold no loss).
+        grad_norm: global gradient norm (fp64 device scalar; None when megatron reports none).
         lr: the learning rate it ran at.
-        grad_norm: global gradient norm (None when megatron reports none).
-        seconds: wall time of the step.
+        start, end: its ``StepClock`` marks.
         phase: curriculum phase in force at its start.
         bucket_counts: samples per bucket in its global batch.
+        cumulative_tokens: tokens drawn per bucket up to and including its batch.
     """
 
-    loss: float
+    step: int
+    tokens: int
+    loss_parts: torch.Tensor
+    grad_norm: torch.Tensor | None
     lr: float
-    grad_norm: float | None
-    seconds: float
+    start: object
+    end: object
     phase: int
     bucket_counts: dict
+    cumulative_tokens: dict
 
 
 def build_trainer(cfg: TrainerConfig, info: DistInfo, folder: RunFolder, ms: ModelSetup) -> Trainer:
@@ -521,6 +521,8 @@ def build_trainer(cfg: TrainerConfig, info: DistInfo, folder: RunFolder, ms: Mod
         forward_step=make_forward_step(),
         flops_per_token=flops_per_token(ms.arch, ms.padded_vocab, t.seq_length),
         fixed=fixed_settings(cfg, ms),
+        clock=StepClock(info.device.type == "cuda"),
+        device_step=supports_device_step(optimizer),
     )
 
 
@@ -552,12 +554,32 @@ def resume(tr: Trainer) -> tuple[TrainState, dict]:
     return state, {"from_checkpoint": latest.name if latest else None, "step": state.step, "allowed": accepted}
 
 
-def train_step(tr: Trainer, state: TrainState) -> StepResult:
+def local_loss_parts(losses: list[dict], info: DistInfo) -> torch.Tensor:
+    """This rank's [loss sum, token count] of a step's micro-batches (fp64, on the device): the last PP
+    stage's TP rank 0 of every DP replica holds them, every other rank zeros, so that summing over
+    all ranks counts each token once."""
+    total = torch.zeros(2, dtype=torch.float64, device=info.device)
+    if info.is_last_stage and info.tp_rank == 0:
+        for x in losses:
+            total += x["lm"].to(torch.float64)
+    return total
+
+
+def reduce_loss(losses: list[dict], info: DistInfo) -> float:
+    """Mean loss over every unmasked token of the global batch (one all-reduce and one read-back)."""
+    total = local_loss_parts(losses, info)
+    if dist.is_initialized() and info.world_size > 1:
+        dist.all_reduce(total)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def train_step(tr: Trainer, state: TrainState, clock: StepClock) -> StepResult:
     """Next batch, forward + backward over its micro-batches (pipeline schedule when PP > 1), optimizer
-    and LR-scheduler step; advances ``state``."""
+    and LR-scheduler step; advances ``state``. Nothing is read back from the device: the loss, the
+    gradient norm and the timing stay there until the next flush (``flush_window``)."""
     t = tr.cfg.train
     phase = tr.loader.phase_at(state.step)  # the loader switches the mix at this step boundary
-    start = time.perf_counter()
+    start = clock.mark()
     batch = tr.loader.next_batch()
     microbatches = split_microbatches(batch, t.micro_batch_size, tr.info.device)
     tr.ddp.zero_grad_buffer()
@@ -572,26 +594,28 @@ def train_step(tr: Trainer, state: TrainState) -> StepResult:
         forward_only=False,
     )
     lr = tr.optimizer.param_groups[0]["lr"]
-    update_ok, grad_norm, _ = tr.optimizer.step()
+    if tr.device_step:
+        update_ok, grad_norm = optimizer_step(tr.optimizer, t.clip_grad, tr.info.device)
+    else:  # megatron's own step (reads the norm back): optimizers the device step does not cover
+        update_ok, norm, _ = tr.optimizer.step()
+        grad_norm = None if norm is None else torch.tensor(float(norm), dtype=torch.float64)
     if not update_ok:
-        raise FloatingPointError(f"step {state.step}: optimizer step skipped (non-finite gradients)")
+        raise FloatingPointError(f"step {state.step + 1}: optimizer step skipped (non-finite gradients)")
     tr.scheduler.step(increment=1)
-    loss = reduce_loss(losses, tr.info)
-    if not math.isfinite(loss):
-        raise FloatingPointError(f"step {state.step}: loss is {loss}")
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    end = clock.mark()
     state.step += 1
     state.tokens += t.global_batch_size * t.seq_length
-    state.loss = loss
     return StepResult(
-        loss=loss,
+        step=state.step,
+        tokens=state.tokens,
+        loss_parts=local_loss_parts(losses, tr.info),
+        grad_norm=grad_norm,
         lr=lr,
-        grad_norm=float(grad_norm) if grad_norm is not None else None,
-        seconds=elapsed,
+        start=start,
+        end=end,
         phase=phase,
         bucket_counts=batch["bucket_counts"],
+        cumulative_tokens=tr.loader.cumulative_tokens,
     )
 
 
@@ -634,52 +658,103 @@ def maybe_validate(tr: Trainer, state: TrainState) -> dict[str, float] | None:
     return val_loss
 
 
-def log_step(tr: Trainer, state: TrainState, r: StepResult, val_loss: dict[str, float] | None, metrics, bar) -> None:
-    """The step's metrics.jsonl record (with ``val_loss`` when it validated), the progress bar, the
-    periodic log line, and a log line when a curriculum phase starts."""
+def flush_due(cfg: TrainerConfig, step: int, validated: bool) -> bool:
+    """Steps where the loop reads its per-step values back: every ``train.log_interval`` steps, the
+    last step, checkpoint steps and validated steps. The same on every rank (a function of the step)."""
+    t = cfg.train
+    return (
+        step % t.log_interval == 0
+        or step == t.train_steps
+        or bool(t.save_interval and step % t.save_interval == 0)
+        or validated
+    )
+
+
+def check_finite_window(tr: Trainer, window: list[StepResult]) -> None:
+    """The NaN check between flushes (``train.nan_check_interval``): one read-back of the window's
+    gradient norms (global, so every rank decides alike); a non-finite one stops the run before
+    anything more is saved."""
+    norms = [r.grad_norm for r in window if r.grad_norm is not None]
+    if all_finite(norms):
+        return
+    for r in window:
+        if r.grad_norm is not None and not bool(r.grad_norm.isfinite()):
+            raise FloatingPointError(f"step {r.step}: gradient norm is {float(r.grad_norm)}")
+
+
+def flush_window(
+    tr: Trainer,
+    state: TrainState,
+    window: list[StepResult],
+    val_loss: dict[str, float] | None,
+    stop: StopSignal,
+    metrics,
+    bar,
+) -> bool:
+    """Read a window of steps back (one all-reduce, one copy), then write each step's metrics.jsonl
+    record (``val_loss`` on the last when it validated), the progress bar, the periodic log line and
+    the curriculum phase-change line. A non-finite loss or gradient norm stops the run at the first
+    such step (the records before it are written). Returns True when a rank received a stop signal."""
     t, info = tr.cfg.train, tr.info
-    if r.phase != state.phase:
-        state.phase = r.phase
-        if info.is_main:
+    totals = reduce_window(
+        [r.loss_parts for r in window],
+        [r.grad_norm for r in window],
+        stop.received is not None,
+        info.device,
+        info.world_size,
+    )
+    on_gpu = info.device.type == "cuda"
+    for i, r in enumerate(window):
+        loss, grad_norm = totals.losses[i], totals.grad_norms[i]
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"step {r.step}: loss is {loss}")
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            raise FloatingPointError(f"step {r.step}: gradient norm is {grad_norm}")
+        if r.phase != state.phase:
+            state.phase = r.phase
+            if info.is_main:
+                log.info(
+                    "step %d: curriculum phase %d starts: %s", r.step - 1, r.phase, tr.loader.phase_weights(r.phase)
+                )
+        seconds = tr.clock.seconds(r.start, r.end)
+        tps = t.global_batch_size * t.seq_length / seconds
+        mfu = tps * tr.flops_per_token / (t.peak_tflops * 1e12 * info.world_size) if on_gpu else None
+        record = {
+            "step": r.step,
+            "tokens": r.tokens,
+            "loss": loss,
+            "lr": r.lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tps,
+            "mfu": mfu,
+            "phase": r.phase,
+            "bucket_samples": r.bucket_counts,
+            "bucket_tokens": r.cumulative_tokens,
+        }
+        if val_loss is not None and i == len(window) - 1:
+            record["val_loss"] = val_loss
+        metrics.log(record)
+        state.loss = loss
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{r.lr:.2e}")
+        if info.is_main and (r.step % t.log_interval == 0 or r.step == t.train_steps):
             log.info(
-                "step %d: curriculum phase %d starts: %s", state.step - 1, r.phase, tr.loader.phase_weights(r.phase)
+                "step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f",
+                r.step,
+                t.train_steps,
+                loss,
+                r.lr,
+                grad_norm or 0.0,
+                tps,
             )
-    tps = t.global_batch_size * t.seq_length / r.seconds
-    mfu = tps * tr.flops_per_token / (t.peak_tflops * 1e12 * info.world_size) if torch.cuda.is_available() else None
-    record = {
-        "step": state.step,
-        "tokens": state.tokens,
-        "loss": r.loss,
-        "lr": r.lr,
-        "grad_norm": r.grad_norm,
-        "tokens_per_s": tps,
-        "mfu": mfu,
-        "phase": r.phase,
-        "bucket_samples": r.bucket_counts,
-        "bucket_tokens": tr.loader.cumulative_tokens,
-    }
-    if val_loss is not None:
-        record["val_loss"] = val_loss
-    metrics.log(record)
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{r.loss:.3f}", lr=f"{r.lr:.2e}")
-    if info.is_main and (state.step % t.log_interval == 0 or state.step == t.train_steps):
-        log.info(
-            "step %d/%d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f",
-            state.step,
-            t.train_steps,
-            r.loss,
-            r.lr,
-            r.grad_norm or 0.0,
-            tps,
-        )
+    return totals.stop
 
 
-def maybe_save(tr: Trainer, state: TrainState, stop: StopSignal) -> bool:
-    """Checkpoint on schedule, at the end, or when a stop signal arrived; True when the loop must stop."""
+def maybe_save(tr: Trainer, state: TrainState, stopping: bool, stop: StopSignal) -> bool:
+    """Checkpoint on schedule, at the end, or when a stop signal arrived (``stopping``, decided at the
+    last flush, the same on every rank); True when the loop must stop."""
     t = tr.cfg.train
-    stopping = stop.should_stop(tr.info)
     if stopping or state.step == t.train_steps or (t.save_interval and state.step % t.save_interval == 0):
         meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss, fixed=tr.fixed)
         ckpt.save_checkpoint(
@@ -710,7 +785,12 @@ def train(cfg: TrainerConfig) -> dict:
     setup_logging()
     for name in ("megatron.core", "megatron"):  # megatron logs every bucket and config at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
+    from trainer.device import select_device
+
+    _, device_line = select_device(cfg.train.device)  # before anything touches CUDA or megatron
     info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.train.seed)
+    if info.is_main:
+        log.info("%s", device_line)
     folder = RunFolder(cfg.run_dir)
     ms = resolve_model_setup(cfg, info)
     previous = read_previous_config(folder.config) if info.is_main else None
@@ -739,13 +819,33 @@ def train(cfg: TrainerConfig) -> dict:
         else None
     )
 
-    while state.step < cfg.train.train_steps:
-        result = train_step(tr, state)
-        # before log_step: a step's validation losses belong in that step's metrics record
-        val_loss = maybe_validate(tr, state)
-        log_step(tr, state, result, val_loss, metrics, bar)
-        if maybe_save(tr, state, stop):
-            break
+    t = cfg.train
+    if t.prefetch_batches and state.step < t.train_steps:
+        from trainer.prefetch import PrefetchLoader
+
+        tr.loader = PrefetchLoader(
+            tr.loader, t.train_steps - state.step, depth=t.prefetch_batches, pin_memory=info.device.type == "cuda"
+        )
+    window: list[StepResult] = []  # steps whose numbers are still on the device
+    checked = 0  # how many of them the NaN check has seen
+    try:
+        while state.step < t.train_steps:
+            window.append(train_step(tr, state, tr.clock))
+            # before the flush: a step's validation losses belong in that step's metrics record
+            val_loss = maybe_validate(tr, state)
+            stopping = False
+            if flush_due(cfg, state.step, validated=val_loss is not None):
+                stopping = flush_window(tr, state, window, val_loss, stop, metrics, bar)
+                window, checked = [], 0
+            elif t.nan_check_interval and state.step % t.nan_check_interval == 0:
+                check_finite_window(tr, window[checked:])
+                checked = len(window)
+            if maybe_save(tr, state, stopping, stop):
+                break
+    finally:
+        close = getattr(tr.loader, "close", None)
+        if close is not None:
+            close()
 
     if bar is not None:
         bar.close()
