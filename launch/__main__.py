@@ -4,7 +4,8 @@
   train    multi-node training: srun + torchrun, rendezvous on the head node, checkpoint-and-requeue
   eval     evalkit run as a job array over checkpoints, then evalkit compare after all of them
   sweep    one training run per curriculum intervention, their evaluations and the comparison
-  status   states of the jobs recorded in a launch folder's jobs.json
+  status   states of the jobs recorded in a launch folder's jobs.json (scontrol, then sacct once the
+           controller has forgotten a finished job)
 
 Every command takes ``--config configs/launch/<cluster>.yaml`` and dotted ``key=value`` overrides, e.g.
 ``python -m launch sweep --config configs/launch/h100.yaml sweep.interventions=[0,0.2,0.6] --dry-run``.
@@ -17,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from infra.cli import add_version_argument
 from infra.config import ConfigError, add_config_arguments, config_from_args, save_config
 from infra.log import setup_logging
 
@@ -27,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version_argument(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     helps = {
         "corpus": "build the corpus (datagen run) as a Slurm job",
@@ -72,9 +75,9 @@ def _status(args) -> int:
     for j in last["jobs"]:
         rows = {k: v for k, v in states.items() if k == j["job_id"] or k.startswith(j["job_id"] + "_")}
         for jid, s in sorted(rows.items()):
-            print(
-                f"  {j['key']:<16} {jid:<12} {s['state']:<12} exit={s.get('exit_code')} restarts={s.get('restarts', 0)}"
-            )
+            extra = f" restarts={s['restarts']}" if "restarts" in s else ""
+            note = f" ({s['error']})" if s.get("error") else (" (sacct)" if s.get("source") == "sacct" else "")
+            print(f"  {j['key']:<16} {jid:<12} {s['state']:<12} exit={s.get('exit_code')}{extra}{note}")
     return 0
 
 
@@ -97,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         from launch.jobs import PLANNERS, Context
 
         cfg = config_from_args(LaunchConfig, args)
-        ctx = Context(cfg, Path.cwd(), origin=args.config or "", check_cluster=not args.no_cluster_check)
+        ctx = Context(
+            cfg, Path.cwd(), origin=args.config or "", check_cluster=not args.no_cluster_check, after=list(args.after)
+        )
         plan = PLANNERS[args.cmd](ctx)
-        plan.external_after = list(args.after)
         if args.dry_run:
+            for w in plan.warnings:
+                print(f"warning: {w}", file=sys.stderr)
             sys.stdout.write(plan.dry_run_text())
             return 0
         plan.launch_dir.mkdir(parents=True, exist_ok=True)

@@ -143,24 +143,71 @@ def cluster_info(cfg: ClusterConfig) -> ClusterInfo | None:
     return None
 
 
+SQUASHFS_SUFFIXES = (".sqsh", ".squashfs", ".sqfs")
+# [USER@][REGISTRY[:PORT]#]IMAGE[:TAG][@sha256:DIGEST], the forms pyxis passes to `enroot import`
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REF = re.compile(
+    rf"^(?:[^@#/\s]+@)?(?:[A-Za-z0-9.-]+(?::[0-9]+)?#)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_NOT_IMAGE_SUFFIXES = (".md", ".txt", ".yaml", ".yml", ".json", ".py", ".sh", ".toml", ".cfg", ".tar", ".gz", ".zip")
+
+
 def looks_like_path(image: str) -> bool:
     """pyxis takes a squashfs file or a registry reference (``nvcr.io#nvidia/pytorch:24.05-py3``)."""
-    return image.startswith(("/", "./", "../", "~")) or image.endswith((".sqsh", ".squashfs", ".sif"))
+    return image.startswith(("/", "./", "../", "~")) or image.lower().endswith((*SQUASHFS_SUFFIXES, ".sif"))
+
+
+def is_squashfs(path: Path) -> bool:
+    """A squashfs file starts with the magic ``hsqs`` (little-endian 0x73717368)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"hsqs"
+    except OSError:
+        return False
+
+
+def check_container_image(img: str, workdir: Path) -> list[str]:
+    """Problems with ``environment.container_image``: a file that is not there or is no squashfs image,
+    or a value that is neither a file nor a registry reference (``README.md``)."""
+    key = "environment.container_image"
+    if looks_like_path(img):
+        p = Path(img).expanduser()
+        if not p.is_absolute():
+            p = workdir / p
+        if img.lower().endswith(".sif"):
+            return [
+                f"{key}: {img} is an Apptainer/Singularity image; pyxis runs squashfs images made by enroot "
+                "(containers/build_sqsh.sh)"
+            ]
+        if not p.is_file():
+            return [
+                f"{key}: image file {p} does not exist (build it with containers/build_sqsh.sh or "
+                "`enroot import`, or give a registry reference such as nvcr.io#nvidia/pytorch:25.06-py3)"
+            ]
+        if not is_squashfs(p):
+            return [f"{key}: {p} is not a squashfs image (no 'hsqs' magic); build one with containers/build_sqsh.sh"]
+        return []
+    local = [c for c in (workdir / img, Path(img)) if c.is_file()]
+    if local and not is_squashfs(local[0]):
+        return [
+            f"{key}: {img!r} names the file {local[0].resolve()}, which is not a squashfs image; give a "
+            "squashfs file (/path/image.sqsh) or a registry reference (nvcr.io#nvidia/pytorch:25.06-py3)"
+        ]
+    if local:
+        return [f"{key}: {img!r} is a squashfs file; give it as a path (./{img} or an absolute path)"]
+    if not _IMAGE_REF.match(img) or img.lower().endswith(_NOT_IMAGE_SUFFIXES):
+        return [
+            f"{key}: {img!r} is neither a squashfs file (/path/image.sqsh) nor a registry reference "
+            "([USER@][REGISTRY#]IMAGE[:TAG], e.g. nvcr.io#nvidia/pytorch:25.06-py3)"
+        ]
+    return []
 
 
 def check_environment(env: EnvironmentConfig, info: ClusterInfo | None, workdir: Path) -> list[str]:
     errors = []
     if env.container_image:
-        img = env.container_image
-        if looks_like_path(img):
-            p = Path(img).expanduser()
-            if not p.is_absolute():
-                p = workdir / p
-            if not p.is_file():
-                errors.append(
-                    f"environment.container_image: image file {p} does not exist "
-                    "(build it with `enroot import` or give a registry reference)"
-                )
+        errors += check_container_image(env.container_image, workdir)
         if info is not None and info.pyxis is False:
             errors.append(
                 "environment.container_image is set but this Slurm has no pyxis plugin "

@@ -3,11 +3,14 @@
 One file describes the cluster (partitions, account), how a job gets its software (repository folder,
 virtualenv or pyxis container, set-up lines, environment) and one section per kind of job: ``corpus``,
 ``train``, ``eval`` and ``sweep``. Every section names the other package's config file and overrides
-the way its CLI takes them; ``launch`` never imports those packages.
+the way its CLI takes them. The jobs run those CLIs; before submitting, ``launch.preflight`` loads each
+job's package config with the package's own loader (in-process, or in the job's virtualenv) so that a
+config the job would refuse is refused before the queue.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,6 +19,19 @@ from infra.config import ConfigError
 
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM_RE = re.compile(r"^\d+[KMGT]?$")
+
+
+def expand_path(value: str, key: str) -> str:
+    """``~`` and ``$VAR``/``${VAR}`` expanded (on the host that runs ``launch``); an unset variable is an
+    error naming ``key`` (a scratch root such as ``$SCRATCH/spt`` must not become ``/spt``)."""
+    out = os.path.expanduser(os.path.expandvars(value))
+    left = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", out)
+    if left:
+        raise ConfigError(
+            f"{key}: {value!r} uses the environment variable ${left[0]}, which is not set here "
+            f"(export it, or give {key} as a path)"
+        )
+    return out
 
 
 def parse_time_minutes(value: str) -> float:
@@ -88,9 +104,10 @@ class Resources:
         nodes: ``--nodes``.
         cpus_per_task: ``--cpus-per-task`` (the jobs run one task per node).
         gpus_per_node: ``--gpus-per-node`` (0: none requested).
-        mem: ``--mem``, e.g. ``64G`` (None: the partition's default).
+        mem: ``--mem``, e.g. ``64G`` (null: the partition's default; with ``exclusive``: ``--mem=0``,
+            all of each node's memory, since an exclusive job otherwise still gets only the default).
         time: ``--time``, a Slurm time string.
-        exclusive: ``--exclusive``.
+        exclusive: ``--exclusive`` (and ``--mem=0`` unless ``mem`` is given).
         constraint: ``--constraint`` (null: none).
         reservation: ``--reservation`` (null: none).
         extra_sbatch: more ``--flag=value`` options verbatim.
@@ -106,6 +123,13 @@ class Resources:
     constraint: str | None = None
     reservation: str | None = None
     extra_sbatch: list[str] = field(default_factory=list)
+
+    @property
+    def mem_option(self) -> str | None:
+        """The ``--mem`` value sbatch gets (``0``, all of the node's memory, for an exclusive job)."""
+        if self.mem is not None:
+            return self.mem
+        return "0" if self.exclusive else None
 
     def check(self, key: str) -> None:
         """Raise ``ConfigError`` naming ``key`` (the dotted path of this section) for impossible values."""
@@ -134,10 +158,22 @@ class EnvironmentConfig:
         workdir: the repository checkout as seen from the compute nodes (relative paths are taken
             from the folder ``python -m launch`` runs in and made absolute).
         venv: virtualenv to activate (relative to ``workdir`` unless absolute); ``null`` for none.
+            Never sourced inside a container (the image has the software); only the corpus driver of
+            ``corpus.executor: slurm``, which runs on the host, uses it then.
         python: the Python command after activation.
-        container_image: pyxis/enroot image (``/path/image.sqsh`` or ``registry#image:tag``); the job
-            steps then run in it with ``srun --container-image``.
-        container_mounts: ``src:dst`` mounts for the container (the workdir is always mounted).
+        container_image: pyxis/enroot image: a squashfs file (``/shared/images/spt.sqsh``, made by
+            ``containers/build_sqsh.sh``) or a registry reference (``nvcr.io#nvidia/pytorch:25.06-py3``);
+            the job steps then run in it with ``srun --container-image``.
+        container_name: ``--container-name`` of the steps: pyxis unpacks the image once per node under
+            this name and later steps (and, with pyxis' ``container_scope=global``, a requeued job)
+            reuse it instead of pulling it again. ``auto``: ``<name>-<job>``; null: unnamed (unpacked
+            for every step).
+        container_mounts: more ``src:dst[:flags]`` mounts for the container. The workdir and the
+            scratch root (``output_dir``) are always mounted at the same path; every other path a job
+            reads or writes (a corpus on /lustre, checkpoints to evaluate, caches) must lie under one
+            of the mounts, or the launch is refused naming the path.
+        cache_dir: caches of the jobs (``HF_HOME``, ``TRITON_CACHE_DIR``, ``TORCHINDUCTOR_CACHE_DIR``
+            below it, unless ``env`` sets them); relative: under ``output_dir``. Null: set none.
         setup: shell lines run before each step (``module load ...``).
         env: environment variables exported in each step.
     """
@@ -146,9 +182,24 @@ class EnvironmentConfig:
     venv: str | None = ".venv"
     python: str = "python"
     container_image: str | None = None
+    container_name: str | None = "auto"
     container_mounts: list[str] = field(default_factory=list)
+    cache_dir: str | None = None
     setup: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.container_name not in (None, "auto") and not re.match(r"^[A-Za-z0-9._-]+$", self.container_name):
+            raise ConfigError(
+                f"environment.container_name {self.container_name!r}: use letters, digits, '.', '_' and '-' only"
+            )
+        for m in self.container_mounts:
+            parts = m.split(":")
+            if len(parts) not in (2, 3) or not all(parts[:2]) or not all(p.startswith("/") for p in parts[:2]):
+                raise ConfigError(
+                    f"environment.container_mounts entry {m!r}: write SRC:DST or SRC:DST:FLAGS with absolute paths "
+                    "(e.g. /lustre/data:/lustre/data:ro)"
+                )
 
 
 @dataclass
@@ -160,7 +211,8 @@ class CorpusJob:
         overrides: passed to ``datagen run`` as ``key=value`` after ``executor.kind=<executor>`` (and
             ``executor.venv_path`` from ``environment.venv``).
         output_dir: the corpus folder (relative: under the launch folder), passed as ``<output_key>=...``;
-            required with ``executor: slurm``.
+            null: the datagen config's own ``output`` (relative to the workdir). Required with
+            ``executor: slurm``.
         output_key: the datagen key ``output_dir`` is passed as.
         executor: ``local``: one job (one node, ``cpus_per_task`` CPUs) runs every datatrove task itself.
             ``slurm``: the job is a small driver; datatrove's ``SlurmPipelineExecutor`` submits one job
@@ -174,7 +226,7 @@ class CorpusJob:
 
     config: str = "configs/datagen/demo.yaml"
     overrides: list[str] = field(default_factory=list)
-    output_dir: str | None = None
+    output_dir: str | None = "corpus"
     output_key: str = "output"
     executor: Literal["local", "slurm"] = "local"
     executor_overrides: dict[str, str] = field(default_factory=dict)
@@ -325,8 +377,10 @@ class LaunchConfig:
 
     Attributes:
         name: the launch's name; job names are ``<name>-<job>``.
-        output_dir: parent folder of launch folders; the launch folder is ``<output_dir>/<name>`` and
-            holds the scripts, ``logs/<job>/``, ``jobs.json`` and the resolved ``config.yaml``.
+        output_dir: the scratch root: parent folder of launch folders (``~`` and ``$VAR`` expanded, e.g.
+            ``$SCRATCH/safety-pretraining``; relative: from the current folder). The launch folder is
+            ``<output_dir>/<name>`` and holds everything the launch writes: the scripts, ``logs/<job>/``,
+            ``jobs.json``, the resolved ``config.yaml``, run folders, results and the corpus.
         cluster: the cluster the jobs go to.
         environment: how every job step gets the project's software.
         corpus: the ``corpus`` job.

@@ -1,21 +1,25 @@
 """Plans for each command: corpus, train, eval, sweep. They call the other packages' CLIs only.
 
-All checks (paths, partitions, nodes, container) run while planning, so a bad request is refused
-before anything is submitted.
+All checks run while planning, so a bad request is refused before anything is submitted: partitions,
+nodes and container (``launch.cluster``), each job's own package config (``launch.preflight``), every
+input a job reads (it exists, or an earlier job of the same chain writes it) and, with a container,
+that every path a job reads or writes lies under a mount.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import ConfigError
 from infra.curriculum import CurriculumConfig, curriculum_yaml, load_curriculum, with_intervention
 from infra.log import get_logger
+from launch import preflight
 from launch import render as R
 from launch.cluster import ClusterInfo, LaunchError, check_environment, check_resources, cluster_info
-from launch.config import DEFAULT_DIST_ENV, LaunchConfig, Resources, TrainJob
+from launch.config import DEFAULT_DIST_ENV, LaunchConfig, Resources, TrainJob, expand_path
 from launch.plan import JobSpec, Plan
 
 q = R.q
@@ -31,35 +35,78 @@ class Context:
         base: folder that relative paths in the config are taken from (the current folder).
         origin: the config file name, written into the scripts' headers.
         check_cluster: query/check partitions (off only for rendering scripts for another cluster).
+        after: job ids the plan's first jobs wait for (``--after``); what they write counts as produced
+            when ``jobs.json`` under the scratch root records it.
     """
 
     cfg: LaunchConfig
     base: Path
     origin: str = ""
     check_cluster: bool = True
+    after: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        cfg, env = self.cfg, self.cfg.environment
         self.base = Path(self.base).resolve()
-        self.workdir = (self.base / self.cfg.environment.workdir).resolve()
-        self.launch_dir = (self.base / self.cfg.output_dir / self.cfg.name).resolve()
-        self.info: ClusterInfo | None = cluster_info(self.cfg.cluster) if self.check_cluster else None
+        self.workdir = (self.base / expand_path(env.workdir, "environment.workdir")).resolve()
+        self.output_root = (self.base / expand_path(cfg.output_dir, "output_dir")).resolve()
+        self.launch_dir = self.output_root / cfg.name
+        self.info: ClusterInfo | None = cluster_info(cfg.cluster) if self.check_cluster else None
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         if not self.workdir.is_dir():
             self.errors.append(f"environment.workdir: {self.workdir} is not a folder")
-        self.errors += check_environment(self.cfg.environment, self.info, self.workdir)
+        self.errors += check_environment(env, self.info, self.workdir)
+        self.cache_env: dict[str, str] = {}
+        self.cache_dir: Path | None = None
+        if env.cache_dir:
+            c = Path(expand_path(env.cache_dir, "environment.cache_dir"))
+            self.cache_dir = c if c.is_absolute() else self.output_root / c
+            self.cache_env = {
+                "HF_HOME": str(self.cache_dir / "huggingface"),
+                "TRITON_CACHE_DIR": str(self.cache_dir / "triton"),
+                "TORCHINDUCTOR_CACHE_DIR": str(self.cache_dir / "inductor"),
+            }
+        self.mounts: list[str] = []
+        if env.container_image:
+            self.mounts = R.container_mounts(env, self.workdir, self.output_root)
+            for m in env.container_mounts:
+                src = m.split(":")[0]
+                if not Path(src).exists():
+                    self.errors.append(f"environment.container_mounts: the source {src} of {m!r} does not exist")
+            if env.venv:
+                self.warnings.append(
+                    f"environment.venv ({env.venv}) is not sourced inside the container "
+                    "(environment.container_image is set); set environment.venv=null to silence this"
+                )
+        if cfg.cluster.account is None:
+            self.warnings.append(
+                "cluster.account is null: the jobs are submitted without --account; most clusters need one "
+                "(set cluster.account=<project>, or ignore this where the site has a default account)"
+            )
+        if self.output_root == self.workdir or self.workdir in self.output_root.parents:
+            self.warnings.append(
+                f"output_dir {self.output_root} is inside the checkout {self.workdir}: run folders, checkpoints "
+                "and corpora would count against its quota; set output_dir to a scratch root "
+                "(e.g. output_dir=$SCRATCH/safety-pretraining)"
+            )
 
     def under_launch(self, p: str) -> Path:
-        path = Path(p).expanduser()
+        path = Path(expand_path(p, "path")).expanduser()
         return path if path.is_absolute() else self.launch_dir / path
 
     def input_path(self, p: str) -> Path:
         """An input folder (corpus, checkpoint) named relative to the current folder, made absolute."""
-        return (self.base / Path(p).expanduser()).resolve()
+        return (self.base / Path(expand_path(p, "path")).expanduser()).resolve()
+
+    def job_path(self, p: str) -> Path:
+        """A path as the job sees it: relative paths are taken from the job's working folder."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.workdir / path
 
     def repo_file(self, key: str, p: str) -> str:
         """A file the job reads from the repository (checked now; kept relative when it was)."""
-        path = Path(p).expanduser()
-        full = path if path.is_absolute() else self.workdir / path
+        full = self.host_path(self.job_path(p))
         if not full.is_file():
             self.errors.append(f"{key}: {full} does not exist")
         return str(p)
@@ -70,10 +117,140 @@ class Context:
     def job_name(self, key: str) -> str:
         return f"{self.cfg.name}-{key}"
 
+    @property
+    def job_python(self) -> Path | None:
+        """The job's Python on this host (its virtualenv's), for checks that need the job's packages."""
+        venv = R.venv_path(self.cfg.environment, self.workdir)
+        return venv / "bin" / "python" if venv is not None else None
+
+    # -- the steps ------------------------------------------------------------------------------
+    def step_env(self, extra_env: dict[str, str] | None = None, *, host: bool = False) -> list[str]:
+        return R.step_env(self.cfg.environment, self.workdir, {**self.cache_env, **(extra_env or {})}, host=host)
+
+    def srun(self, key: str, res: Resources, *, nodes: int, output: str | None = None, array: bool = False) -> str:
+        env = self.cfg.environment
+        name = None
+        if env.container_image and env.container_name:
+            base = self.job_name(key) if env.container_name == "auto" else env.container_name
+            # array elements are jobs of their own that may share a node: one container each
+            name = q(base) + ('-"${SLURM_ARRAY_TASK_ID:-0}"' if array else "")
+        return R.srun_prefix(
+            env,
+            self.workdir,
+            nodes=nodes,
+            cpus_per_task=res.cpus_per_task,
+            output=output,
+            mounts=self.mounts,
+            container_name=name,
+        )
+
+    # -- paths inside and outside the container -------------------------------------------------
+    def _mount_pairs(self) -> list[tuple[Path, Path]]:
+        return [(Path(m.split(":")[0]), Path(m.split(":")[1])) for m in self.mounts]
+
+    def host_path(self, path: Path) -> Path:
+        """Where a path the job sees (inside the container: under a mount's destination) is on this host."""
+        for src, dst in sorted(self._mount_pairs(), key=lambda m: -len(m[1].parts)):
+            if path == dst or dst in path.parents:
+                return src / path.relative_to(dst)
+        return path
+
+    def outside_mounts(self, path: Path) -> bool:
+        return bool(self.mounts) and not any(path == d or d in path.parents for _, d in self._mount_pairs())
+
+    def add_package_check(self, result: preflight.CheckResult) -> None:
+        self.errors += result.errors
+        self.warnings += result.warnings
+
+    # -- the whole plan -------------------------------------------------------------------------
+    def _external_outputs(self) -> dict[str, list[str]]:
+        """job id -> paths it writes, for the ``--after`` jobs recorded in a ``jobs.json`` under the scratch root."""
+        wanted = set(self.after)
+        found: dict[str, list[str]] = {}
+        if not wanted or not self.output_root.is_dir():
+            return found
+        for path in sorted(self.output_root.glob("*/jobs.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            for sub in data.get("submissions", []):
+                for j in sub.get("jobs", []):
+                    if j.get("job_id") in wanted:
+                        found[j["job_id"]] = list(j.get("outputs") or [])
+        return found
+
+    def check_chain(self, plan: Plan) -> None:
+        """Every input exists, or a job it waits for (in this plan or ``--after``) writes it; with a container,
+        every path lies under a mount."""
+        by_key = {j.key: j for j in plan.jobs}
+        external = self._external_outputs() if self.after else {}
+        unknown_after = [a for a in self.after if a not in external]
+
+        def ancestors(key: str) -> set[str]:
+            out, todo = set(), list(by_key[key].after)
+            while todo:
+                k = todo.pop()
+                if k not in out:
+                    out.add(k)
+                    todo += by_key[k].after
+            return out
+
+        def writes(outputs: list[str], path: Path) -> bool:
+            return any(path == Path(o) or Path(o) in path.parents for o in outputs)
+
+        for job in plan.jobs:
+            for label, p, kind in job.inputs:
+                path = Path(p)
+                host = self.host_path(path)
+                present = (host / "manifest.json").is_file() if kind == "corpus" else host.exists()
+                if not present:
+                    producers = [j.key for j in plan.jobs if j.key != job.key and writes(j.outputs, path)]
+                    before = ancestors(job.key)
+                    if any(k in before for k in producers):
+                        pass
+                    elif producers:
+                        self.errors.append(
+                            f"{job.key}: {label} {path} is written by job {producers[0]!r}, which {job.key!r} "
+                            "does not wait for"
+                        )
+                    elif any(writes(outs, path) for outs in external.values()):
+                        pass
+                    elif unknown_after and not job.after:
+                        self.warnings.append(
+                            f"{job.key}: {label} {path} does not exist yet; assuming that job(s) "
+                            f"{', '.join(unknown_after)} (--after) write it"
+                        )
+                    else:
+                        what = "a corpus folder with manifest.json" if kind == "corpus" else "a file or folder"
+                        self.errors.append(
+                            f"{job.key}: {label} {path} is not {what} here, and no job this one waits for "
+                            "writes it (give an existing path, or --after the job that writes it)"
+                        )
+            if self.mounts:
+                paths = [(label, p) for label, p, _ in job.inputs] + [("output", o) for o in job.outputs]
+                if self.cache_dir is not None:
+                    paths.append(("environment.cache_dir", str(self.cache_dir)))
+                for label, p in paths:
+                    if self.outside_mounts(Path(p)):
+                        dsts = ", ".join(str(d) for _, d in self._mount_pairs())
+                        self.errors.append(
+                            f"{job.key}: {label} {p} is outside the container's mounts ({dsts}); add its file "
+                            f"system to environment.container_mounts (e.g. {_top(p)}:{_top(p)})"
+                        )
+
     def finish(self, plan: Plan) -> Plan:
+        plan.external_after = list(self.after)
+        self.check_chain(plan)
+        plan.warnings = list(dict.fromkeys(self.warnings))
         if self.errors:
-            raise LaunchError("refusing to submit:\n  " + "\n  ".join(self.errors))
+            raise LaunchError("refusing to submit:\n  " + "\n  ".join(dict.fromkeys(self.errors)))
         return plan
+
+
+def _top(p: str) -> str:
+    parts = Path(p).parts
+    return str(Path(*parts[:2])) if len(parts) > 1 else str(p)
 
 
 def _header(ctx: Context, plan: Plan, key: str, res: Resources, **kw) -> list[str]:
@@ -86,7 +263,13 @@ def _nproc(train: TrainJob) -> int:
 
 
 def train_job(
-    ctx: Context, plan: Plan, key: str, *, run_dir: Path, curriculum: str | None = None, after: list[str] | None = None
+    ctx: Context,
+    plan: Plan,
+    key: str,
+    *,
+    run_dir: Path,
+    curriculum: str | None = None,
+    after: list[str] | None = None,
 ) -> JobSpec:
     """One multi-node training job: ``srun`` starts one ``torchrun`` per node, the head node from
     ``scontrol show hostnames`` hosts the rendezvous; the warning signal makes it save and requeue."""
@@ -98,14 +281,30 @@ def train_job(
     nproc = _nproc(t)
     args = ["--config", config, f"run_dir={run_dir}"]
     if t.corpus:
-        corpus = ctx.input_path(t.corpus)
-        if not (corpus / "manifest.json").is_file():
-            log.warning("%s: %s has no manifest.json yet; fine if a corpus job (--after) writes it", key, corpus)
-        args.append(f"data.corpus={corpus}")
+        args.append(f"data.corpus={ctx.input_path(t.corpus)}")
     curriculum = curriculum or t.curriculum
     if curriculum:
         args.append(f"data.curriculum={curriculum}")
     args += t.overrides
+    inputs: list[tuple[str, str, str]] = []
+    if Path(config).suffix in (".yaml", ".yml") and ctx.host_path(ctx.job_path(config)).is_file():
+        checked = preflight.check_trainer(
+            key,
+            str(ctx.host_path(ctx.job_path(config))),
+            args[2:],
+            workdir=ctx.workdir,
+            world_size=res.nodes * nproc,
+            files={ctx.launch_dir / rel: text for rel, text in plan.files.items()},
+            job_python=ctx.job_python,
+        )
+        ctx.add_package_check(checked)
+        for k, v in checked.inputs.items():
+            label = "train.corpus" if k == "data.corpus" and t.corpus else f"{k} (from train.config {t.config})"
+            inputs.append((label, str(ctx.job_path(v)), "corpus" if k == "data.corpus" else "path"))
+        if checked.config is not None and "data.corpus" in checked.inputs:
+            ctx.errors += preflight.curriculum_bucket_errors(
+                key, checked.config, ctx.host_path(ctx.job_path(checked.inputs["data.corpus"]))
+            )
 
     dist_env = {**DEFAULT_DIST_ENV, **t.dist_env}
     if t.rdzv_backend == "c10d":
@@ -126,7 +325,7 @@ def train_job(
         # On SIGTERM (scancel, preemption) torchrun forwards it and kills the trainers after this many
         # seconds; its default of 30 s is too short to write a large checkpoint (recent torch versions read it).
         step_vars.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(p.shutdown_timeout))
-    step = R.step_env(env, ctx.workdir, step_vars) + [
+    step = ctx.step_env(step_vars) + [
         'echo "[launch] node $SLURM_NODEID ($(hostname)): torchrun with rendezvous at $SPT_HEAD_NODE:$SPT_RDZV_PORT"'
     ]
     if p.enabled:
@@ -152,7 +351,7 @@ def train_job(
             *R.embed_step("SPT_STEP", step),
             "",
             "# one torchrun per node; each writes its own log beside the job's",
-            R.srun_prefix(env, ctx.workdir, nodes=res.nodes, output=str(plan.log_dir(key) / "%j.node%n.out"))
+            ctx.srun(key, res, nodes=res.nodes, output=str(plan.log_dir(key) / "%j.node%n.out"))
             + ' bash -c "$SPT_STEP" &',
             "SPT_STEP_PID=$!",
             'spt_wait "$SPT_STEP_PID"; SPT_RC=$?',
@@ -169,6 +368,8 @@ def train_job(
             after=after or [],
             resources=res,
             info={"run_dir": str(run_dir)},
+            inputs=inputs,
+            outputs=[str(run_dir)],
         )
     )
 
@@ -212,9 +413,10 @@ def eval_array_job(
     res = e.resources
     ctx.check(key, res)
     env = ctx.cfg.environment
+    ctx.add_package_check(preflight.check_eval(key, e.suite, e.extra_args, models, workdir=ctx.workdir))
     n = len(models)
     array = f"0-{n - 1}" + (f"%{e.max_parallel}" if e.max_parallel else "")
-    step = R.step_env(env, ctx.workdir) + [
+    step = ctx.step_env() + [
         'echo "[launch] evaluating $SPT_MODEL into $SPT_OUT"',
         f'exec {q(env.python)} -m evalkit run --model "$SPT_MODEL" --suite {q(e.suite)} --out "$SPT_OUT"'
         + "".join(" " + q(a) for a in e.extra_args),
@@ -240,6 +442,8 @@ def eval_array_job(
         header_kw={"array": array},
         array_size=n,
         info={"models": models, "out_dirs": [str(o) for o in out_dirs]},
+        inputs=[(f"eval.checkpoints[{i}]", m, "path") for i, m in enumerate(models)],
+        outputs=[str(o) for o in out_dirs],
     )
 
 
@@ -255,12 +459,15 @@ def _one_node_job(
     **spec,
 ) -> JobSpec:
     """A job whose script runs ``setup`` on the batch host, then ``step`` as one srun step on one node."""
-    env = ctx.cfg.environment
+    header_kw = header_kw or {}
     lines = (
-        _header(ctx, plan, key, res, **(header_kw or {}))
+        _header(ctx, plan, key, res, **header_kw)
         + R.prelude(ctx.workdir)
         + setup
-        + [*R.embed_step("SPT_STEP", step), R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"']
+        + [
+            *R.embed_step("SPT_STEP", step),
+            ctx.srun(key, res, nodes=1, array="array" in header_kw) + ' bash -c "$SPT_STEP"',
+        ]
     )
     script = "\n".join(lines) + "\n"
     return plan.add(JobSpec(key=key, name=ctx.job_name(key), script=script, after=after, resources=res, **spec))
@@ -271,13 +478,24 @@ def compare_job(ctx: Context, plan: Plan, key: str, *, result_dirs: list[Path], 
     res = e.compare_resources
     ctx.check(key, res)
     env = ctx.cfg.environment
-    step = R.step_env(env, ctx.workdir) + [
+    step = ctx.step_env() + [
         f"exec {q(env.python)} -m evalkit compare "
         + " ".join(q(str(d)) for d in result_dirs)
         + f" --out {q(str(out))}"
         + "".join(" " + q(a) for a in e.compare_args),
     ]
-    return _one_node_job(ctx, plan, key, res, [f"mkdir -p {q(str(out))}"], step, after, info={"out": str(out)})
+    return _one_node_job(
+        ctx,
+        plan,
+        key,
+        res,
+        [f"mkdir -p {q(str(out))}"],
+        step,
+        after,
+        info={"out": str(out)},
+        inputs=[(f"results of {d.name}", str(d), "path") for d in result_dirs],
+        outputs=[str(out)],
+    )
 
 
 def plan_eval(ctx: Context) -> Plan:
@@ -369,6 +587,17 @@ def plan_sweep(ctx: Context) -> Plan:
 
 
 # -- corpus --------------------------------------------------------------------------------------
+# Variables a job's environment carries that must not reach the jobs datatrove submits from the
+# driver with --export=ALL: srun in those jobs would read the driver's memory request beside their own
+# ("SLURM_MEM_PER_CPU, SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive"), its CPUs per
+# task (SRUN_CPUS_PER_TASK) and node counts. SLURM_CONF (which cluster) stays.
+SCRUB_SLURM_ENV = [
+    "# submit datatrove's arrays as from a login node: none of this job's SLURM_*/SRUN_* variables",
+    "# (memory, CPUs, nodes) may be inherited by their --export=ALL",
+    "for v in $(compgen -e | grep -E '^(SLURM|SRUN)_' | grep -vx SLURM_CONF); do unset \"$v\"; done",
+]
+
+
 def plan_corpus(ctx: Context) -> Plan:
     c = ctx.cfg.corpus
     plan = Plan("corpus", ctx.launch_dir)
@@ -389,14 +618,38 @@ def plan_corpus(ctx: Context) -> Plan:
     if c.executor == "slurm" and "executor.job_name" not in c.executor_overrides:
         args.append(f"executor.job_name={stage_prefix}")  # datatrove names its jobs <job_name>-<stage>
     args += c.overrides + [f"{k}={v}" for k, v in c.executor_overrides.items()]
+    inputs: list[tuple[str, str, str]] = []
+    outputs = [str(out_dir)] if out_dir is not None else []
+    full_config = ctx.host_path(ctx.job_path(config))
+    if full_config.is_file():
+        checked = preflight.check_datagen(key, str(full_config), args[2:], workdir=ctx.workdir)
+        ctx.add_package_check(checked)
+        dg = checked.config
+        if dg is not None:
+            for k, v in checked.inputs.items():
+                inputs.append((f"{k} (corpus.config {c.config})", str(ctx.job_path(v)), "path"))
+            if out_dir is None and "://" not in dg.output:
+                outputs = [str(ctx.job_path(dg.output))]
+            ex = dg.executor
+            if ex.kind == "slurm":
+                # datatrove's arrays: their partition, CPUs and time limit against the cluster
+                arrays = Resources(partition=ex.partition, cpus_per_task=ex.cpus_per_task, time=ex.time)
+                ctx.errors += [
+                    e.replace(f"{key}:", f"{key} (datatrove's arrays, executor.* of corpus.executor_overrides):", 1)
+                    for e in check_resources(key, arrays, ctx.info)
+                ]
+                if ex.venv_path and not Path(ex.venv_path).is_file():
+                    ctx.errors.append(
+                        f"{key}: executor.venv_path {ex.venv_path} (sourced by datatrove's jobs) does not exist"
+                    )
     cmd = f"exec {q(env.python)} -m datagen run " + " ".join(q(a) for a in args)
-    step = R.step_env(env, ctx.workdir) + [cmd]
     body: list[str]
     if c.executor == "local":
+        step = ctx.step_env() + [cmd]
         body = [
             *R.embed_step("SPT_STEP", step),
             "# datatrove's local executor runs every task inside this one allocation",
-            R.srun_prefix(env, ctx.workdir, nodes=1) + ' bash -c "$SPT_STEP"',
+            ctx.srun(key, res, nodes=1) + ' bash -c "$SPT_STEP"',
         ]
     else:
         if out_dir is None:
@@ -404,11 +657,13 @@ def plan_corpus(ctx: Context) -> Plan:
                 "corpus.output_dir is needed with corpus.executor=slurm: the driver waits for "
                 "<output_dir>/manifest.json so that later jobs can depend on it"
             )
-        if env.container_image:
+        if env.container_image and venv is None:
             ctx.errors.append(
                 "corpus.executor=slurm submits datatrove's jobs from the driver, which needs "
                 "sbatch: it runs outside the container; set environment.venv for it"
             )
+        # the driver runs on the batch host (outside any container), in the host virtualenv
+        step = ctx.step_env(host=True) + SCRUB_SLURM_ENV + [cmd]
         body = [
             *R.embed_step("SPT_STEP", step),
             "# datatrove's SlurmPipelineExecutor submits one job array per stage from here (sbatch on the",
@@ -444,6 +699,8 @@ def plan_corpus(ctx: Context) -> Plan:
             script="\n".join(lines) + "\n",
             resources=res,
             info={"output_dir": str(out_dir) if out_dir else None, "executor": c.executor},
+            inputs=inputs,
+            outputs=outputs,
         )
     )
     return ctx.finish(plan)

@@ -31,6 +31,10 @@ class JobSpec:
         ntasks_per_node: tasks per node the job asks for.
         array_size: number of array elements, or None for a plain job.
         info: facts to record beside the job id (run folder, results folder, ...).
+        inputs: ``(label, path, kind)`` of what the job reads (``kind``: ``corpus``, a folder with
+            ``manifest.json``, or ``path``); each must exist or be written by a job it waits for.
+        outputs: folders the job writes (recorded in ``jobs.json``, so that a later launch ``--after``
+            this job may read them).
     """
 
     key: str
@@ -41,6 +45,8 @@ class JobSpec:
     ntasks_per_node: int = 1
     array_size: int | None = None
     info: dict = field(default_factory=dict)
+    inputs: list[tuple[str, str, str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Plan:
     jobs: list[JobSpec] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # extra files to write (relative path -> text)
     external_after: list[str] = field(default_factory=list)  # job ids the plan's first jobs wait for
+    warnings: list[str] = field(default_factory=list)  # shown by the dry run and logged at submission
 
     def add(self, job: JobSpec) -> JobSpec:
         if any(j.key == job.key for j in self.jobs):
@@ -90,6 +97,8 @@ class Plan:
     def dry_run_text(self) -> str:
         """Every script, then the submission commands in order (dependencies as ``<key>`` placeholders)."""
         out = []
+        if self.warnings:
+            out += ["##### warnings", *(f"# warning: {w}" for w in self.warnings), ""]
         for rel, text in self.files.items():
             out += [f"##### {self.launch_dir / rel}", text.rstrip(), ""]
         for job in self.jobs:
@@ -106,6 +115,8 @@ class Plan:
         If one submission fails, the jobs already submitted by this plan are cancelled (so that no
         half graph runs), the record says so, and ``LaunchError`` is raised.
         """
+        for w in self.warnings:
+            log.warning("%s", w)
         self.write()
         ids: dict[str, str] = {}
         records = []
@@ -133,6 +144,7 @@ class Plan:
                     "after": job.after,
                     "after_ids": [ids[k] for k in job.after] if job.after else list(self.external_after),
                     "array_size": job.array_size,
+                    "outputs": job.outputs,
                     **({"info": job.info} if job.info else {}),
                 }
             )
@@ -177,27 +189,82 @@ def load_jobs(launch_dir: str | Path) -> dict:
         raise LaunchError(f"{path}: not valid JSON: {e}") from None
 
 
-def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[str, dict]:
-    """State, exit code and restart count per job id from ``scontrol show job`` (array elements
-    appear as ``<id>_<index>``)."""
-    out: dict[str, dict] = {}
-    for jid in job_ids:
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
+
+
+def _scontrol_states(jid: str, env: dict[str, str] | None) -> dict[str, dict] | None:
+    """States from ``scontrol show job`` (array elements as ``<id>_<index>``); None when it does not know the job."""
+    try:
         res = subprocess.run(
             ["scontrol", "show", "job", "--oneliner", jid], capture_output=True, text=True, env=env, timeout=30
         )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0 or not res.stdout.strip():
+        return None
+    out: dict[str, dict] = {}
+    for line in res.stdout.splitlines():
+        kv = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        key = kv.get("JobId", jid)
+        if kv.get("ArrayTaskId") and kv.get("ArrayJobId"):
+            key = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
+        out[key] = {
+            "state": kv.get("JobState", "UNKNOWN"),
+            "exit_code": kv.get("ExitCode"),
+            "restarts": int(kv.get("Restarts", "0") or 0),
+            "reason": kv.get("Reason"),
+            "dependency": kv.get("Dependency"),
+            "source": "scontrol",
+        }
+    return out
+
+
+def _sacct_states(jid: str, env: dict[str, str] | None) -> tuple[dict[str, dict], str]:
+    """States from ``sacct`` (accounting), or ``sacct -c`` (job completion records) where accounting storage
+    is off; returns the states and, when neither answers, why."""
+    why = ""
+    for flags in (["-X"], ["-c"]):
+        cmd = ["sacct", *flags, "-n", "-P", "-o", "JobID,State,ExitCode", "-j", jid]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return {}, f"sacct: {e}"
         if res.returncode != 0:
-            out[jid] = {"state": "UNKNOWN", "error": res.stderr.strip()}
+            why = res.stderr.strip() or f"sacct exited {res.returncode}"
             continue
+        out: dict[str, dict] = {}
         for line in res.stdout.splitlines():
-            kv = dict(item.split("=", 1) for item in line.split() if "=" in item)
-            key = kv.get("JobId", jid)
-            if kv.get("ArrayTaskId") and kv.get("ArrayJobId"):
-                key = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
-            out[key] = {
-                "state": kv.get("JobState", "UNKNOWN"),
-                "exit_code": kv.get("ExitCode"),
-                "restarts": int(kv.get("Restarts", "0") or 0),
-                "reason": kv.get("Reason"),
-                "dependency": kv.get("Dependency"),
-            }
+            fields = line.strip().split("|")
+            if len(fields) < 3 or "." in fields[0] or not fields[0]:
+                continue  # job steps (.batch, .extern, .0) are not jobs
+            state = fields[1].split()[0] if fields[1] else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+            out[fields[0]] = {"state": state, "exit_code": fields[2], "source": "sacct"}
+        if out:
+            return out, ""
+        why = why or "sacct has no record of it"
+    return {}, why
+
+
+def job_states(job_ids: list[str], env: dict[str, str] | None = None) -> dict[str, dict]:
+    """State and exit code per job id (array elements as ``<id>_<index>``): ``scontrol show job`` while
+    the controller still knows the job, else ``sacct`` (finished jobs are forgotten by the controller
+    after ``MinJobAge``); ``UNKNOWN`` with the reason when neither knows it."""
+    out: dict[str, dict] = {}
+    for jid in job_ids:
+        found = _scontrol_states(jid, env)
+        if found is None:
+            found, why = _sacct_states(jid, env)
+            if not found:
+                found = {jid: {"state": "UNKNOWN", "error": f"neither scontrol nor sacct knows job {jid}: {why}"}}
+        out.update(found)
     return out

@@ -44,8 +44,8 @@ def sbatch_header(
     opts += [f"--nodes={res.nodes}", f"--ntasks-per-node={ntasks_per_node}", f"--cpus-per-task={res.cpus_per_task}"]
     if res.gpus_per_node:
         opts.append(f"--gpus-per-node={res.gpus_per_node}")
-    if res.mem:
-        opts.append(f"--mem={res.mem}")
+    if res.mem_option is not None:
+        opts.append(f"--mem={res.mem_option}")
     opts.append(f"--time={res.time}")
     if res.exclusive:
         opts.append("--exclusive")
@@ -75,6 +75,9 @@ def prelude(workdir: Path) -> list[str]:
         'echo "[launch] job ${SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)} '
         'on ${SLURM_JOB_NODELIST}, restart ${SLURM_RESTART_COUNT:-0}, $(date -u +%FT%TZ)"',
         f"cd {q(str(workdir))} || exit 1",
+        "# srun steps get the job's CPUs per task: Slurm 22.05-23.02 srun does not inherit --cpus-per-task",
+        "# from sbatch and would pin each task (torchrun and all its ranks) to one CPU",
+        'export SRUN_CPUS_PER_TASK="${SLURM_CPUS_PER_TASK:-1}"',
     ]
 
 
@@ -85,11 +88,16 @@ def venv_path(env: EnvironmentConfig, workdir: Path) -> Path | None:
     return p if p.is_absolute() else workdir / p
 
 
-def step_env(env: EnvironmentConfig, workdir: Path, extra_env: dict[str, str] | None = None) -> list[str]:
-    """The first lines of every step: fail fast, working folder, virtualenv, set-up lines, variables."""
+def step_env(
+    env: EnvironmentConfig, workdir: Path, extra_env: dict[str, str] | None = None, *, host: bool = False
+) -> list[str]:
+    """The first lines of every step: fail fast, working folder, virtualenv, set-up lines, variables.
+
+    The virtualenv is sourced only outside a container (``host``: a step that runs on the host even
+    when a container is configured, such as the corpus driver)."""
     lines = ["set -eo pipefail", f"cd {q(str(workdir))}"]
     venv = venv_path(env, workdir)
-    if venv is not None:
+    if venv is not None and (host or not env.container_image):
         lines.append(f"source {q(str(venv / 'bin' / 'activate'))}")
     lines += list(env.setup)
     merged = {**(extra_env or {}), **env.env}
@@ -101,28 +109,42 @@ def step_env(env: EnvironmentConfig, workdir: Path, extra_env: dict[str, str] | 
     return lines
 
 
+def container_mounts(env: EnvironmentConfig, workdir: Path, output_root: Path) -> list[str]:
+    """The container's mounts: the workdir and the scratch root at the same paths, then the config's."""
+    auto = []
+    for p in (workdir, output_root):
+        m = f"{p}:{p}"
+        if m not in auto:
+            auto.append(m)
+    return auto + [m for m in env.container_mounts if m not in auto]
+
+
 def srun_prefix(
     env: EnvironmentConfig,
     workdir: Path,
     *,
     nodes: int,
+    cpus_per_task: int,
     ntasks_per_node: int = 1,
     output: str | None = None,
     kill_on_bad_exit: bool = True,
+    mounts: list[str] | None = None,
+    container_name: str | None = None,
 ) -> str:
-    """``srun`` with the step's placement and, when configured, the pyxis container."""
-    parts = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}"]
+    """``srun`` with the step's placement and CPUs and, when configured, the pyxis container."""
+    parts = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}", f"--cpus-per-task={cpus_per_task}"]
     if kill_on_bad_exit:
         parts.append("--kill-on-bad-exit=1")
     if output:
         parts += [f"--output={q(output)}", "--open-mode=append"]
     if env.container_image:
-        mounts = [f"{workdir}:{workdir}", *env.container_mounts]
         parts += [
             f"--container-image={q(env.container_image)}",
-            f"--container-mounts={q(','.join(mounts))}",
+            f"--container-mounts={q(','.join(mounts if mounts is not None else [f'{workdir}:{workdir}']))}",
             f"--container-workdir={q(str(workdir))}",
         ]
+        if container_name:
+            parts.append(f"--container-name={q(container_name)}")
     return " ".join(parts)
 
 

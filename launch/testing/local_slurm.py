@@ -93,6 +93,8 @@ class LocalSlurm:
         cpus_per_node: CPUs each node declares (may exceed the host's; nothing is pinned).
         gpus_per_node: fake GPUs per node (``Gres=gpu:K`` backed by /dev/tty devices); 0 for none.
         extra_partitions: more partitions, name -> Slurm node list (e.g. ``{"single": "n1"}``).
+        partition_options: more ``slurm.conf`` settings of a partition, name -> text (e.g.
+            ``{"mem": "DefMemPerCPU=100"}``: jobs there get a default memory per CPU, as on many sites).
     """
 
     root: Path
@@ -100,6 +102,7 @@ class LocalSlurm:
     cpus_per_node: int = 4
     gpus_per_node: int = 0
     extra_partitions: dict[str, str] = field(default_factory=dict)
+    partition_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
@@ -168,15 +171,21 @@ class LocalSlurm:
             *(["GresTypes=gpu"] if self.gpus_per_node else []),
             f"NodeName={nodes} NodeHostname=localhost NodeAddr=127.0.0.1 Port={ports} "
             f"CPUs={self.cpus_per_node} RealMemory=8000{gres} State=UNKNOWN",
-            f"PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP",
+            f"PartitionName=debug Nodes={nodes} Default=YES MaxTime=INFINITE State=UP"
+            + self._partition_options("debug"),
         ]
         for name, nodelist in self.extra_partitions.items():
-            lines.append(f"PartitionName={name} Nodes={nodelist} MaxTime=INFINITE State=UP")
+            options = self._partition_options(name)
+            lines.append(f"PartitionName={name} Nodes={nodelist} MaxTime=INFINITE State=UP{options}")
         self.conf.write_text("\n".join(lines) + "\n")
         if self.gpus_per_node:
             # Any existing character devices do: Slurm only needs files to hand out as "GPUs".
             devs = f"/dev/tty[{10}-{10 + self.gpus_per_node - 1}]"
             (self.root / "etc" / "gres.conf").write_text(f"NodeName={nodes} Name=gpu File={devs}\n")
+
+    def _partition_options(self, name: str) -> str:
+        text = self.partition_options.get(name, "").strip()
+        return f" {text}" if text else ""
 
     def _ensure_hosts(self) -> None:
         hosts = Path("/etc/hosts")

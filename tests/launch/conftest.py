@@ -16,7 +16,8 @@ from infra.paths import REPO_ROOT
 @pytest.fixture(scope="session")
 def local_slurm(tmp_path_factory):
     """munged, slurmctld and one slurmd per fake node (n1, n2 in partition ``debug``; n1 alone in
-    ``single``). ``SLURM_CONF`` points at it for the whole session."""
+    ``single``; both in ``mem``, which gives jobs a default memory per CPU as many sites do).
+    ``SLURM_CONF`` points at it for the whole session."""
     from launch.testing.local_slurm import LocalSlurm, LocalSlurmError, missing_requirements
 
     why = missing_requirements()
@@ -33,7 +34,13 @@ def local_slurm(tmp_path_factory):
         pytest.skip(f"no local Slurm: {why}")
     # A short folder: Slurm and munge keep socket paths in fixed-size buffers.
     root = Path(tmp_path_factory.mktemp("slurm"))
-    cluster = LocalSlurm(root, nodes=2, cpus_per_node=4, extra_partitions={"single": "n1"})
+    cluster = LocalSlurm(
+        root,
+        nodes=2,
+        cpus_per_node=4,
+        extra_partitions={"single": "n1", "mem": "n[1-2]"},
+        partition_options={"mem": "DefMemPerCPU=100"},
+    )
     old = os.environ.get("SLURM_CONF")
     try:
         cluster.start(timeout=60)

@@ -3,6 +3,7 @@ cluster description. Every script is also checked by ``bash -n``."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -24,9 +25,14 @@ CLUSTER = [
 ]
 
 
-def plan(cmd: str, tmp_path: Path, *overrides: str, config: str = "configs/launch/h100.yaml"):
+def plan(cmd: str, tmp_path: Path, *overrides: str, config: str = "configs/launch/h100.yaml", after=()):
     cfg = load_config(LaunchConfig, REPO_ROOT / config, [*CLUSTER, f"output_dir={tmp_path}", *overrides])
-    return PLANNERS[cmd](Context(cfg, REPO_ROOT, origin=config))
+    return PLANNERS[cmd](Context(cfg, REPO_ROOT, origin=config, after=list(after)))
+
+
+def _fits(corpus: Path) -> tuple[str, str]:
+    """A corpus that exists and a schedule that fits a short test run of the shipped 1.7B config."""
+    return f"train.corpus={corpus}", "train.overrides=[train.warmup_steps=10]"
 
 
 def bash_syntax_ok(text: str, tmp_path: Path) -> None:
@@ -66,7 +72,7 @@ def test_config_errors_name_the_key():
         load_config(LaunchConfig, None, ["train.gpus=8"])
 
 
-def test_train_script(tmp_path):
+def test_train_script(tmp_path, launch_corpus):
     p = plan(
         "train",
         tmp_path,
@@ -74,10 +80,13 @@ def test_train_script(tmp_path):
         "train.dist_env={NCCL_NVLS_ENABLE: ''}",
         "environment.venv=null",
         "environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3",
-        "train.overrides=[train.train_steps=100]",
+        f"train.corpus={launch_corpus}",
+        f"environment.container_mounts=[{launch_corpus.parent}:{launch_corpus.parent}:ro]",
+        "train.overrides=[train.train_steps=100, train.warmup_steps=10]",
     )
     (job,) = p.jobs
     s = job.script
+    root = tmp_path
     for needle in [
         "#SBATCH --nodes=4",
         "#SBATCH --gpus-per-node=8",
@@ -85,7 +94,9 @@ def test_train_script(tmp_path):
         "#SBATCH --signal=B:USR1@300",
         "#SBATCH --requeue",
         "#SBATCH --exclusive",
+        "#SBATCH --mem=0",  # exclusive without mem: all of each node's memory, not the site's default
         f"#SBATCH --output={tmp_path}/safety-pretraining/logs/train/%j.out",
+        'export SRUN_CPUS_PER_TASK="${SLURM_CPUS_PER_TASK:-1}"',
         'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1',
         '--rdzv-endpoint="$SPT_HEAD_NODE:$SPT_RDZV_PORT"',
         "--nproc-per-node=8",
@@ -93,27 +104,99 @@ def test_train_script(tmp_path):
         "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=600",
         "trap spt_on_signal USR1",
         'scontrol requeue "$SLURM_JOB_ID"',
-        "--container-image='nvcr.io#nvidia/pytorch:24.05-py3'",
         "export CUDA_DEVICE_MAX_CONNECTIONS=1",
         "unset NCCL_NVLS_ENABLE",
+        f"export HF_HOME={root}/cache/huggingface",  # caches under the scratch root
+        "export HF_HUB_OFFLINE=1",
+        "export PROGRESS=0",
         "train.train_steps=100",
         f"run_dir={tmp_path}/safety-pretraining/run",
+        f"data.corpus={launch_corpus}",
     ]:
         assert needle in s, needle
+    (srun,) = [line for line in s.splitlines() if line.startswith("srun ")]
+    assert srun == (
+        "srun --nodes=4 --ntasks-per-node=1 --cpus-per-task=96 --kill-on-bad-exit=1 "
+        f"--output={tmp_path}/safety-pretraining/logs/train/%j.node%n.out --open-mode=append "
+        "--container-image='nvcr.io#nvidia/pytorch:24.05-py3' "
+        f"--container-mounts={REPO_ROOT}:{REPO_ROOT},{root}:{root},{launch_corpus.parent}:{launch_corpus.parent}:ro "
+        f"--container-workdir={REPO_ROOT} --container-name=safety-pretraining-train "
+        'bash -c "$SPT_STEP" &'
+    )
     assert "source " not in s  # no virtualenv inside the container
     bash_syntax_ok(s, tmp_path)
 
 
-def test_train_static_rendezvous_without_preemption(tmp_path):
-    p = plan("train", tmp_path, "train.rdzv_backend=static", "train.preemption.enabled=false")
+def test_venv_is_not_sourced_in_a_container(tmp_path, launch_corpus):
+    p = plan(
+        "train",
+        tmp_path,
+        f"train.corpus={launch_corpus}",
+        "environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3",
+        f"environment.container_mounts=[{launch_corpus.parent}:{launch_corpus.parent}]",
+        "train.overrides=[train.train_steps=100, train.warmup_steps=10]",
+    )
+    assert "source " not in p.jobs[0].script
+    assert any("environment.venv (.venv) is not sourced inside the container" in w for w in p.warnings)
+    host = plan("train", tmp_path, f"train.corpus={launch_corpus}", "train.overrides=[train.warmup_steps=10]")
+    assert f"source {REPO_ROOT}/.venv/bin/activate" in host.jobs[0].script
+    assert "--container" not in host.jobs[0].script
+
+
+def test_output_locations_follow_the_scratch_root(tmp_path, launch_corpus, monkeypatch):
+    cfg = load_config(
+        LaunchConfig,
+        REPO_ROOT / "configs/launch/h100.yaml",
+        [*CLUSTER, f"train.corpus={launch_corpus}", "train.overrides=[train.warmup_steps=10]", "name=r1"],
+    )
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    s = PLANNERS["train"](Context(cfg, REPO_ROOT)).jobs[0].script
+    for needle in [
+        f"run_dir={tmp_path}/scratch/safety-pretraining/r1/run",
+        f"--output={tmp_path}/scratch/safety-pretraining/r1/logs/train/%j.out",
+        f"HF_HOME={tmp_path}/scratch/safety-pretraining/cache/huggingface",
+    ]:
+        assert needle in s, needle
+    monkeypatch.delenv("SCRATCH")
+    with pytest.raises(ConfigError, match=r"output_dir: '\$SCRATCH/safety-pretraining' uses the environment variable"):
+        Context(cfg, REPO_ROOT)
+    # a scratch root inside the checkout is allowed, with a warning about its quota
+    inside = plan(
+        "train",
+        tmp_path,
+        f"output_dir={REPO_ROOT}/launches",
+        f"train.corpus={launch_corpus}",
+        "train.overrides=[train.warmup_steps=10]",
+    )
+    assert any("is inside the checkout" in w for w in inside.warnings)
+
+
+def test_dry_run_flags_a_missing_account(tmp_path, launch_corpus):
+    args = (f"train.corpus={launch_corpus}", "train.overrides=[train.warmup_steps=10]")
+    text = plan("train", tmp_path, *args).dry_run_text()
+    assert text.startswith("##### warnings\n# warning: cluster.account is null")
+    with_account = plan("train", tmp_path, *args, "cluster.account=proj42")
+    assert not any("account" in w for w in with_account.warnings)
+    assert "#SBATCH --account=proj42" in with_account.jobs[0].script
+
+
+def test_train_static_rendezvous_without_preemption(tmp_path, launch_corpus):
+    p = plan(
+        "train",
+        tmp_path,
+        "train.rdzv_backend=static",
+        "train.preemption.enabled=false",
+        f"train.corpus={launch_corpus}",
+        "train.overrides=[train.warmup_steps=10]",
+    )
     s = p.jobs[0].script
     assert '--node-rank="$SLURM_NODEID"' in s and '--master-addr="$SPT_HEAD_NODE"' in s
     assert "--signal=" not in s and "scontrol requeue" not in s and "trap ''" not in s
     bash_syntax_ok(s, tmp_path)
 
 
-def test_sweep_graph_and_curricula(tmp_path):
-    p = plan("sweep", tmp_path, "sweep.interventions=[0.0, 0.2, 0.6]")
+def test_sweep_graph_and_curricula(tmp_path, launch_corpus):
+    p = plan("sweep", tmp_path, "sweep.interventions=[0.0, 0.2, 0.6]", *_fits(launch_corpus))
     keys = [j.key for j in p.jobs]
     assert keys == ["train-p0", "eval-p0", "train-p20", "eval-p20", "train-p60", "eval-p60", "compare"]
     after = {j.key: j.after for j in p.jobs}
@@ -136,10 +219,11 @@ def test_sweep_graph_and_curricula(tmp_path):
     assert not (tmp_path / "safety-pretraining").exists()  # planning writes nothing
 
 
-def test_sweep_uses_shipped_curricula_where_given(tmp_path):
+def test_sweep_uses_shipped_curricula_where_given(tmp_path, launch_corpus):
     p = plan(
         "sweep",
         tmp_path,
+        *_fits(launch_corpus),
         "sweep.interventions=[0.2, 0.4]",
         "sweep.evaluate=false",
         "sweep.curriculum_files={20: configs/trainer/curricula/intervention_20.yaml}",
@@ -150,10 +234,14 @@ def test_sweep_uses_shipped_curricula_where_given(tmp_path):
 
 
 def test_eval_array_and_compare(tmp_path):
-    p = plan("eval", tmp_path, "eval.checkpoints=[runs/a, runs/b/checkpoints/latest, /abs/b]", "eval.max_parallel=2")
+    models = [tmp_path / "runs" / "a", tmp_path / "runs" / "b" / "checkpoints" / "latest", tmp_path / "abs" / "b"]
+    for m in models:
+        m.mkdir(parents=True)
+    p = plan("eval", tmp_path, f"eval.checkpoints=[{', '.join(map(str, models))}]", "eval.max_parallel=2")
     ev, cmp_ = p.jobs
     assert ev.array_size == 3 and "#SBATCH --array=0-2%2" in ev.script
     assert "%A_%a.out" in ev.script
+    assert "--cpus-per-task=12" in next(line for line in ev.script.splitlines() if line.startswith("srun "))
     outs = [f"{tmp_path}/safety-pretraining/eval/{n}" for n in ("a", "b", "b_1")]
     assert "SPT_OUTS=(" + " ".join(outs) + ")" in ev.script
     assert cmp_.after == ["eval"] and " ".join(outs) in cmp_.script
@@ -171,13 +259,16 @@ def test_corpus_driver_for_datatrove_slurm(tmp_path):
         "corpus.executor_overrides={executor.partition: cpu, executor.tasks: 64}",
     )
     s = p.jobs[0].script
+    # datatrove's arrays are submitted from the driver with --export=ALL: none of its memory/CPU variables
+    assert "grep -E '^(SLURM|SRUN)_' | grep -vx SLURM_CONF); do unset" in s
+    assert s.index("do unset") < s.index("-m datagen run")
     assert "executor.kind=slurm" in s and "executor.partition=cpu" in s and "executor.tasks=64" in s
     assert f"executor.venv_path={REPO_ROOT}/.venv/bin/activate" in s
     assert f"output={tmp_path}/safety-pretraining/corpus" in s
     assert "manifest.json" in s and "executor.job_name=safety-pretraining-corpus" in s
     bash_syntax_ok(s, tmp_path)
     local = plan("corpus", tmp_path, "corpus.executor=local").jobs[0].script
-    assert "executor.kind=local" in local and "srun --nodes=1" in local
+    assert "executor.kind=local" in local and "srun --nodes=1" in local and "do unset" not in local
 
 
 @pytest.mark.parametrize(
@@ -188,16 +279,142 @@ def test_corpus_driver_for_datatrove_slurm(tmp_path):
         ("train.resources.gpus_per_node=16", "asks for 16 GPUs per node but partition 'h100' has 8"),
         ("train.resources.time=3-00:00:00", "above partition 'h100'"),
         ("environment.container_image=/no/such/image.sqsh", "image file /no/such/image.sqsh does not exist"),
+        ("environment.container_image=README.md", "names the file /work/main/README.md, which is not a squashfs"),
+        ("environment.container_image=notes.md", "is neither a squashfs file (/path/image.sqsh) nor a registry"),
+        ("environment.container_image=/work/main/README.md", "/work/main/README.md is not a squashfs image"),
+        ("environment.container_image=img.sif", "is an Apptainer/Singularity image"),
         ("train.config=configs/trainer/no_such.yaml", "train.config"),
     ],
 )
-def test_refusals_before_submission(tmp_path, override, message):
+def test_refusals_before_submission(tmp_path, launch_corpus, override, message):
     with pytest.raises(LaunchError, match=re.escape(message)):
-        plan("train", tmp_path, override)
+        plan("train", tmp_path, *_fits(launch_corpus), override)
     assert not (tmp_path / "safety-pretraining").exists()
 
 
-def test_cli_dry_run_prints_every_script(tmp_path):
+def test_container_image_forms_accepted(tmp_path, launch_corpus):
+    image = tmp_path / "spt.sqsh"
+    image.write_bytes(b"hsqs" + bytes(60))  # the squashfs magic is what is checked
+    mount = f"environment.container_mounts=[{launch_corpus.parent}:{launch_corpus.parent}]"
+    for img in [str(image), "nvcr.io#nvidia/pytorch:25.06-py3", "vllm/vllm-openai:v0.10.1", "ubuntu"]:
+        p = plan("train", tmp_path, *_fits(launch_corpus), f"environment.container_image={img}", mount)
+        assert f"--container-image={R_q(img)}" in p.jobs[0].script
+
+
+def R_q(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        # the trainer's own loader: an unknown key, a wrong type, its validate(), a curriculum file
+        (["train.overrides=[train.lrr=1e-3]"], "unknown key 'train.lrr'"),
+        (["train.overrides=[train.lr=fast]"], "key 'train.lr'"),
+        (["train.overrides=[train.warmup_steps=10, train.train_steps=5]"], "key 'train.warmup_steps'"),
+        (
+            ["train.curriculum=configs/trainer/curricula/no_such.yaml", "train.overrides=[train.warmup_steps=10]"],
+            "curriculum file not found: configs/trainer/curricula/no_such.yaml",
+        ),
+        # the layout the trainer only meets on the allocation: 3 nodes x 8 = 24 ranks, DP 24
+        (
+            ["train.resources.nodes=3", "train.overrides=[train.warmup_steps=10]"],
+            "train.global_batch_size=512 is not a multiple of micro_batch_size*DP = 4*24",
+        ),
+        (
+            ["train.overrides=[train.warmup_steps=10, parallel.tp=3]"],
+            "64 ranks are not divisible by parallel.tp*parallel.pp = 3*1",
+        ),
+        (
+            ["train.resources.nodes=6", "train.overrides=[train.warmup_steps=10, parallel.tp=3]"],
+            "parallel.tp=3 does not divide the 32 attention heads (model.preset smollm2-1.7b)",
+        ),
+        (
+            ["train.overrides=[train.warmup_steps=10, parallel.pp=16]"],
+            "parallel.pp=16 does not divide the 24 layers (model.preset smollm2-1.7b)",
+        ),
+    ],
+)
+def test_trainer_config_refused_as_the_trainer_would(tmp_path, launch_corpus, overrides, message):
+    with pytest.raises(LaunchError) as e:
+        plan("train", tmp_path, f"train.corpus={launch_corpus}", *overrides)
+    text = str(e.value)
+    assert message in text, text
+    assert "configs/trainer/smollm2_1.7b.yaml" in text  # the file is named with the key
+
+
+def test_curriculum_buckets_checked_against_the_corpus(tmp_path, launch_corpus):
+    cur = tmp_path / "cur.yaml"
+    cur.write_text(
+        "curriculum:\n  phases:\n    - {start: 0.0, weights: {raw: 0.5, mystery: 0.5}}\n  extra_buckets: [mystery]\n"
+    )
+    with pytest.raises(LaunchError, match=r"data.curriculum weights bucket\(s\) \['mystery'\] that the corpus"):
+        plan("train", tmp_path, *_fits(launch_corpus), f"train.curriculum={cur}")
+
+
+def test_inputs_exist_or_are_written_by_an_earlier_job(tmp_path, launch_corpus):
+    # a corpus that is not there, named by train.corpus or by the trainer config itself
+    with pytest.raises(LaunchError, match=r"train.corpus /no/corpus is not a corpus folder with manifest.json"):
+        plan("train", tmp_path, "train.corpus=/no/corpus", "train.overrides=[train.warmup_steps=10]")
+    with pytest.raises(LaunchError, match=r"data.corpus \(from train.config configs/trainer/smollm2_1.7b.yaml\)"):
+        plan("train", tmp_path, "train.overrides=[train.warmup_steps=10]")
+    # an evaluation of a checkpoint that does not exist
+    with pytest.raises(LaunchError, match=r"eval: eval.checkpoints\[1\] /no/ckpt is not a file or folder"):
+        plan("eval", tmp_path, f"eval.checkpoints=[{launch_corpus}, /no/ckpt]")
+    # a datagen input that does not exist
+    with pytest.raises(LaunchError, match=r"corpus: input.path \(corpus.config configs/datagen/slurm.yaml\) /no/in"):
+        plan("corpus", tmp_path, "corpus.overrides=[input.path=/no/in.jsonl]")
+    # datatrove's arrays on a partition the cluster does not have
+    with pytest.raises(
+        LaunchError,
+        match=r"corpus \(datatrove's arrays, executor.\* of corpus.executor_overrides\): "
+        r"unknown partition 'cpux'",
+    ):
+        plan("corpus", tmp_path, "corpus.executor_overrides={executor.partition: cpux}")
+    # a typo in the datagen overrides, refused by datagen's loader with the file named
+    with pytest.raises(LaunchError, match=r"configs/datagen/slurm.yaml.*unknown key 'filters.langage'"):
+        plan("corpus", tmp_path, "corpus.overrides=[filters.langage.enabled=false]")
+    # in a sweep the evaluations read what the training runs write: planned, so accepted
+    sweep = plan("sweep", tmp_path, "sweep.interventions=[0.2]", *_fits(launch_corpus))
+    assert [j.key for j in sweep.jobs] == ["train-p20", "eval-p20", "compare"]
+
+
+def test_inputs_written_by_an_after_job_of_an_earlier_launch(tmp_path, launch_corpus):
+    # the corpus launch recorded what its job writes; training --after it may read the corpus that is not there yet
+    corpus = tmp_path / "c1" / "corpus"
+    (tmp_path / "c1").mkdir()
+    record = {"submissions": [{"jobs": [{"key": "corpus", "job_id": "4242", "outputs": [str(corpus)]}]}]}
+    (tmp_path / "c1" / "jobs.json").write_text(json.dumps(record))
+    args = (f"train.corpus={corpus}", "train.overrides=[train.warmup_steps=10]")
+    assert plan("train", tmp_path, *args, after=["4242"]).jobs
+    with pytest.raises(LaunchError, match="is not a corpus folder"):
+        plan("train", tmp_path, *args)
+    # a job id no launch recorded: accepted with a warning that names it
+    p = plan("train", tmp_path, *args, after=["999"])
+    assert any("assuming that job(s) 999 (--after) write it" in w for w in p.warnings)
+
+
+def test_container_paths_outside_the_mounts_are_refused(tmp_path, launch_corpus):
+    args = (*_fits(launch_corpus), "environment.container_image=nvcr.io#nvidia/pytorch:25.06-py3")
+    with pytest.raises(LaunchError, match=rf"train: train.corpus {launch_corpus} is outside the container's mounts"):
+        plan("train", tmp_path, *args)
+    # the same corpus mounted under another path inside the container: named by its container path
+    inside = Path("/data/corpus")
+    p = plan(
+        "train",
+        tmp_path,
+        *args,
+        f"environment.container_mounts=[{launch_corpus}:{inside}:ro]",
+        f"train.corpus={inside}",
+    )
+    assert f"data.corpus={inside}" in p.jobs[0].script
+    with pytest.raises(LaunchError, match="the source /no/such/fs of '/no/such/fs:/data' does not exist"):
+        plan("train", tmp_path, *args, "environment.container_mounts=[/no/such/fs:/data]")
+
+
+def test_cli_dry_run_prints_every_script(tmp_path, launch_corpus):
     res = subprocess.run(
         [
             str(REPO_ROOT / ".venv" / "bin" / "python"),
@@ -210,6 +427,7 @@ def test_cli_dry_run_prints_every_script(tmp_path):
             *CLUSTER,
             f"output_dir={tmp_path}",
             "sweep.interventions=[0.2, 0.6]",
+            *_fits(launch_corpus),
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -218,6 +436,7 @@ def test_cli_dry_run_prints_every_script(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("#!/bin/bash") == 5
+    assert "warning: cluster.account is null" in res.stderr
     assert "##### submission order" in res.stdout and "intervention_20.yaml" in res.stdout
     bad = subprocess.run(
         [
@@ -229,6 +448,7 @@ def test_cli_dry_run_prints_every_script(tmp_path):
             "configs/launch/h100.yaml",
             "--dry-run",
             *CLUSTER,
+            f"output_dir={tmp_path}",
             "train.resources.nodes=17",
         ],
         cwd=REPO_ROOT,

@@ -29,7 +29,7 @@ def _submitted(launch_dir: Path) -> dict[str, str]:
     return {j["key"]: j["job_id"] for j in data["submissions"][-1]["jobs"]}
 
 
-def test_refusals_checked_against_slurm(local_slurm, tmp_path, monkeypatch, capsys):
+def test_refusals_checked_against_slurm(local_slurm, launch_corpus, tmp_path, monkeypatch, capsys):
     from infra.paths import REPO_ROOT
     from launch.__main__ import main
 
@@ -38,13 +38,16 @@ def test_refusals_checked_against_slurm(local_slurm, tmp_path, monkeypatch, caps
     cases = [
         (["train.resources.nodes=3"], "asks for 3 nodes but partition 'debug' has 2"),
         (["train.resources.partition=single", "train.resources.nodes=2"], "partition 'single' has 1"),
-        (["train.resources.partition=gpu"], "unknown partition 'gpu' (known on this cluster (slurm): debug, single)"),
+        (
+            ["train.resources.partition=gpu"],
+            "unknown partition 'gpu' (known on this cluster (slurm): debug, mem, single)",
+        ),
         (["train.resources.gpus_per_node=8"], "0 GPUs per node"),
         (["environment.container_image=/no/such/image.sqsh"], "image file /no/such/image.sqsh does not exist"),
         (["environment.container_image=nvcr.io#nvidia/pytorch:24.05-py3"], "no pyxis plugin"),
     ]
     for overrides, message in cases:
-        rc = main(["train", *LOCAL, f"output_dir={tmp_path}", *overrides])  # in-process: quicker
+        rc = main(["train", *LOCAL, f"output_dir={tmp_path}", f"train.corpus={launch_corpus}", *overrides])
         err = capsys.readouterr().err
         assert rc == 2, (overrides, err)
         assert message in err, (overrides, err)
@@ -54,11 +57,13 @@ def test_refusals_checked_against_slurm(local_slurm, tmp_path, monkeypatch, caps
 
 def test_failed_submission_cancels_the_jobs_already_submitted(local_slurm, tmp_path):
     # the comparison asks for an option sbatch rejects: the evaluation array, submitted first, is cancelled
+    for m in ("a", "b"):
+        (tmp_path / "x" / m).mkdir(parents=True)
     rc, out, err = run_launch(
         "eval",
         *LOCAL,
         f"output_dir={tmp_path}",
-        "eval.checkpoints=[/x/a, /x/b]",
+        f"eval.checkpoints=[{tmp_path}/x/a, {tmp_path}/x/b]",
         "eval.compare_resources.extra_sbatch=[--no-such-option=1]",
         "eval.resources.extra_sbatch=[--begin=now+1hour]",
     )
@@ -72,7 +77,7 @@ def test_failed_submission_cancels_the_jobs_already_submitted(local_slurm, tmp_p
     assert set(array_states(eval_id)) == {"CANCELLED"}
 
 
-def test_sweep_submits_the_dependency_graph(local_slurm, tmp_path):
+def test_sweep_submits_the_dependency_graph(local_slurm, launch_corpus, tmp_path):
     # hold everything behind a held job so that nothing runs; the graph is what Slurm recorded
     hold = subprocess.run(
         ["sbatch", "--parsable", "--hold", "--partition=debug", f"--output={tmp_path}/h.out", "--wrap=true"],
@@ -90,7 +95,7 @@ def test_sweep_submits_the_dependency_graph(local_slurm, tmp_path):
             "--after",
             hold_id,
             "sweep.interventions=[0.0, 0.2, 0.6]",
-            "train.corpus=/data/corpus",
+            f"train.corpus={launch_corpus}",
         )
         assert rc == 0, err
         launch_dir = tmp_path / "local"
@@ -209,8 +214,62 @@ def test_eval_array_then_compare(local_slurm, tiny_hf_model, tmp_path):
     assert len(list((logs / "eval").glob(f"{ids['eval']}_*.out"))) == 2
 
 
+def _forgetful_scontrol(folder: Path) -> dict[str, str]:
+    """PATH with an ``scontrol`` that, like the controller after ``MinJobAge``, no longer knows any job."""
+    import os
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / "scontrol"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = show ] && [ "$2" = job ]; then echo "slurm_load_jobs error: Invalid job id specified" >&2; '
+        "exit 1; fi\n"
+        f'exec {shutil.which("scontrol")} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_status_falls_back_to_sacct(local_slurm, tmp_path):
+    # a real finished job, read back by `launch status` after the controller has forgotten it: sacct
+    # answers (here from the job completion records: the local Slurm has no accounting database)
+    res = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--partition=debug", f"--output={tmp_path}/j.out", "--wrap=exit 3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    job = res.stdout.strip().split(";")[0]
+    assert job.isdigit(), res.stderr
+    launch_dir = tmp_path / "l1"
+    launch_dir.mkdir()
+    record = {"command": "train", "time": "t", "status": "submitted", "jobs": [{"key": "train", "job_id": job}]}
+    (launch_dir / "jobs.json").write_text(json.dumps({"submissions": [record]}))
+    env = _forgetful_scontrol(tmp_path / "bin")
+    st = subprocess.run(
+        [".venv/bin/python", "-m", "launch", "status", str(launch_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+        env=env,
+    )
+    assert st.returncode == 0, st.stderr
+    state = json.loads(st.stdout)["states"][job]
+    assert state == {"state": "FAILED", "exit_code": "3:0", "source": "sacct"}
+    # the controller still knows it: scontrol answers first
+    from launch.plan import job_states
+
+    assert job_states([job])[job]["source"] == "scontrol"
+
+
 @pytest.mark.slow
-def test_corpus_job_with_datatrove_slurm_executor(local_slurm, tmp_path):
+def test_corpus_driver_with_memory_submits_datatrove_arrays(local_slurm, tmp_path):
+    # the driver asks for memory (SLURM_MEM_PER_NODE in its environment) on a partition with DefMemPerCPU,
+    # datatrove's arrays ask --mem-per-cpu and inherit the driver's environment (--export=ALL): without
+    # the driver scrubbing its SLURM_* variables, srun in every array task fails with "SLURM_MEM_PER_CPU,
+    # SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive"
     rc, out, err = run_launch(
         "corpus",
         *LOCAL,
@@ -218,18 +277,21 @@ def test_corpus_job_with_datatrove_slurm_executor(local_slurm, tmp_path):
         "corpus.executor=slurm",
         "corpus.output_dir=corpus",
         "corpus.wait_poll_s=2",
-        "corpus.executor_overrides={executor.partition: debug, executor.tasks: 2, "
+        "corpus.resources={partition: mem, mem: 400M, cpus_per_task: 1, time: '00:30:00'}",
+        "corpus.executor_overrides={executor.partition: mem, executor.tasks: 2, "
         "executor.time: '00:20:00', executor.mem_per_cpu_gb: 1}",
     )
     assert rc == 0, err
     launch_dir = tmp_path / "local"
     driver = _submitted(launch_dir)["corpus"]
+    assert scontrol_job(driver)["MinMemoryNode"] == "400M"
     corpus = launch_dir / "corpus"
     states = wait_done(driver, 280, "corpus driver", launch_dir / "logs")
+    slurm_logs = sorted((corpus / "logs").rglob("slurm/*.out"))
+    text = "\n".join(p.read_text() for p in slurm_logs)
     log = (launch_dir / "logs" / "corpus" / f"{driver}.out").read_text()
-    assert states == ["COMPLETED"], log[-4000:]
+    assert "mutually exclusive" not in text, text[-3000:]
+    assert states == ["COMPLETED"], log[-3000:] + text[-3000:]
     manifest = json.loads((corpus / "manifest.json").read_text())
     assert sum(b["documents"] for b in manifest["buckets"].values()) > 0
-    # the stages ran as datatrove's own Slurm jobs, not inside the driver
-    slurm_logs = list((corpus / "logs").rglob("slurm/*.out"))
-    assert slurm_logs, sorted(str(p) for p in (corpus / "logs").rglob("*"))
+    assert slurm_logs  # the stages ran as datatrove's own Slurm jobs
