@@ -1,4 +1,4 @@
-"""``python -m trainer {train,sft,export-hf}``: thin command-line entry points."""
+"""``python -m trainer {train,sft,export-hf,report}``: thin command-line entry points."""
 
 from __future__ import annotations
 
@@ -71,7 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p = sub.add_parser(
+        "report",
+        help="write RUN_DIR/report.html and report.md: loss, bucket mix, tokens/s, epochs per bucket",
+        description="The run report of a run folder (also while it trains): loss with phase boundaries, "
+        "cumulative token share per bucket against the schedule, tokens/s, epochs per bucket.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="folder of report.html, report.md and report_plots/ (default: RUN_DIR)")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from infra.folders import FolderError
+        from trainer.report import write_run_report
+
+        try:
+            print(write_run_report(args.run_dir, args.out))
+        except FolderError as e:
+            print(f"trainer report: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     import warnings
 

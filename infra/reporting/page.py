@@ -42,7 +42,7 @@ nav{font-size:.9em;margin:.6em 0 1em;color:#555} nav a{margin-right:.9em;color:#
 .ok{background:#e8f5e9;border:1px solid #8bc34a;padding:.4em 1em;margin:1em 0}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em}
 th,td{border:1px solid #cfcfcf;padding:3px 8px;vertical-align:top;overflow-wrap:anywhere}
-table{max-width:100%}
+table{max-width:100%} th,td.num,td.missing{overflow-wrap:normal}
 th{background:#eef1f5;text-align:left} tr:nth-child(even) td{background:#f8f9fb}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.missing,span.missing{color:#9a9a9a;font-style:italic}
