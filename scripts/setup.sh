@@ -57,6 +57,7 @@ fi
 # 4. Optional local Slurm (tests of launch/ use it; needs root and Debian packages).
 if [ "$WITH_SLURM" = 1 ]; then
   bash launch/testing/install_slurm.sh
+  command -v chromium >/dev/null || apt-get install -y -q chromium  # the report tests' headless browser
 fi
 if [ -n "$VLLM_PID" ] && ! wait "$VLLM_PID"; then
   echo "[setup] the vLLM virtualenv failed to install; its log:" >&2
