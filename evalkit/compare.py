@@ -181,7 +181,8 @@ def differences(runs: list[Run]) -> tuple[list[str], list[list]]:
         shas = [next((f.get("sha256") for f in r.files if f["key"] == k), None) for r in runs]
         specs = [next((f.get("spec") for f in r.files if f["key"] == k), None) for r in runs]
         short = [s[:12] if s else s for s in shas]
-        if row(f"{k} sha256", short) and any(shas):
+        row(f"{k} sha256", short)
+        if len({x for x in shas if x}) > 1:  # a run that does not read the file is no other data
             what = [f"{p} sha256 {s}" if p else None for p, s in zip(specs, short)]
             kind = "different prompt sets" if k.startswith("data.") else "different data"
             warns.append(f"{kind}: {k} differs ({listing(what)})")
@@ -291,15 +292,11 @@ def _start_figure(page: Page, runs: list[Run]) -> None:
     fracs = sorted({r.start for r in known if r.start != NEVER})
     never_x = (max(fracs) if fracs else 0.0) + 0.2
     xs = {r.name: (never_x if r.start == NEVER else r.start) for r in known}
-    series = {
-        "ASR": [(xs[r.name], r.headline.get("asr.asr")) for r in known],
-    }
+    first = {r.name: r.headline.get("asr.asr", r.headline.get("finetune-robustness.asr_before")) for r in known}
+    series = {"ASR": [(xs[r.name], first[r.name]) for r in known]}
     if any(_suite(r, "finetune-robustness") for r in known):
         series["ASR after benign finetuning"] = [
             (xs[r.name], r.headline.get("finetune-robustness.asr_after")) for r in known
-        ]
-        series["ASR before finetuning"] = [
-            (xs[r.name], r.headline.get("finetune-robustness.asr_before")) for r in known
         ]
     ticks = [(x, f"{x:.0%}") for x in fracs] + ([(never_x, NEVER)] if any(r.start == NEVER for r in known) else [])
     page.figure(
@@ -311,6 +308,7 @@ def _start_figure(page: Page, runs: list[Run]) -> None:
             ylim=(-0.02, 1.02),
             xticks=ticks,
             band=False,
+            dodge=0.012,
         ),
         "compare_asr_vs_start",
         "ASR and after-finetuning ASR of each run at its intervention start ('never': no safety data), "

@@ -283,7 +283,14 @@ def trajectory_report(
         series = {r: [(p.tokens, p.headline.get(k)) for p in points if p.run == r] for r in runs}
         rated = any(isinstance(p.headline.get(k), dict) for p in points)
         page.figure(
-            F.curves(series, k, k.split(".")[-1], boundaries=bounds, ylim=(-0.02, 1.02) if rated else None),
+            F.curves(
+                series,
+                k,
+                k.split(".")[-1],
+                boundaries=bounds,
+                ylim=(-0.02, 1.02) if rated else None,
+                dodge=0.006 if len(series) > 1 else 0.0,
+            ),
             f"trajectory_{k}",
             f"{k} at each evaluated checkpoint against tokens seen"
             + (", with its 95% Wilson interval" if rated else "")

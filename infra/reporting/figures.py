@@ -293,6 +293,7 @@ def curves(
     styles: dict[str, dict] | None = None,
     xticks: list[tuple[float, str]] | None = None,
     band: bool | None = None,
+    dodge: float = 0.0,
 ):
     """Lines of (x, value) points; a value that is a rate gets its 95% interval (a band, or error bars
     when there are few points); missing values leave a gap and a grey "missing" cross on the x axis.
@@ -302,14 +303,20 @@ def curves(
             starts, each with a label; drawn as dotted vertical lines in the series' colour.
         styles: per series extra ``plot`` keywords (``ls``, ``color``).
         xticks: explicit (position, label) ticks (e.g. intervention starts with "never").
+        dodge: shift series j by ``(j - (k - 1) / 2) * dodge`` of the x range, so that the error bars
+            of series at the same x do not hide each other.
     """
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(6.4, 3.4))
     colors = {}
     missing_x = []
     any_err = False
+    all_x = [float(x) for pts in series.values() for x, _ in pts]
+    shift = dodge * ((max(all_x) - min(all_x)) if len(all_x) > 1 else 1.0)
+    k = len(series)
     for j, (name, pts) in enumerate(series.items()):
-        pts = sorted(((float(x), as_rate(v)) for x, v in pts), key=lambda p: p[0])
+        off = (j - (k - 1) / 2) * shift
+        pts = sorted(((float(x) + off, as_rate(v)) for x, v in pts), key=lambda p: p[0])
         style = {"marker": "o", "ms": 3 if len(pts) < 40 else 0, "lw": 1.3} | (styles or {}).get(name, {})
         style.setdefault("color", pyplot.cm.tab10.colors[j % 10])
         colors[name] = style["color"]
