@@ -342,7 +342,8 @@ def train_job(
         + R.prelude(ctx.workdir)
         + [
             f"mkdir -p {q(str(run_dir))}",
-            'export SPT_HEAD_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+            'SPT_HEAD_NODE="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+            "export SPT_HEAD_NODE",
             f"export SPT_RDZV_PORT={port}",
             "",
             *R.WAIT_FN,
@@ -673,13 +674,14 @@ def plan_corpus(ctx: Context) -> Plan:
             "SPT_IDLE=0",
             'while [ ! -f "$SPT_MANIFEST" ]; do',
             f"  sleep {int(c.wait_poll_s)}",
-            "  # datatrove's jobs that can still run (a failed stage leaves its dependents pending forever)",
-            f'  alive=$(squeue -h -u "$(id -un)" -o "%j %r" | grep "^{stage_prefix}-" '
-            "| grep -v -c DependencyNeverSatisfied || true)",
-            '  if [ "$alive" = 0 ]; then SPT_IDLE=$((SPT_IDLE + 1)); else SPT_IDLE=0; fi',
-            '  if [ "$SPT_IDLE" -ge 2 ] && [ ! -f "$SPT_MANIFEST" ]; then',
-            f'    echo "[launch] no runnable {stage_prefix}-* job left and no $SPT_MANIFEST: a stage failed '
-            '(see the datatrove logging folders under the corpus)"',
+            "  # datatrove chains its stages with afterok: one job whose dependency can never be met means",
+            "  # a stage failed (its later dependents stay pending forever); none left means the same",
+            f'  jobs=$(squeue -h -u "$(id -un)" -o "%j %r" | grep "^{stage_prefix}-" || true)',
+            '  broken=$(printf "%s\\n" "$jobs" | grep -c DependencyNeverSatisfied || true)',
+            '  if [ -z "$jobs" ]; then SPT_IDLE=$((SPT_IDLE + 1)); else SPT_IDLE=0; fi',
+            '  if { [ "$broken" != 0 ] || [ "$SPT_IDLE" -ge 2 ]; } && [ ! -f "$SPT_MANIFEST" ]; then',
+            f'    echo "[launch] a {stage_prefix}-* job waits for a failed one, or none is left, and there is no '
+            '$SPT_MANIFEST: a stage failed (see the datatrove logging folders under the corpus)"',
             f'    stale=$(squeue -h -u "$(id -un)" -o %j | grep "^{stage_prefix}-" | sort -u | paste -sd, -)',
             '    if [ -n "$stale" ]; then scancel -u "$(id -un)" -n "$stale"; fi',
             "    exit 1",

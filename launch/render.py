@@ -131,7 +131,9 @@ def srun_prefix(
     mounts: list[str] | None = None,
     container_name: str | None = None,
 ) -> str:
-    """``srun`` with the step's placement and CPUs and, when configured, the pyxis container."""
+    """``srun`` with the step's placement and CPUs and, when configured, the pyxis container.
+
+    ``container_name`` is shell text, quoted by the caller (it may end in an array task id variable)."""
     parts = ["srun", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}", f"--cpus-per-task={cpus_per_task}"]
     if kill_on_bad_exit:
         parts.append("--kill-on-bad-exit=1")
@@ -144,7 +146,7 @@ def srun_prefix(
             f"--container-workdir={q(str(workdir))}",
         ]
         if container_name:
-            parts.append(f"--container-name={q(container_name)}")
+            parts.append(f"--container-name={container_name}")
     return " ".join(parts)
 
 
