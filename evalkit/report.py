@@ -239,13 +239,13 @@ def headline_rows(results: dict) -> list[list]:
         if not isinstance(m, dict):
             continue
         for title, mm in _judge_parts(suite, m):
-            if title != suite:
+            if title != suite or "headline_judges" not in mm:  # suites whose headline lists its judges
                 continue
             rk = _judge_key(mm["judges"])
             for name, j in mm["judges"].items():
                 key = f"{suite}.{name}"
                 if key not in seen:  # a judge configured with headline: false still gets its row
-                    rows.append(_headline_row(key, rate_of(j, rk), "not a headline judge"))
+                    rows.append(_headline_row(key, rate_of(j, rk), "headline: false in judges.use"))
                     seen.add(key)
     return rows
 
