@@ -260,7 +260,7 @@ class EvalConfig:
         model: HF folder or trainer checkpoint.
         suites: names registered in ``evalkit.registry.SUITES`` (``evalkit/suites.py``), run in this order.
         out: results folder.
-        report: report format.
+        report: which page ``write_report`` returns (md | html); both are always written.
         decoding: how answers are generated.
         backend: where generations come from.
         judges: the refusal/harm judges.

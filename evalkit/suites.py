@@ -101,7 +101,8 @@ class Context:
         key = (which, split)
         if key not in self._cache:
             ps = load_prompts(getattr(self.cfg.data, which))
-            self.skipped.extend(s | {"set": which} for s in ps.skipped)
+            if not any(w == which for w, _ in self._cache):  # a bad row is one row, whatever the splits read
+                self.skipped.extend(s | {"set": which} for s in ps.skipped)
             ps = ps.split(split or self.cfg.data.split).limit(self.cfg.data.limit)
             self.filtered[f"{which}:{split or self.cfg.data.split}"] = len(ps.filtered)
             if not ps.prompts:
