@@ -111,6 +111,23 @@ class Context:
             self.errors.append(f"{key}: {full} does not exist")
         return str(p)
 
+    def config_file(self, key: str, p: str, folder: str) -> Path | None:
+        """The package config a job's ``--config P`` names, as its CLI finds it from the job's folder: a file
+        there, else a shipped config of that name (``infra.config.resolve_config_path``). None (and an error
+        naming ``key``) when neither exists."""
+        from infra.config import resolve_config_path
+
+        full = self.host_path(self.job_path(p))
+        if full.is_file():
+            return full
+        if not Path(p).is_absolute() and self.workdir.is_dir():
+            with preflight.in_dir(self.workdir):
+                shipped = resolve_config_path(p, folder)
+            if shipped.is_file():
+                return shipped.resolve()
+        self.errors.append(f"{key}: {full} does not exist (nor is {p!r} the name of a shipped config)")
+        return None
+
     def check(self, key: str, res: Resources, ntasks_per_node: int = 1) -> None:
         self.errors += check_resources(key, res, self.info, ntasks_per_node)
 
@@ -277,7 +294,8 @@ def train_job(
     res = t.resources
     ctx.check(key, res)
     env = ctx.cfg.environment
-    config = ctx.repo_file("train.config", t.config)
+    config = t.config
+    config_path = ctx.config_file("train.config", t.config, "trainer")
     nproc = _nproc(t)
     args = ["--config", config, f"run_dir={run_dir}"]
     if t.corpus:
@@ -287,10 +305,10 @@ def train_job(
         args.append(f"data.curriculum={curriculum}")
     args += t.overrides
     inputs: list[tuple[str, str, str]] = []
-    if Path(config).suffix in (".yaml", ".yml") and ctx.host_path(ctx.job_path(config)).is_file():
+    if config_path is not None:
         checked = preflight.check_trainer(
             key,
-            str(ctx.host_path(ctx.job_path(config))),
+            str(config_path),
             args[2:],
             workdir=ctx.workdir,
             world_size=res.nodes * nproc,
@@ -550,13 +568,9 @@ def plan_sweep(ctx: Context) -> Plan:
     template = None
     need_template = any(round(x * 100) not in s.curriculum_files for x in s.interventions)
     if need_template:
-        tpath = (
-            ctx.workdir / s.curriculum_template
-            if not Path(s.curriculum_template).is_absolute()
-            else Path(s.curriculum_template)
-        )
-        if not tpath.is_file():
-            raise LaunchError(f"sweep.curriculum_template: {tpath} does not exist")
+        tpath = ctx.config_file("sweep.curriculum_template", s.curriculum_template, "trainer")
+        if tpath is None:
+            raise LaunchError("refusing to submit:\n  " + "\n  ".join(ctx.errors))
         template = load_template(tpath)
     evals, outs = [], []
     for x in s.interventions:
@@ -606,7 +620,8 @@ def plan_corpus(ctx: Context) -> Plan:
     res = c.resources
     ctx.check(key, res)
     env = ctx.cfg.environment
-    config = ctx.repo_file("corpus.config", c.config)
+    config = c.config
+    config_path = ctx.config_file("corpus.config", c.config, "datagen")
     args = ["--config", config]
     out_dir = ctx.under_launch(c.output_dir) if c.output_dir else None
     if out_dir is not None:
@@ -621,9 +636,8 @@ def plan_corpus(ctx: Context) -> Plan:
     args += c.overrides + [f"{k}={v}" for k, v in c.executor_overrides.items()]
     inputs: list[tuple[str, str, str]] = []
     outputs = [str(out_dir)] if out_dir is not None else []
-    full_config = ctx.host_path(ctx.job_path(config))
-    if full_config.is_file():
-        checked = preflight.check_datagen(key, str(full_config), args[2:], workdir=ctx.workdir)
+    if config_path is not None:
+        checked = preflight.check_datagen(key, str(config_path), args[2:], workdir=ctx.workdir)
         ctx.add_package_check(checked)
         dg = checked.config
         if dg is not None:
