@@ -260,16 +260,28 @@ def unwrap(module):
     return module
 
 
-def _adam_step_dtype() -> torch.dtype:
-    """The dtype torch's (non-fused) Adam gives its ``step`` tensors: float64 under a float64 default
-    dtype, else float32. Priming with the same dtype keeps a resumed run's bias correction, and so its
-    losses, bit-identical; spelt out here rather than importing torch's private helper for it."""
+def _adam_step_dtype(fused: bool = False) -> torch.dtype:
+    """The dtype torch's Adam gives its ``step`` tensors: float32 when fused, else float64 under a
+    float64 default dtype, else float32. Priming with the same dtype keeps a resumed run's bias
+    correction, and so its losses, bit-identical; spelt out here rather than importing torch's private
+    helper for it."""
+    if fused:
+        return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _step_tensor(value: float, group: dict, p: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An Adam ``step`` tensor where torch's Adam keeps it: on the parameter's device for the fused
+    (``train.fused_adam``) and capturable variants, on the CPU otherwise."""
+    on_device = bool(group.get("fused") or group.get("capturable"))
+    dtype = dtype or _adam_step_dtype(bool(group.get("fused")))
+    return torch.tensor(value, dtype=dtype, device=p.device if on_device else "cpu")
 
 
 # param-group entries that come from the run's config, not from training: a resumed run keeps this
 # start's values (the checkpoint's param groups would otherwise bring back the old peak lr, betas...)
-_CONFIGURED = ("max_lr", "min_lr", "betas", "eps")
+# (and the kernel choice, train.fused_adam)
+_CONFIGURED = ("max_lr", "min_lr", "betas", "eps", "fused", "foreach")
 
 
 def _inner_optimizers(optimizer):
@@ -300,7 +312,7 @@ def _prime_optimizer_state(optimizer) -> None:
             for p in group["params"]:
                 st = inner.state[p]
                 if "step" not in st:
-                    st["step"] = torch.tensor(0.0, dtype=_adam_step_dtype())
+                    st["step"] = _step_tensor(0.0, group, p)
                     st.setdefault("exp_avg", torch.zeros_like(p, memory_format=torch.preserve_format))
                     st.setdefault("exp_avg_sq", torch.zeros_like(p, memory_format=torch.preserve_format))
 
@@ -318,7 +330,7 @@ def _restore_adam_steps(optimizer) -> None:
             for p in group["params"]:
                 st = inner.state.get(p)
                 if st is not None and isinstance(st.get("step"), torch.Tensor):
-                    st["step"] = torch.tensor(float(group["step"]), dtype=st["step"].dtype)
+                    st["step"] = _step_tensor(float(group["step"]), group, p, st["step"].dtype)
 
 
 def _read_trainer_state(ckpt_dir: Path) -> dict:
@@ -479,8 +491,8 @@ def load_checkpoint(
         if optimizer is not None:
             configured = _configured_hyperparameters(optimizer)
             optimizer.load_state_dict(loaded["optimizer"])
-            _restore_adam_steps(optimizer)
             _set_configured_hyperparameters(optimizer, configured)
+            _restore_adam_steps(optimizer)  # after: a fused group keeps its step counts on the device
         if model_only_optimizer is not None:  # bf16 runs: refresh the fp32 main weights from the model
             model_only_optimizer.reload_model_params()
     if scheduler is not None and state.get("scheduler"):

@@ -12,7 +12,27 @@ from typing import Literal
 from infra.config import ConfigError
 from infra.curriculum import CurriculumConfig, resolve_curriculum
 
-__all__ = ["TrainerConfig", "ValidationConfig", "resolve_curriculum"]
+__all__ = ["FusionConfig", "TrainerConfig", "ValidationConfig", "resolve_curriculum"]
+
+
+@dataclass
+class FusionConfig:
+    """megatron-core's fused kernels (``trainer.fusions``): null = on where available on this device
+    and spec, true = required (an error at start names what is missing), false = off. All are off on
+    the CPU.
+
+    Attributes:
+        gradient_accumulation: weight-gradient GEMMs accumulate into the fp32 main-grad buffer
+            (needs apex's ``fused_weight_gradient_mlp_cuda``).
+        rope: fused rotary embedding (needs Transformer-Engine).
+        cross_entropy: fused vocab-parallel cross-entropy (megatron's native kernel; CUDA).
+        swiglu: fused SiLU-and-multiply of the MLP (CUDA).
+    """
+
+    gradient_accumulation: bool | None = None
+    rope: bool | None = None
+    cross_entropy: bool | None = None
+    swiglu: bool | None = None
 
 
 @dataclass
@@ -31,10 +51,16 @@ class ModelConfig:
         rope_theta: overrides the preset's rotary embedding base (null keeps the preset's).
         vocab_size: tokenizer vocabulary; null takes it from the corpus manifest / HF tokenizer.
         make_vocab_size_divisible_by: the embedding is padded to a multiple of this times TP.
-        fp8: null (off) | ``e4m3`` | ``hybrid``; needs the ``te`` spec.
-        fp8_recipe: Transformer-Engine FP8 recipe, ``delayed`` | ``tensorwise`` | ``mxfp8`` |
-            ``blockwise`` (used only with ``fp8``).
-        compile: wrap the model in ``torch.compile`` (GPU; the torch spec benefits most).
+        fp8: null (off) | ``e4m3`` | ``hybrid`` (e4m3 forward, e5m2 gradients). With the ``te`` spec
+            Transformer-Engine's FP8; with the ``torch`` spec torchao's float8 training
+            (``trainer.fp8``). The recipe is checked against the GPU and the library version at start.
+        fp8_recipe: ``delayed`` | ``tensorwise`` | ``mxfp8`` (Blackwell only) | ``blockwise``
+            (Transformer-Engine), ``tensorwise`` (fp8=hybrid) | ``rowwise`` (fp8=e4m3) for torchao;
+            used only with ``fp8``.
+        compile: ``torch.compile`` each transformer layer separately (torchtitan's way: megatron's
+            gradient-reduce and parameter-gather hooks stay outside the compiled graphs, so their
+            overlap with compute survives). GPU; the torch spec benefits most.
+        fusions: megatron's fused kernels (``FusionConfig``).
         init_std: std of the normal weight initialisation.
     """
 
@@ -49,8 +75,9 @@ class ModelConfig:
     vocab_size: int | None = None
     make_vocab_size_divisible_by: int = 128
     fp8: Literal["e4m3", "hybrid"] | None = None
-    fp8_recipe: Literal["delayed", "tensorwise", "mxfp8", "blockwise"] = "delayed"
+    fp8_recipe: Literal["delayed", "tensorwise", "mxfp8", "blockwise", "rowwise"] = "delayed"
     compile: bool = False
+    fusions: FusionConfig = field(default_factory=FusionConfig)
     init_std: float = 0.02
 
 
@@ -97,6 +124,19 @@ class TrainConfig:
             choice and the device are logged at start (``trainer.device``).
         precision: ``auto`` (bf16 on GPU, fp32 on CPU) | ``bf16`` | ``fp32``.
         distributed_optimizer: shard optimizer state over DP ranks (megatron's DistributedOptimizer).
+        overlap_grad_reduce: start each gradient bucket's DP reduce(-scatter) during the backward
+            pass; null: on with CUDA, off on the CPU.
+        overlap_param_gather: with the distributed optimizer, all-gather the updated parameters
+            bucket by bucket during the next forward pass instead of right after the optimizer step;
+            null: on with CUDA and the distributed optimizer. Before a checkpoint, a validation or
+            the export the gather is completed.
+        fused_adam: torch's fused AdamW kernel (one launch for all parameters, its step counts on the
+            device) where megatron falls back to torch's AdamW (no Transformer-Engine / apex
+            FusedAdam); null: on with CUDA. Numerically equal to the default implementation up to
+            rounding.
+        deterministic: reproducible GPU kernels (``torch.use_deterministic_algorithms``, a fixed
+            cuBLAS workspace, the math SDPA backend: flash / memory-efficient attention backward are
+            not deterministic). Slower; for bit-exact resume checks. No effect on CPU results.
         seed: model initialisation seed.
         save_interval: checkpoint every N steps (0: only at the end).
         keep_last: complete checkpoints kept (older ones are deleted).
@@ -136,6 +176,10 @@ class TrainConfig:
     device: Literal["auto", "cuda", "cpu"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     distributed_optimizer: bool = True
+    overlap_grad_reduce: bool | None = None
+    overlap_param_gather: bool | None = None
+    fused_adam: bool | None = None
+    deterministic: bool = False
     seed: int = 1234
     save_interval: int = 0
     keep_last: int = 2
@@ -162,6 +206,11 @@ class TrainConfig:
             raise ConfigError(f"key 'train.min_lr' ({self.min_lr}) is larger than train.lr ({self.lr})")
         if self.keep_last < 1:
             raise ConfigError(f"key 'train.keep_last': must be >= 1, got {self.keep_last}")
+        if self.overlap_param_gather and not self.distributed_optimizer:
+            raise ConfigError(
+                "key 'train.overlap_param_gather' is true but train.distributed_optimizer is false: "
+                "only the distributed optimizer gathers parameters"
+            )
         if self.log_interval < 1:
             raise ConfigError(f"key 'train.log_interval': must be >= 1, got {self.log_interval}")
         if self.nan_check_interval < 0:

@@ -92,15 +92,20 @@ class SDPACoreAttention(torch.nn.Module):
             raise ValueError("SDPACoreAttention does not support packed sequences or attention bias")
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
+        kw = dict(
             is_causal=True,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.softmax_scale,
             enable_gqa=q.shape[1] != k.shape[1],
         )
+        if q.is_cuda and torch.are_deterministic_algorithms_enabled():
+            # flash and memory-efficient attention backward are not deterministic (train.deterministic)
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(q, k, v, **kw)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, **kw)
         s, b = query.shape[0], query.shape[1]
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
 
@@ -122,15 +127,19 @@ def build_layer_spec(name: str):
 
 
 def fp8_config_kwargs(fp8: str | None, recipe: str, spec: str) -> dict:
-    """``TransformerConfig`` FP8 fields; FP8 needs the TE spec.
+    """``TransformerConfig`` FP8 fields: Transformer-Engine's FP8 for the te spec; none for the torch
+    spec, whose FP8 is torchao's (``trainer.fp8.convert_to_float8``, applied to the built model).
 
     Args:
         fp8: None (off), ``"e4m3"`` or ``"hybrid"`` (e4m3 forward, e5m2 backward).
-        recipe: ``delayed``, ``tensorwise``, ``mxfp8`` or ``blockwise`` (TE recipes).
+        recipe: ``delayed``, ``tensorwise``, ``mxfp8`` or ``blockwise`` (TE recipes), or torchao's
+            ``tensorwise`` / ``rowwise``.
         spec: the resolved spec name.
     """
     if not fp8:
         return {}
+    if spec == "torch":
+        return {}
     if spec != "te":
-        raise ValueError(f"model.fp8={fp8!r} needs model.spec=te (resolved spec is {spec!r})")
+        raise ValueError(f"model.fp8={fp8!r} needs model.spec=te or torch (resolved spec is {spec!r})")
     return {"fp8": fp8, "fp8_recipe": recipe}

@@ -94,11 +94,14 @@ def transformer_config(
     spec: str = "local",
     fp8: dict | None = None,
     calculate_per_token_loss: bool = True,
+    fusions: dict | None = None,
 ):
     """The megatron ``TransformerConfig`` for an architecture and parallel layout.
 
     On CPU (no CUDA) the settings megatron needs there are applied: CPU initialisation, no fused
-    kernels, no gradient-accumulation fusion.
+    kernels, no gradient-accumulation fusion. ``fusions`` (``trainer.fusions.resolve_fusions``) turns
+    megatron's fused kernels on; without it they stay off (the SwiGLU fusion on with TE on GPU, as
+    before).
     """
     from megatron.core.transformer.transformer_config import TransformerConfig
 
@@ -136,6 +139,7 @@ def transformer_config(
         apply_rope_fusion=False,
         cross_entropy_loss_fusion=False,
     )
+    kw.update(fusions or {})
     kw.update(fp8 or {})
     return TransformerConfig(**kw)
 
@@ -186,28 +190,77 @@ def flops_per_token(arch: Arch, vocab_size: int, seq_length: int) -> float:
     return 6.0 * matmul_params + 6.0 * vocab_size * h + 3.0 * attn
 
 
-def mask_padded_vocab(model, vocab_size: int, tp_rank: int = 0, tp_size: int = 1) -> None:
-    """Give the embedding's padding rows (ids >= ``vocab_size``) a logit of -inf-like value.
+def compile_layers(gpt, **compile_kwargs) -> int:
+    """``torch.compile`` the forward of each transformer layer of a megatron ``GPTModel`` (in place;
+    returns how many). Compiling per layer, not the whole model, keeps the module boundaries where
+    megatron's DDP hooks act (a bucket's gradient reduce starts when the layer's backward has produced
+    its gradients; parameter all-gathers are waited for before the layer runs), so their overlap with
+    compute survives, as in torchtitan. Identical layers share one compiled graph."""
+    decoder = getattr(gpt, "decoder", None)
+    if decoder is None:
+        return 0
+    for layer in decoder.layers:
+        layer.forward = torch.compile(layer.forward, **compile_kwargs)
+    return len(decoder.layers)
+
+
+def hoist_param_gather_hooks(ddp, gpt) -> int:
+    """With ``overlap_param_gather``, megatron's DDP registers a forward pre-hook on every submodule
+    that waits for its parameters' all-gather; inside a compiled layer those hooks would be traced
+    (communication handles break the graph at every linear layer). This replaces, for the modules of
+    each compiled layer, the per-module hooks by one pre-hook on the layer that waits for all of the
+    layer's buckets before its compiled forward runs (and dispatches the next bucket's gather, as
+    megatron's hook does). Returns the number of layers hooked. ``ddp.disable_forward_pre_hook`` is
+    not used afterwards (the trainer completes gathers with ``start_param_sync(force_sync=True)``)."""
+    if not getattr(ddp, "use_forward_hook", False):
+        return 0
+    handles = ddp.remove_forward_pre_hook_handles
+    skip_next = ddp.ddp_config.align_param_gather
+    n = 0
+    for layer in gpt.decoder.layers:
+        for m in layer.modules():
+            h = handles.pop(m, None)
+            if h is not None:
+                h.remove()
+
+        def hook(module, *unused):
+            for p in module.parameters():
+                group = ddp.param_to_bucket_group.get(p)
+                if group is not None:
+                    group.finish_param_sync(skip_next_bucket_dispatch=skip_next)
+
+        handles[layer] = layer.register_forward_pre_hook(hook)
+        n += 1
+    return n
+
+
+def mask_padded_vocab(model, vocab_size: int, tp_rank: int = 0, tp_size: int = 1):
+    """Give the embedding's padding rows (ids >= ``vocab_size``) a minimal logit; returns the hook's
+    handle (None when this rank holds no padding rows or no output layer).
 
     megatron pads the vocabulary so that TP shards are equal; with tied embeddings those rows would
     otherwise produce real logits (0 for zero rows) that take probability mass in the loss and drift
     in training, although the tokenizer can never emit them and the HF export drops them. Masking them
     keeps the trained distribution equal to the exported one (and an imported HF model's loss equal
     to transformers' loss from the first step).
+
+    The hook fills only the padding columns of the logits in place (``logits[..., start:]``, a view of
+    ``batch * seq * padding`` elements) instead of a ``masked_fill`` pass over every logit: the values
+    and the gradients are those of the masked_fill (the filled columns pass no gradient), and the
+    linear layer's backward does not need its output, so the in-place write is safe for autograd.
     """
     out_layer = getattr(model, "output_layer", None)
     if out_layer is None:
-        return  # not the last pipeline stage
+        return None  # not the last pipeline stage
     weight = out_layer.weight if out_layer.weight is not None else model.embedding.word_embeddings.weight
     shard = weight.shape[0]
     start = max(0, min(shard, vocab_size - tp_rank * shard))
     if start == shard:
-        return  # this TP rank holds no padding rows
+        return None  # this TP rank holds no padding rows
 
     def hook(module, inputs, output):
         logits, bias = output
-        mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        mask[start:] = True
-        return logits.masked_fill(mask, torch.finfo(logits.dtype).min), bias
+        logits[..., start:].fill_(torch.finfo(logits.dtype).min)
+        return logits, bias
 
-    out_layer.register_forward_hook(hook)
+    return out_layer.register_forward_hook(hook)

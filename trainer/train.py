@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,17 +154,41 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
     from megatron.core.transformer.module import Float16Module
 
-    t = cfg.train
+    from trainer.fp8 import convert_to_float8, validate_fp8_on_this_machine
+    from trainer.fusions import installed_fusion_libraries, resolve_fusions
+    from trainer.model import compile_layers, hoist_param_gather_hooks
+
+    t, m = cfg.train, cfg.model
+    on_gpu = info.device.type == "cuda"
+    validate_fp8_on_this_machine(ms.spec, m.fp8, m.fp8_recipe, m.compile)
+    if m.compile and not on_gpu:
+        log.warning("model.compile=true on the CPU: compiling for the CPU (slow to start, no gain expected)")
+    fusions = resolve_fusions(
+        {k: getattr(m.fusions, k) for k in ("gradient_accumulation", "rope", "cross_entropy", "swiglu")},
+        on_gpu,
+        ms.spec,
+        installed_fusion_libraries(),
+    )
+    if m.fp8 and ms.spec == "torch" and fusions["gradient_accumulation_fusion"]:
+        if m.fusions.gradient_accumulation:
+            raise ConfigError(
+                "key 'model.fusions.gradient_accumulation': torchao's float8 linears (model.fp8 with the "
+                "torch spec) produce their own weight gradients; set it to null or false"
+            )
+        fusions["gradient_accumulation_fusion"] = False
+    if info.is_main:
+        log.info("fusions: %s", ", ".join(f"{k}={v}" for k, v in fusions.items()))
     config = transformer_config(
         ms.arch,
         tp=info.tp,
         pp=info.pp,
         dtype=ms.dtype,
-        init_std=cfg.model.init_std,
+        init_std=m.init_std,
         spec=ms.spec,
-        fp8=fp8_config_kwargs(cfg.model.fp8, cfg.model.fp8_recipe, ms.spec),
+        fp8=fp8_config_kwargs(m.fp8, m.fp8_recipe, ms.spec),
+        fusions=fusions,
     )
-    model = build_gpt(
+    gpt = build_gpt(
         config,
         ms.arch,
         ms.spec,
@@ -172,29 +197,39 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         pre_process=info.is_first_stage,
         post_process=info.is_last_stage,
     )
-    mask_padded_vocab(model, ms.vocab_size, info.tp_rank, info.tp)
-    if torch.cuda.is_available():
-        model.cuda(torch.cuda.current_device())
+    mask_padded_vocab(gpt, ms.vocab_size, info.tp_rank, info.tp)
+    if on_gpu:
+        gpt.cuda(torch.cuda.current_device())
     if cfg.init.hf:
         from trainer.hf_convert import load_hf_into_model
 
-        load_hf_into_model(model, cfg.init.hf, ms.vocab_size, ms.padded_vocab, info.tp_rank, info.tp)
+        load_hf_into_model(gpt, cfg.init.hf, ms.vocab_size, ms.padded_vocab, info.tp_rank, info.tp)
+    model = gpt
     if ms.dtype == torch.bfloat16:
-        model = Float16Module(config, model)
-    if cfg.model.compile:
-        model.compile()  # compiles forward in place; megatron wrappers keep working
-    on_gpu = torch.cuda.is_available()
+        model = Float16Module(config, gpt)
+    if m.fp8 and ms.spec == "torch":
+        n = convert_to_float8(gpt, m.fp8_recipe)
+        if info.is_main:
+            log.info("fp8: %d linear layers run through torchao float8 (%s)", n, m.fp8_recipe)
+    if m.compile:
+        n = compile_layers(gpt)
+        if info.is_main:
+            log.info("compile: %d transformer layers compiled one by one", n)
+    overlap_grad = on_gpu if t.overlap_grad_reduce is None else t.overlap_grad_reduce
+    overlap_param = (on_gpu and t.distributed_optimizer) if t.overlap_param_gather is None else t.overlap_param_gather
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
         use_distributed_optimizer=t.distributed_optimizer,
-        overlap_grad_reduce=on_gpu,
-        overlap_param_gather=False,
+        overlap_grad_reduce=overlap_grad,
+        overlap_param_gather=overlap_param,
         average_in_collective=False,
         # megatron's check reads every bucket's norm back each step; the loop checks the global
         # gradient norm at its flushes instead (train.nan_check_interval)
         check_for_nan_in_grad=False,
     )
     ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
+    if m.compile:
+        hoist_param_gather_hooks(ddp, gpt)
     opt_config = OptimizerConfig(
         optimizer="adam",
         lr=t.lr,
@@ -209,6 +244,11 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
         use_distributed_optimizer=t.distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(opt_config, [ddp])
+    fused = on_gpu if t.fused_adam is None else t.fused_adam
+    if fused:
+        n = use_fused_adamw(optimizer)
+        if info.is_main:
+            log.info("optimizer: torch's fused AdamW for %d parameter groups", n)
     decay_steps = t.train_steps
     style = {"cosine": "cosine", "linear": "linear", "constant": "constant", "wsd": "WSD"}[t.schedule]
     scheduler = OptimizerParamScheduler(
@@ -239,6 +279,25 @@ def build_model_and_optimizer(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo
     config.no_sync_func = ddp.no_sync
     config.grad_scale_func = optimizer.scale_loss
     return ddp, optimizer, scheduler
+
+
+def use_fused_adamw(optimizer) -> int:
+    """Switch the torch Adam/AdamW instances inside megatron's optimizer to torch's fused kernel (a
+    no-op for TE's or apex's FusedAdam, which are fused already). Must run before the first step (the
+    fused kernel keeps its step counts on the device; ``trainer.checkpoint`` primes and restores them
+    there). Returns the number of parameter groups switched."""
+    from trainer.checkpoint import _inner_optimizers
+
+    n = 0
+    for inner in _inner_optimizers(optimizer):
+        if type(inner) not in (torch.optim.Adam, torch.optim.AdamW):
+            continue
+        if any(inner.state.values()):
+            raise RuntimeError("train.fused_adam: the optimizer has already stepped")
+        for group in inner.param_groups:
+            group["fused"], group["foreach"] = True, False
+            n += 1
+    return n
 
 
 def build_loader(cfg: TrainerConfig, ms: ModelSetup, info: DistInfo) -> BatchLoader:
@@ -377,9 +436,17 @@ def record_start(folder: RunFolder, cfg: TrainerConfig, info: DistInfo, previous
     )
 
 
+def complete_param_gather(ddp) -> None:
+    """With ``train.overlap_param_gather`` the updated parameters are all-gathered during the next
+    forward pass; before a checkpoint, a validation or the export they must be complete."""
+    if getattr(ddp, "use_forward_hook", False):
+        ddp.start_param_sync(force_sync=True)
+
+
 def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup) -> None:
     """Write ``run_dir/hf``: in process for a world of one, else as a TP=1 subprocess on rank 0."""
     out = folder.hf
+    complete_param_gather(ddp)
     if info.world_size == 1:
         from trainer.export import export_state_dict
 
@@ -623,6 +690,7 @@ def validate(tr: Trainer) -> dict[str, float]:
     """Mean per-token loss on each bucket's held-out samples: forward only, no gradients, eval mode."""
     t = tr.cfg.train
     out = {}
+    complete_param_gather(tr.ddp)
     tr.ddp.eval()
     try:
         with torch.no_grad():
@@ -757,6 +825,7 @@ def maybe_save(tr: Trainer, state: TrainState, stopping: bool, stop: StopSignal)
     t = tr.cfg.train
     if stopping or state.step == t.train_steps or (t.save_interval and state.step % t.save_interval == 0):
         meta = dict(model_meta(tr.ms, tr.cfg, tr.info), tokens=state.tokens, loss=state.loss, fixed=tr.fixed)
+        complete_param_gather(tr.ddp)
         ckpt.save_checkpoint(
             tr.folder.checkpoints,
             state.step,
@@ -788,6 +857,10 @@ def train(cfg: TrainerConfig) -> dict:
     from trainer.device import select_device
 
     _, device_line = select_device(cfg.train.device)  # before anything touches CUDA or megatron
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     info = init_distributed(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.train.seed)
     if info.is_main:
         log.info("%s", device_line)
