@@ -244,7 +244,7 @@ class Context:
                             f"{job.key}: {label} {path} is not {what} here, and no job this one waits for "
                             "writes it (give an existing path, or --after the job that writes it)"
                         )
-            if self.mounts:
+            if self.mounts and job.in_container:
                 paths = [(label, p) for label, p, _ in job.inputs] + [("output", o) for o in job.outputs]
                 if self.cache_dir is not None:
                     paths.append(("environment.cache_dir", str(self.cache_dir)))
@@ -717,6 +717,7 @@ def plan_corpus(ctx: Context) -> Plan:
             info={"output_dir": str(out_dir) if out_dir else None, "executor": c.executor},
             inputs=inputs,
             outputs=outputs,
+            in_container=c.executor == "local",
         )
     )
     return ctx.finish(plan)

@@ -35,6 +35,8 @@ class JobSpec:
             ``manifest.json``, or ``path``); each must exist or be written by a job it waits for.
         outputs: folders the job writes (recorded in ``jobs.json``, so that a later launch ``--after``
             this job may read them).
+        in_container: the job's steps run in the configured container (the corpus driver of
+            ``executor: slurm`` runs on the host: its paths need no mount).
     """
 
     key: str
@@ -47,6 +49,7 @@ class JobSpec:
     info: dict = field(default_factory=dict)
     inputs: list[tuple[str, str, str]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    in_container: bool = True
 
 
 @dataclass

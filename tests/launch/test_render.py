@@ -457,3 +457,15 @@ def test_cli_dry_run_prints_every_script(tmp_path, launch_corpus):
         timeout=120,
     )
     assert bad.returncode == 2 and "asks for 17 nodes" in bad.stderr
+
+
+def test_corpus_input_outside_the_mounts(tmp_path, tmp_path_factory):
+    data = tmp_path_factory.mktemp("lustre") / "web.jsonl"
+    data.write_text('{"id": "1", "text": "hello"}\n')
+    args = ("environment.container_image=nvcr.io#nvidia/pytorch:25.06-py3", f"corpus.overrides=[input.path={data}]")
+    # datatrove's local executor runs in the container: the input must be mounted
+    with pytest.raises(LaunchError, match=rf"corpus: input.path \(corpus.config .*\) {data} is outside the container"):
+        plan("corpus", tmp_path, *args, "corpus.executor=local")
+    # the Slurm driver and datatrove's arrays run on the host, in the virtualenv: nothing to mount
+    p = plan("corpus", tmp_path, *args, "corpus.executor=slurm")
+    assert "--container" not in p.jobs[0].script and f"source {REPO_ROOT}/.venv/bin/activate" in p.jobs[0].script
