@@ -3,16 +3,22 @@
     python bench/trainer.py                      # CPU: small shape (default when CUDA is absent)
     python bench/trainer.py --shape 1.7b         # GPU: SmolLM2-1.7B shape, seq 2048, micro-batch 4
     python bench/trainer.py --shape 1.7b --compile --spec torch [--float8-baseline]
+    python bench/trainer.py --shape 1.7b --spec torch --modes eager,compile,fp8   # all three, one process
 
 Both sides train the same Llama-shaped model (RMSNorm, SwiGLU, RoPE, tied embeddings) on the same
 random token batches. The trainer side is the real training step of ``trainer.train``: megatron-core
 GPTModel (spec chosen like the trainer does), Float16Module on bf16, megatron DDP with fp32 gradient
 buffers, DistributedOptimizer with fp32 master weights, ``get_forward_backward_func``. The baseline
 is a plain module with SDPA attention, AdamW (fused on GPU) and bf16 autocast on GPU, optionally under
-``torch.compile`` and torchao float8. On CPU the two steps alternate batch by batch (a shared machine's
-load changes by the second) at ``--threads`` intra-op threads each; on GPU they run one after the other.
-Prints one JSON object: median tokens/s of each, their ratio, and MFU on GPU (against
-``--peak-tflops``, default 989 = H100/H200 dense bf16).
+``torch.compile`` and torchao float8. The trainer side is compiled per transformer layer
+(``model.compile``) and runs FP8 through torchao with the ``torch`` spec (``model.fp8``), as a training
+run would. Modes (``--modes``): ``eager``, ``compile`` (both sides compiled), ``fp8`` (both sides
+compiled, torchao float8 tensorwise). On CPU the two steps alternate batch by batch (a shared
+machine's load changes by the second) at ``--threads`` intra-op threads each; on GPU they run one after
+the other, each step timed with CUDA events and no host sync between steps (the trainer's loop does
+not synchronise per step either). Prints one JSON object: median tokens/s of each, their ratio, and MFU
+on GPU (against ``--peak-tflops``, default 989 = H100/H200 dense bf16); with ``--modes`` one such
+result per mode under ``runs``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ SHAPES = {
         seq=256,
         mbs=4,
     ),
+    # seconds on a CPU: for testing this script and bench/gpu_check.py's dry run
+    "tiny": dict(preset="tiny", vocab=384, seq=32, mbs=2),
     "135m": dict(preset="smollm2-135m", vocab=49152, seq=2048, mbs=8),
     "1.7b": dict(preset="smollm2-1.7b", vocab=49152, seq=2048, mbs=4),
 }
@@ -135,7 +143,7 @@ def plain_step_fn(arch, vocab, compile_, float8, device):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return loss.detach()
 
     return step
 
@@ -145,11 +153,12 @@ def plain_step_fn(arch, vocab, compile_, float8, device):
 # ---------------------------------------------------------------------------------------------
 
 
-def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
+def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_, fp8: bool = False):
     """A closure running one step of the trainer's real training step (``trainer.train`` pieces)."""
     from infra.config import load_config
     from trainer import train as T
     from trainer.config import TrainerConfig
+    from trainer.hot_loop import optimizer_step
     from trainer.layer_specs import resolve_spec_name
     from trainer.model import padded_vocab_size
 
@@ -164,6 +173,8 @@ def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
         "data.corpus=unused",
         "data.curriculum={phases: [{start: 0.0, weights: {raw: 1.0}}]}",
     ]
+    if fp8:
+        overrides += ["model.fp8=hybrid", "model.fp8_recipe=tensorwise"]
     cfg = load_config(TrainerConfig, None, overrides)
     threads = torch.get_num_threads()
     info = T.init_distributed(1, 1, seed=0)
@@ -196,29 +207,102 @@ def trainer_step_fn(shape, arch, vocab, seq, mbs, spec, compile_):
             micro_batch_size=mbs,
             forward_only=False,
         )
-        optimizer.step()
+        optimizer_step(optimizer, cfg.train.clip_grad, info.device)
         scheduler.step(1)
-        return T.reduce_loss(losses, info)
+        parts = T.local_loss_parts(losses, info)
+        return parts[0] / parts[1].clamp(min=1)
 
     return step, ms.spec
 
 
-def timed(step, tokens, on_gpu):
-    t0 = time.perf_counter()
-    loss = step(tokens)
+def run_steps(step, batches, on_gpu: bool) -> tuple[list[float], float]:
+    """Per-step seconds and the last loss. GPU: CUDA events around each step and one synchronisation
+    at the end (no host sync between steps); CPU: perf_counter."""
+    if not on_gpu:
+        times, loss = [], None
+        for t in batches:
+            t0 = time.perf_counter()
+            loss = step(t)
+            times.append(time.perf_counter() - t0)
+        return times, float(loss)
+    marks, loss = [], None
+    for t in batches:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        loss = step(t)
+        b.record()
+        marks.append((a, b))
+    torch.cuda.synchronize()
+    return [a.elapsed_time(b) / 1000.0 for a, b in marks], float(loss)
+
+
+# mode -> (torch.compile, torchao float8), both applied to both sides
+MODES = {"eager": (False, False), "compile": (True, False), "fp8": (True, True), "eager-fp8": (False, True)}
+
+
+def run_mode(mode, args, shape, arch, vocab, seq, mbs, batches, warmup, on_gpu, summary) -> dict:
+    """Baseline and trainer of one mode: (compile, float8) = MODES[mode]."""
+    compile_, float8 = MODES[mode]
+    device = torch.device("cuda" if on_gpu else "cpu")
     if on_gpu:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0, loss
+        # one model at a time (both 1.7B models would not fit beside each other)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step = plain_step_fn(arch, vocab, compile_, float8, device)
+        b_times, b_loss = run_steps(step, batches, True)
+        b_mem = torch.cuda.max_memory_allocated() / 2**30
+        del step
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, compile_, float8)
+        t_times, t_loss = run_steps(step, batches, True)
+        t_mem = torch.cuda.max_memory_allocated() / 2**30
+        del step
+        gc.collect()
+    else:
+        # CPU (shared, noisy): interleave the two steps so that both see the same load
+        b_step = plain_step_fn(arch, vocab, compile_, float8, device)
+        t_step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, compile_, float8)
+        b_times, t_times = [], []
+        for t in batches:
+            bt, b_loss = run_steps(b_step, [t], False)
+            tt, t_loss = run_steps(t_step, [t], False)
+            b_times += bt
+            t_times += tt
+        b_mem = t_mem = None
+    base = summary(b_times[warmup:], b_loss, b_mem)
+    trainer = summary(t_times[warmup:], t_loss, t_mem)
+    return {
+        "spec": spec,
+        "compile": compile_,
+        "float8": float8,
+        "baseline": base,
+        "trainer": trainer,
+        "ratio_trainer_over_baseline": round(trainer["tokens_per_s"] / base["tokens_per_s"], 3),
+    }
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=list(SHAPES), default=None, help="default: 1.7b on GPU, cpu-small on CPU")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU / 8 CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 5 GPU / 2 CPU)")
     ap.add_argument("--spec", default="auto", choices=["auto", "te", "torch", "local"])
     ap.add_argument("--compile", action="store_true", help="torch.compile both models")
-    ap.add_argument("--float8-baseline", action="store_true", help="torchao float8 training for the baseline")
+    ap.add_argument(
+        "--float8-baseline",
+        action="store_true",
+        help="torchao float8 training (tensorwise) for both sides: the baseline's linears, the trainer's torch spec",
+    )
+    ap.add_argument(
+        "--modes",
+        default=None,
+        help="comma-separated modes run one after the other in this process: eager, compile, fp8, eager-fp8 "
+        "(overrides --compile / --float8-baseline)",
+    )
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument(
         "--threads",
@@ -227,7 +311,18 @@ def main():
         help="CPU only: intra-op threads for both sides (1 is robust on a shared machine, where "
         "OpenMP threads spinning against other processes slow steps down many times)",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.modes is not None:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            ap.error(f"--modes: unknown mode(s) {bad or args.modes!r}; modes: {', '.join(MODES)}")
+        args.modes = modes
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     from trainer.model import flops_per_token, resolve_arch
 
@@ -248,7 +343,8 @@ def main():
         torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, vocab, (mbs, seq + 1), generator=g) for _ in range(steps + warmup)]
-    device = torch.device("cuda" if on_gpu else "cpu")
+    if on_gpu:
+        batches = [b.pin_memory() for b in batches]
     tokens_per_step = mbs * seq
     flops_tok = flops_per_token(arch, vocab, seq)
 
@@ -261,46 +357,37 @@ def main():
             out["max_mem_gib"] = round(mem, 2)
         return out
 
-    if on_gpu:
-        # GPU: one model at a time (both 1.7B models would not fit beside each other)
-        step = plain_step_fn(arch, vocab, args.compile, args.float8_baseline, device)
-        b_runs = [timed(step, t, True) for t in batches]
-        b_mem = torch.cuda.max_memory_allocated() / 2**30
-        del step
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, args.compile)
-        t_runs = [timed(step, t, True) for t in batches]
-        t_mem = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        # CPU (shared, noisy): interleave the two steps so that both see the same load
-        b_step = plain_step_fn(arch, vocab, args.compile, args.float8_baseline, device)
-        t_step, spec = trainer_step_fn(shape, arch, vocab, seq, mbs, args.spec, args.compile)
-        b_runs, t_runs = [], []
-        for t in batches:
-            b_runs.append(timed(b_step, t, False))
-            t_runs.append(timed(t_step, t, False))
-        b_mem = t_mem = None
-    base = summary([r[0] for r in b_runs[warmup:]], b_runs[-1][1], b_mem)
-    trainer = summary([r[0] for r in t_runs[warmup:]], t_runs[-1][1], t_mem)
+    from trainer.model import count_parameters
+
     result = {
         "bench": "trainer_step_vs_plain_pytorch",
         "device": torch.cuda.get_device_name() if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
-        "shape": {**{k: v for k, v in shape.items()}, "params": None},
+        "torch": torch.__version__,
+        "shape": {**{k: v for k, v in shape.items()}, "params": count_parameters(arch, vocab)},
         "precision": "bf16" if on_gpu else "fp32",
-        "spec": spec,
-        "compile": args.compile,
-        "float8_baseline": args.float8_baseline,
         "timed_steps": steps,
         "warmup_steps": warmup,
         "flops_per_token": flops_tok,
-        "baseline": base,
-        "trainer": trainer,
-        "ratio_trainer_over_baseline": round(trainer["tokens_per_s"] / base["tokens_per_s"], 3),
+        "peak_tflops": args.peak_tflops if on_gpu else None,
     }
-    from trainer.model import count_parameters
-
-    result["shape"]["params"] = count_parameters(arch, vocab)
+    common = (args, shape, arch, vocab, seq, mbs, batches, warmup, on_gpu, summary)
+    if args.modes is None:
+        mode = {v: k for k, v in MODES.items()}[(args.compile, args.float8_baseline)]
+        r = run_mode(mode, *common)
+        result.update(
+            spec=r["spec"],
+            compile=r["compile"],
+            float8_baseline=r["float8"],
+            baseline=r["baseline"],
+            trainer=r["trainer"],
+            ratio_trainer_over_baseline=r["ratio_trainer_over_baseline"],
+        )
+    else:
+        result["runs"] = {}
+        for mode in args.modes:
+            t0 = time.perf_counter()
+            result["runs"][mode] = dict(run_mode(mode, *common), wall_s=round(time.perf_counter() - t0, 1))
+            print(json.dumps({mode: result["runs"][mode]}), file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
     from trainer.distributed import shutdown
 
