@@ -146,6 +146,12 @@ def resolve_curriculum(value, source: str = "data.curriculum") -> CurriculumConf
         path = Path(value)
         if not path.is_file() and (REPO_ROOT / path).is_file():
             path = REPO_ROOT / path
+        if not path.is_file() and not path.is_absolute():
+            # a shipped curriculum (``configs/trainer/curricula/x.yaml`` or ``trainer/curricula/x``) also
+            # where the project is installed rather than checked out
+            from infra.config import resolve_config_path
+
+            path = resolve_config_path(value)
         if not path.is_file():
             raise ConfigError(f"key '{source}': curriculum file not found: {value}")
         return load_curriculum(path)

@@ -81,3 +81,17 @@ def test_override_syntax_errors():
         parse_overrides(["steps"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(Cfg, "/nonexistent/c.yaml")
+
+
+def test_a_shipped_curriculum_is_found_outside_a_checkout(tmp_path, monkeypatch):
+    """The shipped trainer configs name ``configs/trainer/curricula/...``; installed (no checkout to be
+    relative to) the name resolves through the shipped configs, as ``--config`` names do."""
+    import infra.curriculum as C
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(C, "REPO_ROOT", tmp_path / "no-checkout")
+    for name in ("configs/trainer/curricula/intervention_20.yaml", "trainer/curricula/intervention_20"):
+        cur = C.resolve_curriculum(name)
+        assert len(cur.phases) == 2
+    with pytest.raises(ConfigError, match="curriculum file not found: trainer/curricula/nope"):
+        C.resolve_curriculum("trainer/curricula/nope")
