@@ -8,6 +8,9 @@
 * ``compile_layers``: ``model.compile`` compiles each transformer layer (not the whole model); the loss
   equals the eager loss. The ``aot_eager`` back-end traces and runs the graphs without generating
   code, so the check is quick on a CPU.
+* ``hoisted_gather_hooks``: with ``overlap_param_gather`` and compiled layers, DDP's per-module
+  parameter-gather pre-hooks inside each layer are replaced by one on the layer; the loss through DDP
+  equals the bare model's.
 * ``float8``: torchao's float8 conversion of the torch spec replaces the four matmuls of every layer,
   keeps the parameters (same objects, same state-dict keys) and leaves the rest in place (skipped
   when torchao is not installed). Where this torch build has a CPU ``torch._scaled_mm`` the float8
@@ -120,6 +123,40 @@ def check_compile_layers() -> dict:
     }
 
 
+def check_hoisted_gather_hooks() -> dict:
+    """With overlap_param_gather, a compiled layer keeps one pre-hook (ours) and its submodules none of
+    DDP's; forward and backward through DDP give the loss of the bare model."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+    from trainer.model import compile_layers, hoist_param_gather_hooks, mask_padded_vocab
+
+    model, _ = _model("torch")
+    mask_padded_vocab(model, VOCAB)
+    tokens, labels, pos = _batch()
+    bare, _ = _loss_and_grads(model, tokens, labels, pos)
+    compile_layers(model, backend="aot_eager")
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True, use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True
+    )
+    ddp = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
+    before = [sum(len(m._forward_pre_hooks) for m in layer.modules()) for layer in model.decoder.layers]
+    n = hoist_param_gather_hooks(ddp, model)
+    inner = sum(len(m._forward_pre_hooks) for layer in model.decoder.layers for m in layer.modules() if m is not layer)
+    per_layer = [len(layer._forward_pre_hooks) for layer in model.decoder.layers]
+    ddp.zero_grad_buffer()
+    loss = ddp(tokens, pos, None, labels=labels).float().sum()
+    loss.backward()
+    ddp.finish_grad_sync()
+    return {
+        "hooked_layers": n,
+        "hooks_before_per_layer": before,
+        "inner_hooks_after": inner,
+        "layer_hooks_after": per_layer,
+        "loss_diff": float((loss.detach() - bare).abs()),
+        "grad_buffer_nonzero": bool(sum(float(b.grad_data.abs().sum()) for b in ddp.buffers) > 0),
+    }
+
+
 def check_float8() -> dict:
     try:
         import torchao  # noqa: F401
@@ -168,7 +205,12 @@ def check_float8() -> dict:
     return out
 
 
-CHECKS = {"padded_vocab": check_padded_vocab, "compile_layers": check_compile_layers, "float8": check_float8}
+CHECKS = {
+    "padded_vocab": check_padded_vocab,
+    "compile_layers": check_compile_layers,
+    "hoisted_gather_hooks": check_hoisted_gather_hooks,
+    "float8": check_float8,
+}
 
 
 def main() -> None:

@@ -53,6 +53,13 @@ def test_compile_is_per_layer_and_keeps_the_loss(checks):
     assert r["loss_diff"] < 1e-4 and r["loss_diff_second_call"] < 1e-4 and r["grad_max_diff"] < 1e-4
 
 
+def test_param_gather_hooks_hoisted_to_compiled_layers(checks):
+    r = _ok(checks["hoisted_gather_hooks"])
+    assert r["hooked_layers"] == 2 and all(n > 1 for n in r["hooks_before_per_layer"])  # one per submodule
+    assert r["inner_hooks_after"] == 0 and r["layer_hooks_after"] == [1, 1]
+    assert r["loss_diff"] < 1e-4 and r["grad_buffer_nonzero"]
+
+
 def test_float8_conversion_of_the_torch_spec(checks):
     r = _ok(checks["float8"])
     if "skipped" in r:

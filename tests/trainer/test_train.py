@@ -194,6 +194,10 @@ def test_two_process_layouts_match_single_process(layout, reference_run, referen
     run_dir = tmp_path / layout
     # only the final checkpoint (fewer two-process saves keep the test short)
     extra = ["parallel.tp=2" if layout == "tp2" else "parallel.tp=1", "train.save_interval=0"]
+    if layout == "dp2":
+        # the GPU default: gradient reduce-scatter during backward, parameter all-gather during the next
+        # forward (async over gloo here); the gather is completed before the final checkpoint
+        extra += ["train.overlap_grad_reduce=true", "train.overlap_param_gather=true"]
     run_trainer(*tiny_args(run_dir, tiny_corpus, *extra, steps=STEPS), nproc=2, timeout=400)
     ref = read_metrics(reference_run)
     got = read_metrics(run_dir)
