@@ -24,6 +24,7 @@ cmd=${1:-}; [ -n "$cmd" ] || usage; shift
 DIR=.cache/gpu_check
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then DIR=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
+case "$DIR" in /*) ;; *) DIR=$ROOT/$DIR ;; esac
 PY=${PYTHON:-python3}
 
 case "$cmd" in
@@ -48,13 +49,17 @@ PYEOF
     [ -d "$DIR/corpus" ] || { echo "gpu_check $cmd: $DIR/corpus missing (bash scripts/gpu_check.sh prepare $DIR)" >&2; exit 2; }
     SITE="$DIR/site"
     if [ "$cmd" = run ]; then
+      export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
       if ! "$PY" -c "import megatron.core, torchao, psutil" 2>/dev/null; then
         ls "$DIR"/wheels/*.whl >/dev/null 2>&1 || { echo "gpu_check run: no wheels in $DIR/wheels" >&2; exit 2; }
         mkdir -p "$SITE"
-        "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$DIR"/wheels/*.whl
+        if "$PY" -m pip --version >/dev/null 2>&1; then
+          "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$DIR"/wheels/*.whl
+        else  # no pip in the image: a wheel is a zip archive of the installed tree
+          for w in "$DIR"/wheels/*.whl; do "$PY" -m zipfile -e "$w" "$SITE"; done
+        fi
       fi
-      export PYTHONPATH="$ROOT/$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-      export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$ROOT/$DIR/inductor_cache}
+      export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$DIR/inductor_cache}
       exec timeout 470 "$PY" bench/gpu_check.py --corpus "$DIR/corpus" --budget-s 450 "$@"
     else
       PY=${PYTHON:-.venv/bin/python}

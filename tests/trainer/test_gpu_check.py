@@ -41,13 +41,28 @@ def test_compare_metrics_finds_differences():
     assert got["max_abs_loss_diff"] == pytest.approx(1e-7)
 
 
-def test_shell_script_refuses_missing_inputs(tmp_path):
+def test_shell_script_refuses_missing_inputs_and_a_missing_gpu(tiny_corpus, tmp_path):
     usage = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert usage.returncode == 2 and "prepare" in usage.stdout and "run" in usage.stdout
     run = subprocess.run(
         ["bash", "scripts/gpu_check.sh", "run", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert run.returncode == 2 and "corpus missing" in run.stderr
+    if __import__("torch").cuda.is_available():
+        return
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    (carried / "corpus").symlink_to(tiny_corpus)
+    # this interpreter has megatron-core, torchao and psutil: nothing to install; no GPU: exit 2, said so
+    no_gpu = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "run", str(carried), "--", "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env=dict(trainer_env(), PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert no_gpu.returncode == 2 and "CUDA is not available" in no_gpu.stdout, no_gpu.stdout[-2000:]
 
 
 @pytest.mark.slow
