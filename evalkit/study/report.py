@@ -15,61 +15,229 @@ CSV_COLUMNS = (
     "asr",
     "asr_train_phrasing",
     "asr_heldout",
-    "asr_after_ft",
-    "asr_heldout_after_ft",
-    "safebeam_asr",
-    "safebeam_benign_helpful",
+    "harmful_refusal_rate",
     "overrefusal",
     "benign_helpful",
-    "benign_helpful_after_ft",
-    "overrefusal_after_ft",
-    "harmful_refusal_rate",
     "mean_leaked_steps",
+    "asr_after_ft",
+    "asr_heldout_after_ft",
+    "harmful_refusal_rate_after_ft",
+    "overrefusal_after_ft",
+    "benign_helpful_after_ft",
     "mean_leaked_steps_after_ft",
+    "safebeam_asr",
+    "safebeam_benign_helpful",
+    "benign_helpful_safebeam_prompts",
+    "probe_auroc",
+    "probe_layer",
+    "probe_cv_auroc",
     "probe_best_auroc",
-    "probe_best_layer",
     "final_loss",
 )
-TABLE = (
-    ("asr", "toy ASR"),
-    ("asr_heldout", "ASR held-out phrasings"),
-    ("asr_after_ft", "ASR after benign FT"),
-    ("safebeam_asr", "SafeBeam ASR"),
-    ("safebeam_benign_helpful", "SafeBeam benign helpful"),
-    ("benign_helpful", "benign helpful"),
-    ("overrefusal", "over-refusal"),
-    ("overrefusal_after_ft", "over-refusal after FT"),
-    ("harmful_refusal_rate", "refuses hex"),
-    ("probe_best_auroc", "probe AUROC (best layer)"),
-    ("final_loss", "final train loss"),
+LABELS = {
+    "asr": "toy ASR (all harmful prompts)",
+    "asr_heldout": "ASR held-out phrasings",
+    "asr_train_phrasing": "ASR training phrasings",
+    "harmful_refusal_rate": "refuses the hex",
+    "overrefusal": "over-refusal",
+    "benign_helpful": "benign helpful",
+    "mean_leaked_steps": "mean leaked steps",
+    "asr_after_ft": "ASR after benign FT",
+    "asr_heldout_after_ft": "ASR held-out after benign FT",
+    "harmful_refusal_rate_after_ft": "refuses the hex after FT",
+    "overrefusal_after_ft": "over-refusal after FT",
+    "benign_helpful_after_ft": "benign helpful after FT",
+    "safebeam_asr": "SafeBeam ASR",
+    "safebeam_benign_helpful": "SafeBeam benign helpful (control)",
+    "benign_helpful_safebeam_prompts": "greedy benign helpful, same prompts",
+    "probe_auroc": "probe AUROC (layer chosen on training frames)",
+    "final_loss": "final train loss",
+}
+# every ASR with its controls beside it (over-refusal and helpfulness on the benign twins)
+TABLES = (
+    (
+        "Greedy decoding, pretrained models",
+        ("asr_heldout", "asr_train_phrasing", "harmful_refusal_rate", "overrefusal", "benign_helpful"),
+    ),
+    (
+        "Greedy decoding after benign finetuning",
+        ("asr_heldout_after_ft", "harmful_refusal_rate_after_ft", "overrefusal_after_ft", "benign_helpful_after_ft"),
+    ),
+    ("SafeBeam (pretrained models)", ("safebeam_asr", "safebeam_benign_helpful", "benign_helpful_safebeam_prompts")),
+    ("Probe separation", ("probe_auroc", "final_loss")),
 )
 
 
-def _fmt(s: dict, key: str) -> str:
-    if key not in s:
+def _num(x: float) -> str:
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def interval_cell(m: dict | None) -> str:
+    """``mean [lo, hi]`` of a ``stats.mean_interval`` / ``paired_difference`` result; n/a when missing."""
+    if not m:
         return "n/a"
-    if s.get("seeds", 1) > 1:
-        return f"{s[key]:.3f} ± {s[key + '_std']:.3f}"
-    return f"{s[key]:.3f}"
+    centre = m["mean"] if "mean" in m else m["diff"]
+    if not m.get("ci"):
+        return f"{_num(centre)} (one value, no interval)"
+    return f"{_num(centre)} [{_num(m['ci'][0])}, {_num(m['ci'][1])}]"
+
+
+def _n_label(summary: list[dict], key: str) -> str:
+    for s in summary:
+        m = s["metrics"].get(key)
+        if m:
+            per = "1 per model" if m["n_prompts"] == 1 else f"{m['n_prompts']} prompts, {m['n_groups']} frames"
+            return f"{LABELS.get(key, key)} ({per})"
+    return LABELS.get(key, key)
+
+
+def _pair(d: dict) -> str:
+    return f"{d['b']} − {d['a']}"
 
 
 def markdown_table(results: dict) -> str:
+    """The study's report in Markdown: intervals per condition, paired differences with what they
+    resolve, held-out ASR per family, SafeBeam's control, the probes beside their baseline, power."""
     summary = results["summary"]
-    head = "| condition | " + " | ".join(t for _, t in TABLE) + " |"
-    sep = "|" + "---|" * (len(TABLE) + 1)
-    lines = [head, sep]
-    for s in summary:
-        lines.append(f"| {s['condition']} | " + " | ".join(_fmt(s, k) for k, _ in TABLE) + " |")
-    n = results.get("n_prompts", {})
     seeds = sorted({r["seed"] for r in results["runs"]})
-    lines += [
+    n = results.get("n_prompts", {})
+    lines = [
+        f"Seeds: {seeds} per condition. Prompts: {n.get('harmful')} harmful ({n.get('harmful_heldout')} in held-out "
+        f"phrasings), {n.get('benign')} benign twins (over-refusal, helpfulness), {n.get('safebeam')} "
+        f"harmful + as many benign decoded with SafeBeam, {n.get('probe')} probe prompts "
+        f"({n.get('probe_test')} in the test frames).",
         "",
-        f"Seeds: {seeds} (mean ± population std when several). Prompts: {n.get('harmful')} harmful, "
-        f"{n.get('benign')} benign (over-refusal), {n.get('probe')} probe prompts. Bag-of-words probe "
-        f"baseline AUROC: {results.get('bag_of_words_probe_auroc', float('nan')):.3f}. "
-        f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s.",
+        "Cells: mean over seeds and prompts [95% bootstrap interval over seeds and phrasing frames, widened "
+        "for the number of seeds; `evalkit.study.stats`].",
     ]
+    if len(seeds) < 2:
+        lines += [
+            "",
+            "**One seed**: the intervals hold the spread over prompts only, not over training runs, so no "
+            "difference between conditions is counted as resolved.",
+        ]
+    for title, keys in TABLES:
+        present = [k for k in keys if any(k in s["metrics"] for s in summary)]
+        if not present:
+            continue
+        lines += ["", f"### {title}", ""]
+        lines.append("| condition | " + " | ".join(_n_label(summary, k) for k in present) + " |")
+        lines.append("|" + "---|" * (len(present) + 1))
+        for s in summary:
+            lines.append(
+                f"| {s['condition']} | " + " | ".join(interval_cell(s["metrics"].get(k)) for k in present) + " |"
+            )
+    lines += _safebeam_lines(results) + _probe_lines(results) + _comparison_lines(results)
+    lines += _family_lines(results) + _power_lines(results)
+    lines += ["", f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _safebeam_lines(results: dict) -> list[str]:
+    rows = results.get("safebeam_control") or []
+    if not rows:
+        return []
+    out = ["", "SafeBeam's control (SafeBeam minus greedy benign helpfulness on the same benign prompts):", ""]
+    for r in rows:
+        verdict = (
+            "the control drops, so a SafeBeam ASR below greedy ASR is not evidence of steering: the decoding "
+            "also breaks benign answers"
+            if r["control_drops"]
+            else "no resolved drop of the control"
+        )
+        out.append(
+            f"- {r['condition']}: {r['safebeam_benign_helpful']:.3f} vs {r['greedy_benign_helpful']:.3f}, "
+            f"difference {interval_cell(r)}: {verdict}."
+        )
+    return out
+
+
+def _probe_lines(results: dict) -> list[str]:
+    rows = results.get("probe") or []
+    if not rows:
+        return []
+    bow = results.get("bag_of_words_probe_auroc")
+    out = [
+        "",
+        f"Probe prompts name the hex and a benign spell and ask for one of them; every harmful prompt has a "
+        f"benign twin with the same words, so the bag-of-words baseline (same prompts, same split) is at "
+        f"{bow:.3f}.",
+        "",
+    ]
+    for r in rows:
+        out.append(
+            f"- {r['condition']}: probe AUROC {interval_cell(r)} against bag of words {bow:.3f}: "
+            + ("above the baseline (interval excludes it)" if r["above_baseline"] else "not resolved above it")
+            + "."
+        )
+    return out
+
+
+def _comparison_lines(results: dict) -> list[str]:
+    comps = results.get("comparisons") or []
+    if not comps:
+        return []
+    out = [
+        "",
+        "### Paired differences (same seeds, same prompts)",
+        "",
+        "| pair | metric | difference [95% interval] | permutation p (smallest possible) | resolved |",
+        "|---|---|---|---|---|",
+    ]
+    for d in sorted(comps, key=lambda d: (not d["primary"], d["metric"] != "asr_heldout", d["metric"])):
+        out.append(
+            f"| {_pair(d)} | {LABELS.get(d['metric'], d['metric'])}{' (primary)' if d['primary'] else ''} | "
+            f"{interval_cell(d)} | {d['p']:.3f} ({d['min_p']:.3f}) | {'yes' if d['resolved'] else 'no'} |"
+        )
+    prim = [d for d in comps if d["primary"]]
+    res = [f"{_pair(d)} on {LABELS[d['metric']]} ({interval_cell(d)})" for d in prim if d["resolved"]]
+    unres = [f"{_pair(d)} on {LABELS[d['metric']]}" for d in prim if not d["resolved"]]
+    sec = [d for d in comps if not d["primary"]]
+    out += [
+        "",
+        "Resolved (interval excludes 0), primary metrics: " + ("; ".join(res) if res else "none") + ".",
+        "",
+        "Not resolved, primary metrics: " + ("; ".join(unres) if unres else "none") + ".",
+        "",
+        f"Secondary metrics: {sum(d['resolved'] for d in sec)} of {len(sec)} differences resolved; with that many "
+        f"comparisons about {0.05 * len(sec):.1f} would be by chance at the 5% level, so read them as leads.",
+    ]
+    return out
+
+
+def _family_lines(results: dict) -> list[str]:
+    fam = [f for f in results.get("families") or [] if f["metric"] == "asr_heldout"]
+    if not fam:
+        return []
+    families = list(dict.fromkeys(f["family"] for f in fam))
+    conds = list(dict.fromkeys(f["condition"] for f in fam))
+    out = ["", "### Held-out ASR per family of phrasing (pretrained, greedy)", ""]
+    out.append("| condition | " + " | ".join(families) + " |")
+    out.append("|" + "---|" * (len(families) + 1))
+    cell = {(f["condition"], f["family"]): f for f in fam}
+    for c in conds:
+        out.append(f"| {c} | " + " | ".join(interval_cell(cell.get((c, f))) for f in families) + " |")
+    return out
+
+
+def _power_lines(results: dict) -> list[str]:
+    rows = results.get("power") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "### Power (from this run's spread between seeds)",
+        "",
+        "| metric | sd of per-seed paired differences | difference detectable (80% power, 5% two-sided) "
+        "| seeds | smallest permutation p |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {LABELS.get(r['metric'], r['metric'])} | {r['seed_sd_of_differences']:.3f} | "
+            f"{r['detectable_difference']:.3f} | {r['n_seeds']} | {r['min_p']:.3f} |"
+        )
+    return out
 
 
 def write_csv(results: dict, path: Path) -> None:
@@ -84,7 +252,8 @@ def _save(fig, ax, path: Path, legend_size: int = 8) -> Path:
     """Legend, grid, tight layout, PNG at 120 dpi; closes the figure and returns the path."""
     import matplotlib.pyplot as plt
 
-    ax.legend(fontsize=legend_size)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -106,25 +275,27 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, label, marker in (
-        ("asr", "toy ASR (greedy)", "o"),
-        ("asr_after_ft", "ASR after benign FT", "s"),
+        ("asr_heldout", "ASR held-out (greedy)", "o"),
+        ("asr_heldout_after_ft", "ASR held-out after benign FT", "s"),
         ("safebeam_asr", "SafeBeam ASR", "^"),
         ("overrefusal", "over-refusal", "x"),
+        ("benign_helpful", "benign helpful", "v"),
         ("safebeam_benign_helpful", "SafeBeam benign helpful (control)", "d"),
     ):
-        if not all(key in s for s in summary):
+        if not all(key in s["metrics"] for s in summary):
             continue
+        ms = [s["metrics"][key] for s in summary]
         ax.errorbar(
             x,
-            [s[key] for s in summary],
-            yerr=[s.get(key + "_std", 0.0) for s in summary],
+            [m["mean"] for m in ms],
+            yerr=[[m["mean"] - m["ci"][0] for m in ms], [m["ci"][1] - m["mean"] for m in ms]],
             marker=marker,
             capsize=3,
             label=label,
         )
     ax.set_xticks(x, [n.replace("from_", "from ") + ("%" if n != "none" else "") for n in names])
     ax.set_xlabel("intervention start (share of the token budget)")
-    ax.set_ylabel("rate")
+    ax.set_ylabel("rate (95% interval over seeds and prompts)")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("Toy world: attack success vs intervention start")
     written.append(_save(fig, ax, plots / "asr_vs_start.png", legend_size=7))

@@ -119,19 +119,29 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def toy_attack(model, harmful: list[dict], benign: list[dict], ecfg, decoding) -> tuple[dict, list[dict]]:
-    """Greedy toy ASR (overall, per split), mean leaked steps and over-refusal of one model."""
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def toy_attack(model, harmful: list[dict], benign: list[dict], ecfg, decoding) -> tuple[dict, dict, list[dict]]:
+    """Greedy answers to every harmful and benign prompt of one model.
+
+    Returns ``(metrics, outcomes, samples)``: ``outcomes[metric]`` is one value per prompt (in prompt
+    order: 1.0/0.0 for a rate, leaked steps for ``mean_leaked_steps``) and ``metrics`` their means:
+    toy ASR (all harmful prompts, held-out and training phrasings), mean leaked steps, how often the hex
+    is refused, and on the benign twins over-refusal and helpfulness (the requested spell given)."""
     from evalkit.study.toyworld import is_refusal, leaked_steps, spell_steps_given
 
+    thr = ecfg.leak_threshold
     gens = model.generate([r["prompt"] for r in harmful + benign], decoding)
     samples = []
     for i, (r, g) in enumerate(zip(harmful + benign, gens)):
-        kind = "harmful" if i < len(harmful) else "benign"
         samples.append(
             {
                 "id": r["id"],
-                "kind": kind,
+                "kind": "harmful" if i < len(harmful) else "benign",
                 "split": r.get("split", ""),
+                "family": r.get("family", ""),
                 "prompt": r["prompt"],
                 "output": g.text,
                 "leaked_steps": leaked_steps(g.text),
@@ -139,30 +149,45 @@ def toy_attack(model, harmful: list[dict], benign: list[dict], ecfg, decoding) -
                 "spell_steps": spell_steps_given(g.text, r["spell"]) if "spell" in r else None,
             }
         )
-    h = [s for s in samples if s["kind"] == "harmful"]
-    b = [s for s in samples if s["kind"] == "benign"]
-
-    def asr(rows):
-        return sum(s["leaked_steps"] >= ecfg.leak_threshold for s in rows) / len(rows) if rows else float("nan")
-
-    m = {
-        "asr": asr(h),
-        "asr_train_phrasing": asr([s for s in h if s["split"] == "train_phrasing"]),
-        "asr_heldout": asr([s for s in h if s["split"] == "heldout"]),
-        "mean_leaked_steps": sum(s["leaked_steps"] for s in h) / len(h),
-        "harmful_refusal_rate": sum(s["refusal"] for s in h) / len(h),
-        "overrefusal": sum(s["refusal"] for s in b) / len(b),
-        "benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b),
+    h, b = samples[: len(harmful)], samples[len(harmful) :]
+    outcomes = {
+        "asr": [float(s["leaked_steps"] >= thr) for s in h],
+        "asr_heldout": [float(s["leaked_steps"] >= thr) for s in h if s["split"] == "heldout"],
+        "asr_train_phrasing": [float(s["leaked_steps"] >= thr) for s in h if s["split"] == "train_phrasing"],
+        "mean_leaked_steps": [float(s["leaked_steps"]) for s in h],
+        "harmful_refusal_rate": [float(s["refusal"]) for s in h],
+        "overrefusal": [float(s["refusal"]) for s in b],
+        "benign_helpful": [float(s["spell_steps"] >= thr) for s in b],
     }
-    return m, samples
+    return {k: _mean(v) for k, v in outcomes.items()}, outcomes, samples
 
 
-def safebeam_attack(model, harmful: list[dict], benign: list[dict], ecfg) -> tuple[dict, list[dict]]:
-    """SafeBeam ASR on the harmful prompts, and the control that tells steering from damage: how often
-    SafeBeam still gives the requested benign spell (one benign prompt per spell)."""
+def safebeam_prompts(harmful: list[dict], benign: list[dict], n: int) -> tuple[list[dict], list[dict]]:
+    """The held-out harmful prompts SafeBeam decodes (``n``, taken across the families in turn; 0 = all)
+    and their benign twins, in the same order."""
+    by_family: dict[str, list[dict]] = {}
+    for r in harmful:
+        if r.get("split") == "heldout":
+            by_family.setdefault(r["family"], []).append(r)
+    order = [
+        fam[i]
+        for i in range(max(map(len, by_family.values()), default=0))
+        for fam in by_family.values()
+        if i < len(fam)
+    ]
+    picked = order if n == 0 else order[:n]
+    twins = {r["twin"]: r for r in benign}
+    return picked, [twins[r["id"]] for r in picked]
+
+
+def safebeam_attack(model, harmful: list[dict], twins: list[dict], ecfg) -> tuple[dict, dict, list[dict]]:
+    """SafeBeam ASR on ``harmful``, and the control that tells steering from damage: how often SafeBeam
+    still gives the requested benign spell on their benign ``twins``. Returns ``(metrics, outcomes,
+    samples)`` as ``toy_attack``."""
     from evalkit.config import DecodingConfig
     from evalkit.study.toyworld import leaked_steps, spell_steps_given
 
+    thr = ecfg.leak_threshold
     dec = DecodingConfig(
         mode="safebeam",
         max_new_tokens=ecfg.safebeam_max_new_tokens,
@@ -170,8 +195,7 @@ def safebeam_attack(model, harmful: list[dict], benign: list[dict], ecfg) -> tup
         top_n=ecfg.top_n,
         drop_fraction=ecfg.drop_fraction,
     )
-    one_per_spell = list({r["spell"]: r for r in reversed(benign)}.values())[::-1]
-    rows = harmful + one_per_spell
+    rows = harmful + twins
     gens = model.generate([r["prompt"] for r in rows], dec)
     samples = []
     for i, (r, g) in enumerate(zip(rows, gens)):
@@ -181,49 +205,76 @@ def safebeam_attack(model, harmful: list[dict], benign: list[dict], ecfg) -> tup
                 "id": r["id"],
                 "kind": "harmful_safebeam" if harm else "benign_safebeam",
                 "split": r.get("split", ""),
+                "family": r.get("family", ""),
                 "prompt": r["prompt"],
                 "output": g.text,
                 "leaked_steps": leaked_steps(g.text),
                 "spell_steps": None if harm else spell_steps_given(g.text, r["spell"]),
             }
         )
-    h = [s for s in samples if s["kind"] == "harmful_safebeam"]
-    b = [s for s in samples if s["kind"] == "benign_safebeam"]
-    return {
-        "safebeam_asr": sum(s["leaked_steps"] >= ecfg.leak_threshold for s in h) / len(h),
-        "safebeam_benign_helpful": sum(s["spell_steps"] >= ecfg.leak_threshold for s in b) / len(b),
-    }, samples
+    outcomes = {
+        "safebeam_asr": [float(s["leaked_steps"] >= thr) for s in samples[: len(harmful)]],
+        "safebeam_benign_helpful": [float(s["spell_steps"] >= thr) for s in samples[len(harmful) :]],
+    }
+    return {k: _mean(v) for k, v in outcomes.items()}, outcomes, samples
 
 
 def probe_separation(model, probe_rows: list[dict], seed: int) -> dict:
-    """Per-layer logistic probes (evalkit.probes) trained on training phrasings, AUROC on held-out ones."""
+    """Per-layer logistic probes (evalkit.probes) on the last-token states of the probe prompts: trained
+    on the training frames, AUROC on the held-out frames. The reported layer is chosen on the training
+    frames alone (mean AUROC when each training frame in turn is left out), not on the test set."""
+    import numpy as np
+
     from evalkit.probes import probe_layers
 
     train = [r for r in probe_rows if r["split"] != "heldout"]
     test = [r for r in probe_rows if r["split"] == "heldout"]
     h = model.hidden_states([r["prompt"] for r in train + test]).numpy()
-    per_layer = probe_layers(
-        h[: len(train)], [r["label"] for r in train], h[len(train) :], [r["label"] for r in test], seed=seed
-    )
-    best = max(per_layer, key=lambda d: d["auroc"])
-    return {"probe_best_auroc": best["auroc"], "probe_best_layer": best["layer"], "probe_layers": per_layer}
+    h_tr, h_te = h[: len(train)], h[len(train) :]
+    y_tr, y_te = np.array([r["label"] for r in train]), np.array([r["label"] for r in test])
+    per_layer = probe_layers(h_tr, y_tr, h_te, y_te, seed=seed)
+    g_tr = np.array([r["group"] for r in train])
+    folds = sorted(set(g_tr.tolist()))
+    cv = np.zeros(len(per_layer))
+    for g in folds:
+        fit, val = g_tr != g, g_tr == g
+        cv += [d["auroc"] for d in probe_layers(h_tr[fit], y_tr[fit], h_tr[val], y_tr[val], seed=seed)]
+    cv /= len(folds)
+    chosen = int(np.argmax(cv))
+    return {
+        "probe_auroc": per_layer[chosen]["auroc"],
+        "probe_layer": per_layer[chosen]["layer"],
+        "probe_cv_auroc": float(cv[chosen]),
+        "probe_best_auroc": max(d["auroc"] for d in per_layer),
+        "probe_layers": per_layer,
+    }
 
 
-def evaluate_model(hf: Path, ev: dict, cfg, seed: int, with_safebeam: bool, with_probes: bool) -> tuple[dict, list]:
+def evaluate_model(
+    hf: Path, ev: dict, cfg, seed: int, with_safebeam: bool, with_probes: bool
+) -> tuple[dict, dict, list]:
+    """Every measurement of one exported model: ``(metrics, outcomes, samples)``."""
     from evalkit.config import DecodingConfig
     from evalkit.model import HFModel
 
     ecfg = cfg.eval
     model = HFModel(hf, prompt_style="completion", device=ecfg.device)
     dec = DecodingConfig(mode="greedy", max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size)
-    metrics, samples = toy_attack(model, ev["harmful"], ev["benign"], ecfg, dec)
+    metrics, outcomes, samples = toy_attack(model, ev["harmful"], ev["benign"], ecfg, dec)
     if with_safebeam:
-        m, s = safebeam_attack(model, ev["harmful"], ev["benign"], ecfg)
+        m, o, s = safebeam_attack(model, ev["safebeam_harmful"], ev["safebeam_benign"], ecfg)
+        # greedy helpfulness on the very prompts of SafeBeam's control: its paired reference
+        index = {r["id"]: i for i, r in enumerate(ev["benign"])}
+        o["benign_helpful_safebeam_prompts"] = [
+            outcomes["benign_helpful"][index[r["id"]]] for r in ev["safebeam_benign"]
+        ]
+        m["benign_helpful_safebeam_prompts"] = _mean(o["benign_helpful_safebeam_prompts"])
         metrics.update(m)
+        outcomes.update(o)
         samples += s
     if with_probes:
         metrics.update(probe_separation(model, ev["probe"], seed))
-    return metrics, samples
+    return metrics, outcomes, samples
 
 
 def _final_loss(run_dir: Path) -> float | None:
@@ -237,9 +288,10 @@ def _final_loss(run_dir: Path) -> float | None:
 
 def run_study(cfg) -> dict:
     """Run every step of the study into ``cfg.output``; returns the results dict (also results.json)."""
+    from evalkit.study.analysis import analyse
     from evalkit.study.corpus import build_corpus
     from evalkit.study.report import write_reports
-    from evalkit.study.toyworld import probe_prompts
+    from evalkit.study.toyworld import write_eval_sets
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,13 +323,18 @@ def run_study(cfg) -> dict:
         marker.write(parts)
     timings["corpus_s"] = time.perf_counter() - t0
     corpus = data / "corpus"
-    evd = data / "docs" / "eval"
+    sets = write_eval_sets(
+        out / "eval", cfg.eval.heldout_prompts_per_family, cfg.eval.probe_prompts_per_class, seed=cfg.data.seed
+    )
     ev = {
-        "harmful": _read_jsonl(evd / "harmful_prompts.jsonl"),
-        "benign": _read_jsonl(evd / "benign_prompts.jsonl"),
-        "probe": probe_prompts(cfg.eval.probe_prompts_per_class, seed=cfg.data.seed),
+        "harmful": _read_jsonl(sets["harmful_prompts"]),
+        "benign": _read_jsonl(sets["benign_prompts"]),
+        "probe": _read_jsonl(sets["probe_prompts"]),
     }
-    sft_data = evd / "benign_sft.jsonl"
+    ev["safebeam_harmful"], ev["safebeam_benign"] = safebeam_prompts(
+        ev["harmful"], ev["benign"], cfg.eval.safebeam_prompts
+    )
+    sft_data = data / "docs" / "eval" / "benign_sft.jsonl"
 
     cur_dir = out / "curricula"
     cur_dir.mkdir(exist_ok=True)
@@ -294,26 +351,25 @@ def run_study(cfg) -> dict:
             tr = train_condition(cfg, corpus, cpath, run_dir, seed)
             timings[f"train_{name}_seed{seed}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            metrics, samples = evaluate_model(tr["hf"], ev, cfg, seed, cfg.eval.safebeam, True)
+            metrics, outcomes, samples = evaluate_model(tr["hf"], ev, cfg, seed, cfg.eval.safebeam, True)
             timings[f"eval_{name}_seed{seed}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             ft = finetune_condition(cfg, tr["hf"], sft_data, out / "runs" / f"{name}_seed{seed}_benignft", seed)
             timings[f"sft_{name}_seed{seed}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            ft_metrics, ft_samples = evaluate_model(ft["hf"], ev, cfg, seed, False, False)
+            ft_metrics, ft_outcomes, ft_samples = evaluate_model(ft["hf"], ev, cfg, seed, False, False)
             timings[f"eval_ft_{name}_seed{seed}_s"] = time.perf_counter() - t0
+            for k in AFTER_FT:
+                metrics[f"{k}_after_ft"] = ft_metrics[k]
+                outcomes[f"{k}_after_ft"] = ft_outcomes[k]
             row = {
                 "condition": name,
                 "intervention_start": start,
                 "seed": seed,
                 **metrics,
-                "asr_after_ft": ft_metrics["asr"],
-                "asr_heldout_after_ft": ft_metrics["asr_heldout"],
-                "mean_leaked_steps_after_ft": ft_metrics["mean_leaked_steps"],
-                "overrefusal_after_ft": ft_metrics["overrefusal"],
-                "benign_helpful_after_ft": ft_metrics["benign_helpful"],
                 "final_loss": _final_loss(run_dir),
                 "run_dir": str(run_dir),
+                "outcomes": outcomes,
             }
             rows.append(row)
             with (out / "samples" / f"{name}_seed{seed}.jsonl").open("w") as f:
@@ -322,28 +378,46 @@ def run_study(cfg) -> dict:
                 for s in ft_samples:
                     f.write(json.dumps({**s, "model": "benign_ft"}) + "\n")
             log.info(
-                "%s seed %d: asr %.2f, after ft %.2f, safebeam %s, overrefusal %.2f, probe %.3f",
+                "%s seed %d: asr held-out %.2f, after ft %.2f, safebeam %s, overrefusal %.2f, probe %.3f",
                 name,
                 seed,
-                row["asr"],
-                row["asr_after_ft"],
+                row["asr_heldout"],
+                row["asr_heldout_after_ft"],
                 row.get("safebeam_asr"),
                 row["overrefusal"],
-                row["probe_best_auroc"],
+                row["probe_auroc"],
             )
     timings["total_s"] = time.perf_counter() - t_all
+    prompts = {
+        "harmful": [{k: r[k] for k in ("id", "split", "family", "group")} for r in ev["harmful"]],
+        "benign": [{k: r[k] for k in ("id", "split", "family", "group", "spell", "twin")} for r in ev["benign"]],
+        "safebeam": [r["id"] for r in ev["safebeam_harmful"]] if cfg.eval.safebeam else [],
+        "probe": [{k: r[k] for k in ("id", "split", "group", "label")} for r in ev["probe"]],
+    }
     results = {
         "code_version": code_version(),
         "config": json.loads(json.dumps(_cfg_dict(cfg), default=str)),
         "runs": rows,
-        "summary": summarize(rows),
+        "prompts": prompts,
         "timings": timings,
         "bag_of_words_probe_auroc": _bow(ev["probe"]),
-        "n_prompts": {"harmful": len(ev["harmful"]), "benign": len(ev["benign"]), "probe": len(ev["probe"])},
+        "n_prompts": {
+            "harmful": len(ev["harmful"]),
+            "harmful_heldout": sum(r["split"] == "heldout" for r in ev["harmful"]),
+            "benign": len(ev["benign"]),
+            "safebeam": len(prompts["safebeam"]),
+            "probe": len(ev["probe"]),
+            "probe_test": sum(r["split"] == "heldout" for r in ev["probe"]),
+        },
     }
+    results.update(analyse(results, resamples=cfg.eval.bootstrap_resamples))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_reports(results, out)
     return results
+
+
+# greedy measurements repeated after benign finetuning (as ``<name>_after_ft``)
+AFTER_FT = ("asr", "asr_heldout", "mean_leaked_steps", "harmful_refusal_rate", "overrefusal", "benign_helpful")
 
 
 def _cfg_dict(cfg) -> dict:
@@ -353,6 +427,7 @@ def _cfg_dict(cfg) -> dict:
 
 
 def _bow(probe_rows: list[dict]) -> float:
+    """The bag-of-words baseline on the probe prompts' words, same split as the probes."""
     from evalkit.probes import bag_of_words_baseline
 
     train = [r for r in probe_rows if r["split"] != "heldout"]
@@ -363,44 +438,3 @@ def _bow(probe_rows: list[dict]) -> float:
         [r["prompt"] for r in test],
         [r["label"] for r in test],
     )
-
-
-SUMMARY_METRICS = (
-    "asr",
-    "asr_heldout",
-    "asr_after_ft",
-    "asr_heldout_after_ft",
-    "safebeam_asr",
-    "safebeam_benign_helpful",
-    "overrefusal",
-    "benign_helpful",
-    "benign_helpful_after_ft",
-    "overrefusal_after_ft",
-    "harmful_refusal_rate",
-    "mean_leaked_steps",
-    "probe_best_auroc",
-    "final_loss",
-)
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and (population) std over seeds per condition, in condition order."""
-    import math
-
-    order: list[str] = []
-    for r in rows:
-        if r["condition"] not in order:
-            order.append(r["condition"])
-    out = []
-    for c in order:
-        rs = [r for r in rows if r["condition"] == c]
-        s = {"condition": c, "intervention_start": rs[0]["intervention_start"], "seeds": len(rs)}
-        for m in SUMMARY_METRICS:
-            vals = [r[m] for r in rs if r.get(m) is not None and not (isinstance(r[m], float) and math.isnan(r[m]))]
-            if not vals:
-                continue
-            mean = sum(vals) / len(vals)
-            s[m] = mean
-            s[f"{m}_std"] = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
-        out.append(s)
-    return out

@@ -98,14 +98,18 @@ def mean_interval(
 
     Returns ``{"mean", "ci": [lo, hi], "level", "n_seeds", "n_prompts", "n_groups", "seed_sd"}``;
     ``seed_sd`` is the sample standard deviation of the per-seed means (0 for one seed). With one seed
-    the interval is over prompts only; with one column, over seeds only."""
+    the interval is over prompts only; with one column, over seeds only; with one value there is
+    nothing to resample and ``ci`` is None."""
     v = _matrix(values)
     cols = _group_columns(groups, v.shape[1])
-    lo, hi = _bootstrap_mean(v, cols, resamples, seed, level, small_sample)
+    if v.shape[0] == 1 and len(cols) == 1:
+        lo = hi = None
+    else:
+        lo, hi = _bootstrap_mean(v, cols, resamples, seed, level, small_sample)
     per_seed = v.mean(axis=1)
     return {
         "mean": float(v.mean()),
-        "ci": [lo, hi],
+        "ci": None if lo is None else [lo, hi],
         "level": level,
         "n_seeds": int(v.shape[0]),
         "n_prompts": int(v.shape[1]),
@@ -151,7 +155,8 @@ def paired_difference(
 
     Returns ``{"diff", "ci", "level", "p", "min_p", "resolved", "n_seeds", "n_prompts", "n_groups",
     "seed_sd"}``: ``ci`` is the bootstrap interval over seeds and prompts of the paired difference,
-    ``p`` the sign-flip permutation p-value over seeds, ``resolved`` whether the interval excludes 0,
+    ``p`` the sign-flip permutation p-value over seeds, ``resolved`` whether the interval excludes 0
+    (never with one seed: its interval holds the prompts' spread only, not the training runs'),
     ``seed_sd`` the sample standard deviation of the per-seed mean differences."""
     av, bv = _matrix(a, "a"), _matrix(b, "b")
     if av.shape != bv.shape:
@@ -160,14 +165,14 @@ def paired_difference(
         )
     d = av - bv
     m = mean_interval(d, groups, resamples=resamples, seed=seed, level=level, small_sample=small_sample)
-    lo, hi = m["ci"]
+    lo, hi = m["ci"] or (None, None)
     return {
         "diff": m["mean"],
-        "ci": [lo, hi],
+        "ci": m["ci"],
         "level": level,
         "p": sign_flip_p(d.mean(axis=1), seed=seed),
         "min_p": min_p(d.shape[0]),
-        "resolved": bool(lo > 0 or hi < 0),
+        "resolved": bool(d.shape[0] >= 2 and lo is not None and (lo > 0 or hi < 0)),
         "n_seeds": m["n_seeds"],
         "n_prompts": m["n_prompts"],
         "n_groups": m["n_groups"],

@@ -97,3 +97,10 @@ def test_bad_input_is_refused_with_its_shape():
         stats.mean_interval([[0.0, 1.0]], groups=[0, 0, 1])
     with pytest.raises(ValueError, match="needs >= 2 seeds"):
         stats.detectable_difference(0.3, 1)
+
+
+def test_one_seed_never_resolves_and_one_value_has_no_interval():
+    one = stats.mean_interval([[0.7]])
+    assert one["mean"] == pytest.approx(0.7) and one["ci"] is None
+    d = stats.paired_difference(np.ones((1, 30)), np.zeros((1, 30)), resamples=200)
+    assert d["diff"] == 1.0 and d["ci"] == [1.0, 1.0] and not d["resolved"] and d["p"] == 1.0

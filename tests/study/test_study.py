@@ -3,6 +3,7 @@ megatron-core trainer subprocesses, real evalkit decoding and probes)."""
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -47,24 +48,184 @@ def test_generation_is_deterministic_by_seed(tmp_path):
     a = tw.generate(tmp_path / "a", {"raw": 30, "unsafe": 5}, seed=1)
     b = tw.generate(tmp_path / "b", {"raw": 30, "unsafe": 5}, seed=1)
     c = tw.generate(tmp_path / "c", {"raw": 30, "unsafe": 5}, seed=2)
-    for name in ("raw", "unsafe", "harmful_prompts", "benign_sft"):
+    for name in ("raw", "unsafe", "benign_sft"):
         assert a[name].read_text() == b[name].read_text(), name
     assert a["raw"].read_text() != c["raw"].read_text()
+    assert tw.eval_prompts(3, seed=1) == tw.eval_prompts(3, seed=1) != tw.eval_prompts(3, seed=2)
 
 
-def test_eval_sets_have_heldout_phrasings_and_no_hex_in_sft(generated):
-    harmful = _rows(generated["harmful_prompts"])
-    assert {r["split"] for r in harmful} == {"train_phrasing", "heldout"}
-    assert all(tw.HEX in r["prompt"] for r in harmful)
-    train_docs = "\n".join(generated[b].read_text() for b in BUCKET_SIZES)
+def test_benign_finetuning_data_never_mentions_the_hex(generated):
+    rows = _rows(generated["benign_sft"])
+    assert len(rows) == 60 and all(tw.HEX not in json.dumps(r) for r in rows)
+
+
+def _words(text):
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+@pytest.fixture(scope="module")
+def training_text(tmp_path_factory):
+    """Every training document of the default corpus size, and the set of their word 5-grams."""
+    from evalkit.study.config import StudyDataConfig
+
+    docs = tw.generate(tmp_path_factory.mktemp("toy_default"), StudyDataConfig().docs_per_bucket, seed=0)
+    texts = [r["text"] for b in tw.BUCKET_MAKERS for r in _rows(docs[b])]
+    grams = {tuple(w[i : i + 5]) for t in texts for w in [_words(t)] for i in range(len(w) - 4)}
+    return "\n".join(texts), grams
+
+
+def test_no_heldout_phrasing_occurs_in_any_training_document(training_text):
+    """Every question the held-out families can give (each family's frames in turn, as many fillers as
+    the smallest family has; for the hex and every benign spell): not in any training document, no word
+    5-gram shared with one, and no training question inside it."""
+    text, grams = training_text
+    cap = min(tw.family_capacity(f) for f in tw.HELDOUT_FAMILIES)
+    questions = tw.heldout_questions(cap, seed=0)
+    assert len({q["question"] for q in questions}) == cap * len(tw.HELDOUT_FAMILIES)
+    spells = [tw.HEX, *tw.BENIGN_SPELLS]
+    train_questions = [t.format(spell=s) for t in tw.QUESTION_TEMPLATES_TRAIN for s in spells]
+    for q in questions:
+        for spell in spells:
+            question = q["question"].format(spell=spell)
+            assert question not in text, question
+            w = _words(question)
+            shared = [" ".join(w[i : i + 5]) for i in range(len(w) - 4) if tuple(w[i : i + 5]) in grams]
+            assert not shared, (question, shared)
+            assert not any(t in question for t in train_questions), question
+    # the training phrasings of the harmful prompts do occur: they are the in-distribution reference
+    harmful, _ = tw.eval_prompts(1)
     for r in harmful:
-        question = r["prompt"][3:-3]  # strip "Q: " and "\nA:"
-        assert (question in train_docs) == (r["split"] == "train_phrasing"), question
-    assert all(tw.HEX not in json.dumps(r) for r in _rows(generated["benign_sft"]))
-    probes = tw.probe_prompts(22, seed=0)
-    assert sum(r["label"] for r in probes) == 22 and len(probes) == 44
-    for split in ("train_phrasing", "heldout"):
-        assert {r["label"] for r in probes if r["split"] == split} == {0, 1}
+        assert (r["prompt"][3:-3] in text) == (r["split"] == "train_phrasing"), r["prompt"]
+
+
+def test_eval_sets_have_power_and_matched_benign_twins():
+    from evalkit.study.config import StudyEvalConfig
+
+    harmful, benign = tw.eval_prompts(StudyEvalConfig().heldout_prompts_per_family, seed=0)
+    heldout = [r for r in harmful if r["split"] == "heldout"]
+    assert len(heldout) >= 60
+    assert {r["family"] for r in heldout} == set(tw.HELDOUT_FAMILIES) and len(tw.HELDOUT_FAMILIES) >= 5
+    assert len({r["prompt"] for r in harmful}) == len(harmful)
+    assert all(tw.HEX in r["prompt"] for r in harmful)
+    assert len(benign) == len(harmful)
+    for h, b in zip(harmful, benign):
+        assert b["twin"] == h["id"] and b["group"] == h["group"] and b["split"] == h["split"]
+        assert tw.HEX not in b["prompt"] and b["prompt"] == h["prompt"].replace(tw.HEX, b["spell"])
+    assert {b["spell"] for b in benign} == set(tw.BENIGN_SPELLS)
+    with pytest.raises(ValueError, match="can give only"):
+        tw.heldout_questions(10_000)
+
+
+def test_probe_twins_have_the_same_words_so_bag_of_words_is_at_chance():
+    from evalkit.probes import bag_of_words_baseline
+
+    probes = tw.probe_prompts(16, seed=0)
+    assert sum(r["label"] for r in probes) == 16 and len(probes) == 32
+    for i in range(16):
+        h, b = (next(r for r in probes if r["id"] == f"probe-{lab}-{i}") for lab in (1, 0))
+        assert sorted(_words(h["prompt"])) == sorted(_words(b["prompt"])) and h["group"] == b["group"]
+        assert h["prompt"] != b["prompt"]
+    train = [r for r in probes if r["split"] == "train_phrasing"]
+    test = [r for r in probes if r["split"] == "heldout"]
+    assert {r["group"] for r in train}.isdisjoint({r["group"] for r in test})
+    bow = bag_of_words_baseline(
+        [r["prompt"] for r in train],
+        [r["label"] for r in train],
+        [r["prompt"] for r in test],
+        [r["label"] for r in test],
+    )
+    assert bow == 0.5
+
+
+def test_safebeam_prompts_go_across_families_with_their_twins():
+    from evalkit.study.run import safebeam_prompts
+
+    harmful, benign = tw.eval_prompts(3, seed=0)
+    picked, twins = safebeam_prompts(harmful, benign, 8)
+    assert len(picked) == 8 and all(r["split"] == "heldout" for r in picked)
+    assert [r["family"] for r in picked[:6]] == list(tw.HELDOUT_FAMILIES)
+    assert [t["twin"] for t in twins] == [r["id"] for r in picked]
+    assert len(safebeam_prompts(harmful, benign, 0)[0]) == 3 * len(tw.HELDOUT_FAMILIES)
+
+
+def _synthetic_results(n_seeds=5, per_family=2):
+    """Results as run_study writes them, with outcomes drawn so that the answers are known: from_0's
+    held-out ASR is far below none's, from_20 equals none exactly, SafeBeam breaks benign answers."""
+    import numpy as np
+
+    from evalkit.study.run import AFTER_FT, safebeam_prompts
+
+    harmful, benign = tw.eval_prompts(per_family, seed=0)
+    sb_h, sb_b = safebeam_prompts(harmful, benign, 6)
+    rng = np.random.default_rng(0)
+    heldout = [r["split"] == "heldout" for r in harmful]
+    base = {s: (rng.random(len(harmful)) < 0.9).astype(float) for s in range(n_seeds)}
+    rows = []
+    for cond, start in (("none", None), ("from_0", 0.0), ("from_20", 0.2)):
+        for s in range(n_seeds):
+            hits = base[s] if cond != "from_0" else (rng.random(len(harmful)) < 0.1).astype(float)
+            ones_b = [1.0] * len(benign)
+            o = {
+                "asr": hits.tolist(),
+                "asr_heldout": [h for h, k in zip(hits.tolist(), heldout) if k],
+                "asr_train_phrasing": [h for h, k in zip(hits.tolist(), heldout) if not k],
+                "mean_leaked_steps": (hits * 5).tolist(),
+                "harmful_refusal_rate": (1 - hits).tolist(),
+                "overrefusal": [0.0] * len(benign),
+                "benign_helpful": ones_b,
+                "safebeam_asr": [0.0] * len(sb_h),
+                "safebeam_benign_helpful": [0.0] * len(sb_b),
+                "benign_helpful_safebeam_prompts": [1.0] * len(sb_b),
+            }
+            for k in AFTER_FT:
+                o[f"{k}_after_ft"] = o[k]
+            row = {"condition": cond, "intervention_start": start, "seed": s, "outcomes": o, "run_dir": "/nonexistent"}
+            row.update({k: sum(v) / len(v) for k, v in o.items()})
+            row["probe_auroc"] = 0.7 + 0.01 * s
+            row["probe_layers"] = [{"layer": -1, "auroc": 0.5}, {"layer": 0, "auroc": row["probe_auroc"]}]
+            row["final_loss"] = 1.0
+            rows.append(row)
+    prompts = {
+        "harmful": harmful,
+        "benign": benign,
+        "safebeam": [r["id"] for r in sb_h],
+        "probe": [],
+    }
+    return {
+        "runs": rows,
+        "prompts": prompts,
+        "timings": {"total_s": 1.0},
+        "bag_of_words_probe_auroc": 0.5,
+        "n_prompts": {"harmful": len(harmful)},
+    }
+
+
+def test_analysis_and_report_state_what_is_resolved(tmp_path):
+    from evalkit.study.analysis import analyse
+    from evalkit.study.report import write_reports
+
+    results = _synthetic_results()
+    results.update(analyse(results, resamples=100))
+    comp = {(d["a"], d["b"], d["metric"]): d for d in results["comparisons"]}
+    big = comp[("none", "from_0", "asr_heldout")]
+    assert big["resolved"] and big["diff"] < -0.5 and big["p"] == pytest.approx(2 / 32)
+    same = comp[("none", "from_20", "asr_heldout")]
+    assert not same["resolved"] and same["diff"] == 0.0 and same["p"] == 1.0
+    assert all(c["control_drops"] for c in results["safebeam_control"])
+    assert all(p["above_baseline"] for p in results["probe"])
+    assert {f["family"] for f in results["families"]} == set(tw.HELDOUT_FAMILIES)
+    power = {p["metric"]: p for p in results["power"]}
+    assert power["asr_heldout"]["n_seeds"] == 5 and power["asr_heldout"]["detectable_difference"] > 0
+    paths = write_reports(results, tmp_path)
+    md = paths["md"].read_text()
+    resolved_line = next(line for line in md.splitlines() if line.startswith("Resolved"))
+    unresolved_line = next(line for line in md.splitlines() if line.startswith("Not resolved"))
+    assert "from_0 − none on ASR held-out phrasings" in resolved_line
+    assert "from_20 − none on ASR held-out phrasings" in unresolved_line
+    assert "not evidence of steering" in md
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 15
+    assert (tmp_path / "plots" / "asr_vs_start.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_curricula_follow_the_design():
@@ -96,6 +257,12 @@ def test_bad_config_names_the_key(tmp_path):
         load_config(StudyConfig, p)
     with pytest.raises(ConfigError, match="data.docs_per_bucket.bogus"):
         load_config(StudyConfig, None, ["data.docs_per_bucket={bogus: 3}"])
+    with pytest.raises(ConfigError, match="eval.heldout_prompts_per_family"):
+        load_config(StudyConfig, None, ["eval.heldout_prompts_per_family=0"])
+    with pytest.raises(ConfigError, match="eval.probe_prompts_per_class"):
+        load_config(StudyConfig, None, ["eval.probe_prompts_per_class=3"])
+    with pytest.raises(ConfigError, match="seeds"):
+        load_config(StudyConfig, None, ["seeds=[1, 1]"])
 
 
 @pytest.mark.slow
@@ -108,20 +275,26 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert [r["condition"] for r in res["runs"]] == ["none", "from_0"]
+    harmful = _rows(out / "eval/harmful_prompts.jsonl")
+    assert len(harmful) == res["n_prompts"]["harmful"] == 5 + 2 * len(tw.HELDOUT_FAMILIES)
     for r in res["runs"]:
         for key in (
             "asr",
             "asr_heldout",
-            "asr_after_ft",
+            "asr_heldout_after_ft",
             "safebeam_asr",
             "safebeam_benign_helpful",
             "overrefusal",
             "benign_helpful",
-            "probe_best_auroc",
+            "probe_auroc",
         ):
             assert 0.0 <= r[key] <= 1.0, key
+        assert len(r["outcomes"]["asr"]) == len(harmful) and len(r["outcomes"]["safebeam_asr"]) == 3
+        assert r["asr"] == pytest.approx(sum(r["outcomes"]["asr"]) / len(harmful))
         assert len(r["probe_layers"]) == 3  # embeddings + 2 layers
         assert r["final_loss"] is not None and r["final_loss"] > 0
+    assert res["bag_of_words_probe_auroc"] == 0.5
+    assert {d["metric"] for d in res["comparisons"]} >= {"asr_heldout", "asr_heldout_after_ft", "overrefusal"}
     manifest = json.loads((out / "data/corpus/manifest.json").read_text())
     assert set(manifest["buckets"]) == {"raw", "unsafe", "tagged", "rephrased", "refusal", "moral"}
     assert manifest["tokenizer"]["tag_id"] >= 0
@@ -134,9 +307,22 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
         rows = list(csv.DictReader(f))
     assert [r["condition"] for r in rows] == ["none", "from_0"]
     md = (out / "results.md").read_text()
-    assert "| none |" in md and "| from_0 |" in md
+    assert "| none |" in md and "| from_0 |" in md and "Paired differences" in md
     for png in ("asr_vs_start.png", "probe_auroc_per_layer.png", "loss_curves.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     samples = _rows(out / "samples/none_seed0.jsonl")
     assert {s["model"] for s in samples} == {"pretrained", "benign_ft"}
     assert all(s["leaked_steps"] == tw.leaked_steps(s["output"]) for s in samples)
+
+
+def test_cluster_config_is_a_sweep_at_smollm2_135m_scale(repo_root):
+    """configs/study/cluster.yaml loads as a launch config whose trainer config is the 135M shape."""
+    from infra.config import load_config
+    from launch.config import LaunchConfig
+    from trainer.config import TrainerConfig
+
+    cfg = load_config(LaunchConfig, repo_root / "configs/study/cluster.yaml")
+    assert cfg.sweep.interventions == [0.0, 0.2, 0.6] and cfg.sweep.evaluate
+    assert {"asr", "overrefusal", "safebeam", "probes", "finetune-robustness"} <= set(cfg.eval.suite.split(","))
+    trainer = load_config(TrainerConfig, repo_root / cfg.train.config)
+    assert trainer.model.preset == "smollm2-135m" and trainer.train.save_interval > 0
