@@ -90,13 +90,15 @@ def resolve_tokenizer(cfg: DatagenConfig) -> Path:
     return _beside(src, parts)
 
 
-def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> Path:
+def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> tuple[Path, dict]:
     """Copy the tokenizer (with the tag token) into ``corpus/tokenizer``; train it first if asked.
+    Returns the source folder and what the manifest records of the copy (``tokenizer_info``).
 
     A tokenizer this step trained carries a completion marker. For another input or other settings a
     new one is trained beside it (``resolve_tokenizer``) with a warning; the old one is kept.
     """
-    from infra.tokenizer import load_tokenizer
+    from infra.corpus import file_sha256
+    from infra.tokenizer import load_tokenizer, tag_id
 
     src = resolve_tokenizer(cfg)
     if cfg.tokenizer.train_if_missing and src != Path(cfg.tokenizer.path):
@@ -138,7 +140,13 @@ def _ensure_tokenizer(cfg: DatagenConfig, corpus: Path) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
-    return src
+    info = {
+        "sha256": file_sha256(dst / "tokenizer.json"),
+        "vocab_size": len(tok),
+        "eos_id": int(tok.eos_token_id),
+        "tag_id": tag_id(tok),
+    }
+    return src, info
 
 
 def _labels_path(cfg: DatagenConfig) -> str:
@@ -524,8 +532,7 @@ class FinalizeStep(PipelineStep):
 def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict:
     """Merge every bucket's index, write manifest.json and stats.json; raise if the balance fails."""
     from datagen.stats import collect_stats
-    from infra.corpus import BucketInfo, Manifest, TokenizerInfo, file_sha256, merge_bucket_index
-    from infra.tokenizer import load_tokenizer, tag_id
+    from infra.corpus import BucketInfo, Manifest, TokenizerInfo, merge_bucket_index
 
     folder = CorpusFolder(corpus)
     llm_path = folder.logs / "llm_stats.json"
@@ -534,15 +541,9 @@ def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict
     samples = {b: merge_bucket_index(corpus, b) for b in bucket_names}
     stats = collect_stats(cfg, corpus, stage1_labels, samples, llm_stats)
     folder.stats.write_text(json.dumps(stats, indent=2))
-    tok = load_tokenizer(folder.tokenizer)
+    tok = _tokenizer_info(folder)
     manifest = Manifest(
-        tokenizer=TokenizerInfo(
-            path="tokenizer",
-            sha256=file_sha256(folder.tokenizer / "tokenizer.json"),
-            vocab_size=len(tok),
-            eos_id=int(tok.eos_token_id),
-            tag_id=tag_id(tok),
-        ),
+        tokenizer=TokenizerInfo(path="tokenizer", **tok),
         buckets={b: BucketInfo(documents=v["documents"], tokens=v["tokens"]) for b, v in stats["buckets"].items()},
         config=to_dict(cfg),
     )
@@ -552,6 +553,22 @@ def finalize(cfg: DatagenConfig, corpus: Path, stage1_labels: list[str]) -> dict
     if is_url(cfg.output):
         remote.upload_corpus(corpus, cfg.output)
     return stats
+
+
+def _tokenizer_info(folder: CorpusFolder) -> dict:
+    """sha256, vocab_size, eos_id and tag_id of the corpus tokenizer for the manifest: as ``datagen run``
+    recorded them when it copied the tokenizer (``logs/prepared.json``) while tokenizer.json is unchanged,
+    else from the tokenizer itself."""
+    from infra.corpus import file_sha256
+    from infra.tokenizer import load_tokenizer, tag_id
+
+    sha = file_sha256(folder.tokenizer / "tokenizer.json")
+    prepared = folder.logs / "prepared.json"
+    info = json.loads(prepared.read_text()).get("tokenizer_info") if prepared.is_file() else None
+    if info and info.get("sha256") == sha:
+        return info
+    tok = load_tokenizer(folder.tokenizer)
+    return {"sha256": sha, "vocab_size": len(tok), "eos_id": int(tok.eos_token_id), "tag_id": tag_id(tok)}
 
 
 def _bucket_order(name: str):
@@ -579,10 +596,10 @@ def run(cfg: DatagenConfig) -> dict | None:
     # before a tokenizer or classifier is trained and before anything is written
     steps, labels = build_stage1(cfg, corpus, resolve_classifier(cfg))
     stages = build_dedup_stages(cfg, corpus)
-    tokenizer = _ensure_tokenizer(cfg, corpus)
+    tokenizer, tokenizer_info = _ensure_tokenizer(cfg, corpus)
     classifier = _ensure_classifier(cfg)
     save_config(cfg, CorpusFolder(corpus).config)
-    prepared = {"tokenizer": str(tokenizer), "classifier": classifier}
+    prepared = {"tokenizer": str(tokenizer), "classifier": classifier, "tokenizer_info": tokenizer_info}
     (CorpusFolder(corpus).logs).mkdir(parents=True, exist_ok=True)
     (CorpusFolder(corpus).logs / "prepared.json").write_text(json.dumps(prepared, indent=2))
     log.info("tokenizer: %s; safety classifier: %s", tokenizer, classifier)

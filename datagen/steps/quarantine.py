@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from datatrove.data import DocumentsPipeline
 from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
+
+from datagen.steps.counting import flush_counts
 
 
 class QuarantineStep(PipelineStep):
@@ -41,24 +44,31 @@ class QuarantineStep(PipelineStep):
         return None
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        counts: Counter = Counter()
         with self.output_folder.open(f"{rank:05d}.jsonl", "wt", encoding="utf-8") as out:
-            for doc in data:
-                self.stat_update("total")
-                reason = self.reason(doc)
-                if reason is None:
-                    self.stat_update("forwarded")
-                    yield doc
-                    continue
-                self.stat_update("quarantined")
-                self.stat_update(f"quarantined_{reason}")
-                raw = doc.metadata.get("raw", doc.text)
-                rec = {
-                    "source": doc.metadata.get("source"),
-                    "line": doc.metadata.get("line"),
-                    "id": doc.id,
-                    "reason": reason,
-                    "raw": raw[: self.raw_cut],
-                }
-                if "raw_base64" in doc.metadata:  # the line's original bytes (not UTF-8)
-                    rec["raw_base64"] = doc.metadata["raw_base64"]
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            try:
+                yield from self._run(data, out, counts)
+            finally:
+                flush_counts(self, counts)
+
+    def _run(self, data, out, counts: Counter):
+        for doc in data:
+            counts["total"] += 1
+            reason = self.reason(doc)
+            if reason is None:
+                counts["forwarded"] += 1
+                yield doc
+                continue
+            counts["quarantined"] += 1
+            counts[f"quarantined_{reason}"] += 1
+            raw = doc.metadata.get("raw", doc.text)
+            rec = {
+                "source": doc.metadata.get("source"),
+                "line": doc.metadata.get("line"),
+                "id": doc.id,
+                "reason": reason,
+                "raw": raw[: self.raw_cut],
+            }
+            if "raw_base64" in doc.metadata:  # the line's original bytes (not UTF-8)
+                rec["raw_base64"] = doc.metadata["raw_base64"]
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
+from datagen.steps.counting import flush_counts
 from datagen.tagging import inject_tags_counted, neutralize_literal_tags
 
 PENDING_ROUTES = ("rephrase", "refusal")
@@ -38,13 +41,25 @@ class Router(PipelineStep):
         return "raw"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            route = self.route(int(doc.metadata["safety_score"]))
-            doc.metadata["route"] = route
-            doc.metadata["bucket"] = "raw" if route == "raw" else None
-            self.stat_update("kept")
-            self.stat_update(f"route_{route}")
-            yield doc
+        counts: Counter = Counter()
+        try:
+            for doc in data:
+                route = self.route(int(doc.metadata["safety_score"]))
+                doc.metadata["route"] = route
+                doc.metadata["bucket"] = "raw" if route == "raw" else None
+                counts["kept"] += 1
+                counts[f"route_{route}"] += 1
+                yield doc
+        finally:
+            flush_counts(self, counts)
+
+
+def document_record(writer, doc) -> dict:
+    """The line datatrove's JSONL writer writes for ``doc`` (its non-empty fields text, id, media, metadata)
+    without its deep copy of every document (``dataclasses.asdict``); documents with media go that way."""
+    if doc.media:
+        return writer._default_adapter(doc)
+    return {k: v for k, v in (("text", doc.text), ("id", doc.id), ("metadata", doc.metadata)) if v}
 
 
 class PendingWriter(PipelineStep):
@@ -68,12 +83,19 @@ class PendingWriter(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         # mode "wt": a re-run task rewrites its own file, so pending documents are never duplicated
-        with JsonlWriter(self.output_folder, output_filename="${route}/${rank}.jsonl", compression=None) as w:
-            for doc in data:
-                if doc.metadata.get("route") in self.routes:
-                    w.write(doc, rank)
-                    self.stat_update(f"pending_{doc.metadata['route']}")
-                yield doc
+        with JsonlWriter(
+            self.output_folder, output_filename="${route}/${rank}.jsonl", compression=None, adapter=document_record
+        ) as w:
+            counts: Counter = Counter()
+            try:
+                for doc in data:
+                    route = doc.metadata.get("route")
+                    if route in self.routes:
+                        w.write(doc, rank)
+                        counts[f"pending_{route}"] += 1
+                    yield doc
+            finally:
+                flush_counts(self, counts)
 
 
 class TagInjector(PipelineStep):
@@ -103,16 +125,20 @@ class TagInjector(PipelineStep):
         self.bucket = bucket
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            doc.text, n_lit = neutralize_literal_tags(doc.text)
-            if n_lit:
-                self.stat_update("literal_tags", value=n_lit)
-            if int(doc.metadata["safety_score"]) >= self.min_score:
-                with self.track_time():
-                    doc.text, n, words = inject_tags_counted(doc.text, self.p, self.seed, doc.id)
-                doc.metadata["harm_tags"] = n
-                doc.metadata["bucket"] = self.bucket
-                self.stat_update("tagged_documents")
-                self.stat_update("tags", value=n)
-                self.stat_update("tag_words", value=words)
-            yield doc
+        counts: Counter = Counter()
+        try:
+            for doc in data:
+                doc.text, n_lit = neutralize_literal_tags(doc.text)
+                counts["literal_tags"] += n_lit
+                if int(doc.metadata["safety_score"]) >= self.min_score:
+                    with self.track_time():
+                        doc.text, n, words = inject_tags_counted(doc.text, self.p, self.seed, doc.id)
+                    doc.metadata["harm_tags"] = n
+                    doc.metadata["bucket"] = self.bucket
+                    counts["tagged_documents"] += 1
+                    # per document: datatrove's stats keep their spread (tags per document)
+                    self.stat_update("tags", value=n)
+                    self.stat_update("tag_words", value=words)
+                yield doc
+        finally:
+            flush_counts(self, counts)

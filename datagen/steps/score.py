@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
+
+from datagen.steps.counting import flush_counts
 
 
 class SafetyScorer(PipelineStep):
@@ -51,6 +55,13 @@ class SafetyScorer(PipelineStep):
             from datagen.classifier import load_classifier
 
             self._clf = load_classifier(self.classifier_path)
+        counts: Counter = Counter()
+        try:
+            yield from self._score(data, counts)
+        finally:
+            flush_counts(self, counts)
+
+    def _score(self, data, counts: Counter):
         for batch in batched(data, self.batch_size):
             with self.track_time("batch"):
                 preds = self._clf.predict([d.text for d in batch]) if self.combine != "label" else [None] * len(batch)
@@ -71,8 +82,8 @@ class SafetyScorer(PipelineStep):
                 doc.metadata["classifier_score"] = pred
                 doc.metadata["safety_score"] = int(score)
                 doc.metadata["score_decided_by"] = decided
-                self.stat_update(f"score_{score}")
-                self.stat_update(f"decided_by_{decided}")
+                counts[f"score_{score}"] += 1
+                counts[f"decided_by_{decided}"] += 1
                 if label is not None:
-                    self.stat_update("with_label")
+                    counts["with_label"] += 1
                 yield doc

@@ -15,6 +15,70 @@ from datagen.tagging import neutralize_literal_tags
 from infra.corpus import BucketShardWriter, rank_dir
 
 
+class FastTokenizer:
+    """A tokenizer folder read with ``tokenizers`` alone: its ``tokenizer.json`` (what transformers'
+    ``save_pretrained`` wrote from the backend, so the same ids as the HF tokenizer loaded from the
+    folder) and the EOS token its ``tokenizer_config.json`` names. Loads in a fraction of the time of
+    ``AutoTokenizer.from_pretrained``, which every task and the final stage would otherwise pay.
+
+    ``load(folder)`` returns None when the folder lacks either file or names no EOS token in the
+    vocabulary; callers then load the HF tokenizer.
+    """
+
+    def __init__(self, backend, eos_token: str):
+        self.backend_tokenizer = backend
+        self.eos_token = eos_token
+        self.eos_token_id = backend.token_to_id(eos_token)
+        self.split_special_tokens = False  # transformers' default: special tokens in text stay tokens
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FastTokenizer | None:
+        import json
+
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        eos = cfg.get("eos_token") if isinstance(cfg, dict) else None
+        if isinstance(eos, dict):  # an AddedToken as older configs store it
+            eos = eos.get("content")
+        if not isinstance(eos, str) or cfg.get("split_special_tokens") or not (folder / "tokenizer.json").is_file():
+            return None
+        fast = cls(Tokenizer.from_file(str(folder / "tokenizer.json")), eos)
+        return fast if fast.eos_token_id is not None else None
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+
+def load_fast_or_hf(folder: str | Path):
+    """``FastTokenizer.load(folder)``, or the HF tokenizer where that cannot read the folder."""
+    fast = FastTokenizer.load(folder)
+    if fast is not None:
+        return fast
+    from infra.tokenizer import load_tokenizer
+
+    return load_tokenizer(folder)
+
+
+def _backend_for_ids(tok):
+    """The ``tokenizers.Tokenizer`` behind an HF fast tokenizer, set up to give exactly the ids of
+    ``tok(texts, add_special_tokens=False)`` (no truncation or padding, its special-token splitting), or
+    None. Its ``encode_batch_fast`` skips the character offsets, which the corpus does not keep."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tok, "split_special_tokens", False))
+    return backend
+
+
 class BucketTokenWriter:
     """Tokenize texts (EOS appended) and write them to ``corpus/shards/<bucket>/rank_<rank>``.
 
@@ -23,22 +87,22 @@ class BucketTokenWriter:
 
     Args:
         corpus_dir: corpus folder.
-        tokenizer: an HF tokenizer (with the tag token, see ``infra.tokenizer.load_tokenizer``) or its path.
+        tokenizer: an HF tokenizer (with the tag token, see ``infra.tokenizer.load_tokenizer``), a
+            ``FastTokenizer``, or a tokenizer folder (read with ``load_fast_or_hf``).
         rank: writer rank (one MDS folder per bucket and rank).
         compression: MDS compression (None, "zstd", ...).
     """
 
     def __init__(self, corpus_dir: str | Path, tokenizer, rank: int, compression: str | None = None):
         if isinstance(tokenizer, (str, Path)):
-            from infra.tokenizer import load_tokenizer
-
-            tokenizer = load_tokenizer(tokenizer)
+            tokenizer = load_fast_or_hf(tokenizer)
         self.corpus_dir = Path(corpus_dir)
         self.tok = tokenizer
         self.eos = int(tokenizer.eos_token_id)
         self.rank = rank
         self.compression = compression
         self.writers: dict[str, BucketShardWriter] = {}
+        self._backend = _backend_for_ids(tokenizer)
 
     def reset(self, buckets: Iterable[str]) -> None:
         for b in buckets:
@@ -47,8 +111,12 @@ class BucketTokenWriter:
                 shutil.rmtree(d)
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        ids = self.tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        return [np.asarray(x + [self.eos], dtype=np.uint32) for x in ids]
+        if self._backend is not None:
+            ids = [e.ids for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        else:
+            ids = self.tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        eos = [self.eos]
+        return [np.asarray(x + eos, dtype=np.uint32) for x in ids]
 
     def write_batch(self, items: list[tuple[str, str, int, str]], tagged: list[bool] | None = None) -> int:
         """Write ``(text, id, score, bucket)`` items; texts not marked ``tagged`` get literal tag
