@@ -584,8 +584,29 @@ def corpus_folder(cfg: DatagenConfig) -> Path:
 
 
 def run(cfg: DatagenConfig) -> dict | None:
-    """Run every stage. Returns the stats (local) or None after submitting Slurm jobs."""
+    """Run every stage. Returns the stats (local) or None after submitting Slurm jobs.
+
+    Raises ``datagen.procs.OutputError`` (one line naming the path) when the output cannot be written:
+    a full disk, no permission, a read-only file system.
+    """
+    from datagen.procs import OutputError, die_with_parent, quiet_write_errors, write_error
+
     corpus = corpus_folder(cfg)
+    if cfg.executor.kind == "local":
+        die_with_parent()  # a killed run leaves no datatrove manager or worker behind
+        quiet_write_errors()
+    try:
+        return _run(cfg, corpus)
+    except (ConfigError, DatagenError):
+        raise
+    except Exception as e:
+        message = write_error(e, corpus)
+        if message is None:
+            raise
+        raise OutputError(message) from e
+
+
+def _run(cfg: DatagenConfig, corpus: Path) -> dict | None:
     _input_path(cfg)  # a missing or empty input fails before anything is made
     if is_url(cfg.output):
         remote.check_writable(cfg.output)

@@ -24,3 +24,19 @@ class NotAFilter:
 
     def filter(self, doc) -> bool:
         return True
+
+
+class Sleep(BaseFilter):
+    """Keeps every document after ``seconds`` of sleep: a stage that is still running when a test kills it."""
+
+    name = "💤 sleep"
+
+    def __init__(self, seconds: float = 0.05, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.seconds = seconds
+
+    def filter(self, doc: Document) -> bool:
+        import time
+
+        time.sleep(self.seconds)
+        return True
