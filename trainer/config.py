@@ -313,6 +313,10 @@ class LoggingConfig:
         wandb_name: the W&B run name, also used as its id (null: W&B names the run, the id is the run
             folder's name).
         progress: show a progress bar on the main rank (``PROGRESS=0`` hides it too).
+        report_at_end: write the run report (``report.html`` + ``report.md``: loss with phase boundaries,
+            bucket shares against the schedule, tokens/s, epochs per bucket) into ``run_dir`` when
+            training ends; ``python -m trainer report RUN_DIR`` writes it at any time. A report that
+            cannot be written is logged, never a failed run.
     """
 
     tensorboard: bool = True
@@ -320,6 +324,7 @@ class LoggingConfig:
     wandb_project: str = "safety-pretraining"
     wandb_name: str | None = None
     progress: bool = True
+    report_at_end: bool = True
 
 
 @dataclass

@@ -334,5 +334,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, on_erro
         if on_error != "log":
             raise
         log.error("run report of %s failed: %s", run_dir, e)
-        F.plt().close("all")
+        try:
+            F.plt().close("all")
+        except Exception:  # matplotlib itself may be what is missing
+            pass
         return None

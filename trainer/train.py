@@ -925,6 +925,10 @@ def train(cfg: TrainerConfig) -> dict:
     metrics.close()
     if not state.stopped_by_signal and cfg.export.hf_at_end:
         export_at_end(ckpt.find_latest(folder.checkpoints), folder, info, tr.ddp, ms)
+    if info.is_main and not state.stopped_by_signal and cfg.logging.report_at_end:
+        from trainer.report import write_run_report
+
+        write_run_report(folder.root, on_error="log")
     shutdown()
     return {
         "step": state.step,

@@ -133,7 +133,8 @@ REF_STEPS = 24
 def reference_run(tiny_corpus, tmp_path_factory):
     """One uninterrupted single-process tiny run that several tests compare against or export."""
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    run_trainer(*tiny_args(run_dir, tiny_corpus, steps=REF_STEPS))
+    # the tiny config leaves the end-of-training report off (tests train many runs); this one writes it
+    run_trainer(*tiny_args(run_dir, tiny_corpus, "logging.report_at_end=true", steps=REF_STEPS))
     return run_dir
 
 

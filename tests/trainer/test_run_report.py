@@ -12,6 +12,9 @@ from trainer.__main__ import main
 
 
 def test_run_report_of_a_real_run(reference_run, tmp_path, capsys):
+    # training wrote the report into its run folder when it ended (logging.report_at_end)
+    at_end = (reference_run / "report.md").read_text()
+    assert "## Loss" in at_end and (reference_run / "report.html").is_file()
     out = tmp_path / "report"
     assert main(["report", str(reference_run), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.html")
