@@ -168,6 +168,36 @@ class FilterConfig:
 
 
 @dataclass
+class PIIConfig:
+    """PII redaction with datatrove's ``PIIFormatter``: e-mail and IP addresses replaced by placeholders.
+
+    Runs after the filters and dedup, before the safety score, so that every later step, the pending
+    documents of the LLM stage and the token buckets see the redacted text (dedup compares the text as
+    read). Counted in ``stats.json`` under ``pii``.
+
+    Attributes:
+        enabled: run it (off by default).
+        emails: replace e-mail addresses.
+        ips: replace IP addresses.
+        only_public_ips: replace only globally routable IPs (private, loopback and reserved ones stay).
+        email_replacement: replacements, used in turn; null: datatrove's (``email@example.com``,
+            ``firstname.lastname@example.org``).
+        ip_replacement: replacements, used in turn; null: datatrove's list of unused addresses.
+    """
+
+    enabled: bool = False
+    emails: bool = True
+    ips: bool = True
+    only_public_ips: bool = True
+    email_replacement: list[str] | None = None
+    ip_replacement: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.enabled and not (self.emails or self.ips):
+            raise ConfigError("pii: enabled, but both pii.emails and pii.ips are false")
+
+
+@dataclass
 class ScoreConfig:
     """Safety score 0-5 for every kept document; the stats count which score decided each document.
 
@@ -324,6 +354,7 @@ class DatagenConfig:
             ``<cache>/datagen/staging/<sha of the URL>``. Unused for a local ``output``.
         input: where the documents come from.
         filters: language, quality and exact-dedup filters.
+        pii: PII redaction (e-mail and IP addresses; off by default).
         score: the safety score of every kept document.
         route: the score thresholds of the routes.
         tag: the harmfulness tags.
@@ -337,6 +368,7 @@ class DatagenConfig:
     output_staging: str | None = None
     input: InputConfig = field(default_factory=InputConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    pii: PIIConfig = field(default_factory=PIIConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
     tag: TagConfig = field(default_factory=TagConfig)

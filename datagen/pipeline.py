@@ -3,7 +3,8 @@
 dedup stages (datatrove's exact and MinHash pipelines, see ``datagen/steps/dedup.py``): find the
     duplicates of the whole corpus before stage 1 filters them
 stage 1 (datatrove, ``tasks`` tasks): read -> quarantine -> language -> quality -> exact dedup ->
-    near dedup -> safety score -> route -> pending JSONL for the LLM routes -> tags -> tokenize -> MDS
+    near dedup -> [PII redaction] -> safety score -> route -> pending JSONL for the LLM routes -> tags ->
+    tokenize -> MDS
 stage 2 (only with ``llm.enabled``): ``datagen.llm.stage.run_llm_stage`` writes rephrased, refusal,
     moral and aligned buckets from ``corpus/pending``
 final: merge each bucket's rank indexes, ``manifest.json``, ``stats.json`` with the balance check.
@@ -364,6 +365,12 @@ def build_stage1(
     steps, labels = _front_steps(cfg, corpus)
     steps += _dedup_filters(cfg, corpus, dropped=True)
     labels += [f"filter:{n}" for n in _dedup_filter_names(cfg)]
+    if cfg.pii.enabled:
+        from datagen.steps.pii import PIIRedactor
+
+        p = cfg.pii
+        steps.append(PIIRedactor(p.emails, p.ips, p.only_public_ips, p.email_replacement, p.ip_replacement))
+        labels.append("pii")
     clf = classifier if classifier is not None else resolve_classifier(cfg)
     steps.append(SafetyScorer(clf, cfg.score.label_field, cfg.score.combine, cfg.score.batch_size))
     labels.append("score")

@@ -141,6 +141,7 @@ def collect_stats(
         "raw bucket == raw route": buckets.get("raw", {}).get("documents", 0) == routes["raw"],
         "tagged bucket == tagged documents": buckets.get("tagged", {}).get("documents", 0) == tags["documents"],
     }
+    pii = by.get("pii", {})
     dedup = _dedup_stats(cfg, corpus, dropped)
     if dedup["near"] is not None:
         checks["near-dedup removed == marked by its cluster stage"] = (
@@ -157,6 +158,13 @@ def collect_stats(
         # characters the reader repaired in documents it kept (NULs removed, lone surrogates replaced)
         "repaired": {k[len("repaired_") :]: v for k, v in sorted(by["read"].items()) if k.startswith("repaired_")},
         "dedup": dedup,
+        # e-mail and IP addresses replaced by datatrove's PIIFormatter (pii.enabled)
+        "pii": {
+            "enabled": cfg.pii.enabled,
+            "documents": pii.get("redacted_documents", 0),
+            "emails": pii.get("redacted_emails", 0),
+            "ips": pii.get("redacted_ips", 0),
+        },
         # datatrove's step timings per stage: a throughput summary that holds for local and Slurm runs
         "throughput": _stage_times(corpus / "logs"),
         "score_histogram": hist,
@@ -216,6 +224,9 @@ def format_summary(stats: dict) -> str:
     for kind, d in (stats.get("dedup") or {}).items():
         if d:
             row(f"{kind} dedup removed", f"{d['removed']}" + (f" (scope {d['scope']})" if "scope" in d else ""))
+    pii = stats.get("pii") or {}
+    if pii.get("enabled"):
+        row("PII redacted", f"{pii['emails']} e-mail and {pii['ips']} IP addresses in {pii['documents']} documents")
     llm_q = {b: sum(r.values()) for b, r in ((stats.get("llm") or {}).get("quarantined") or {}).items()}
     if llm_q:
         row("LLM outputs quarantined", f"{sum(llm_q.values())}  " + "  ".join(f"{k}:{v}" for k, v in llm_q.items()))
