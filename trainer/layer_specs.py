@@ -24,9 +24,48 @@ import torch.nn.functional as F
 SPECS = ("auto", "te", "torch", "local")
 
 
+_TE_NAMES = ("transformer_engine", "transformer_engine.pytorch", "transformer_engine_torch")
+_te_state: dict = {}
+
+
+def guard_transformer_engine() -> str | None:
+    """Import Transformer-Engine once, before megatron does, when it is installed and CUDA exists.
+
+    megatron-core imports TE at module load and only catches ``ImportError``; a TE that is installed
+    but broken (a missing ``libcudnn``, a build for another torch or CUDA) raises something else and
+    would break every spec, ``local`` and ``torch`` included. When the import fails, TE is hidden
+    (``sys.modules[name] = None``: later imports raise ``ImportError``), so megatron takes its path
+    without TE, and the error is returned (``model.spec=te`` then names it). Without CUDA, TE is hidden
+    without being imported. Returns None when TE is absent or imports."""
+    import sys
+
+    if "checked" in _te_state:
+        return _te_state["error"]
+    error = None
+    if importlib.util.find_spec("transformer_engine") is not None:
+        if not torch.cuda.is_available():
+            error = "no CUDA device (Transformer-Engine is not loaded without one)"
+        else:
+            try:
+                import transformer_engine.pytorch  # noqa: F401
+            except Exception as e:  # any failure: megatron must not see a half-imported TE
+                error = f"Transformer-Engine is installed but does not import: {type(e).__name__}: {e}"
+        if error is not None:
+            for name in [n for n in sys.modules if n == "transformer_engine" or n.startswith("transformer_engine")]:
+                del sys.modules[name]
+            for name in _TE_NAMES:
+                sys.modules[name] = None
+            if torch.cuda.is_available():
+                import logging
+
+                logging.getLogger(__name__).warning("%s; running without it", error)
+    _te_state.update(checked=True, error=error)
+    return error
+
+
 def te_available() -> bool:
-    """True when Transformer-Engine is installed and CUDA exists (without CUDA, TE must not load)."""
-    return torch.cuda.is_available() and importlib.util.find_spec("transformer_engine") is not None
+    """True when Transformer-Engine is installed, imports, and CUDA exists (without CUDA, TE must not load)."""
+    return importlib.util.find_spec("transformer_engine") is not None and guard_transformer_engine() is None
 
 
 def resolve_spec_name(name: str) -> str:
@@ -38,9 +77,10 @@ def resolve_spec_name(name: str) -> str:
             return "te"
         return "torch" if torch.cuda.is_available() else "local"
     if name == "te" and not te_available():
+        why = _te_state.get("error") or "Transformer-Engine is not installed"
         raise RuntimeError(
-            "model.spec=te needs Transformer-Engine and CUDA "
-            "(pip install 'transformer-engine[pytorch]' on a CUDA machine); "
+            f"model.spec=te needs Transformer-Engine and CUDA ({why}; "
+            "pip install 'transformer-engine[pytorch]' on a CUDA machine); "
             "use model.spec=torch or auto"
         )
     return name

@@ -857,6 +857,9 @@ def train(cfg: TrainerConfig) -> dict:
     from trainer.device import select_device
 
     _, device_line = select_device(cfg.train.device)  # before anything touches CUDA or megatron
+    from trainer.layer_specs import guard_transformer_engine
+
+    guard_transformer_engine()  # a broken TE install is hidden from megatron (and named if spec=te)
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
         torch.use_deterministic_algorithms(True)
