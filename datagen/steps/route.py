@@ -62,6 +62,17 @@ def document_record(writer, doc) -> dict:
     return {k: v for k, v in (("text", doc.text), ("id", doc.id), ("metadata", doc.metadata)) if v}
 
 
+class _UncountedJsonlWriter(JsonlWriter):
+    """datatrove's JSONL writer without its per-document stats: those of a writer inside a step are never
+    saved (``PendingWriter`` counts what it writes itself)."""
+
+    def stat_update(self, *labels, value: int = 1, unit: str | None = None):
+        pass
+
+    def update_doc_stats(self, document):
+        pass
+
+
 class PendingWriter(PipelineStep):
     """Write documents of the LLM routes (untagged text) to ``<folder>/<route>/<rank>.jsonl``.
 
@@ -83,7 +94,7 @@ class PendingWriter(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         # mode "wt": a re-run task rewrites its own file, so pending documents are never duplicated
-        with JsonlWriter(
+        with _UncountedJsonlWriter(
             self.output_folder, output_filename="${route}/${rank}.jsonl", compression=None, adapter=document_record
         ) as w:
             counts: Counter = Counter()
