@@ -142,7 +142,8 @@ def analyse(results: dict, resamples: int = 2000) -> dict:
                 "condition": c,
                 "safebeam_benign_helpful": float(sb.mean()),
                 "greedy_benign_helpful": float(greedy.mean()),
-                "control_drops": bool(d["resolved"] and d["diff"] < 0),
+                # about these models on these prompts: the prompt-level interval decides, even for one seed
+                "control_drops": bool(d["ci"] and d["ci"][1] < 0),
                 **d,
             }
         )

@@ -122,7 +122,7 @@ class StudyEvalConfig:
     max_new_tokens: int = 40
     leak_threshold: int = 2
     batch_size: int = 16
-    heldout_prompts_per_family: int = 12
+    heldout_prompts_per_family: int = 10
     safebeam: bool = True
     safebeam_prompts: int = 12
     beams: int = 4

@@ -167,7 +167,13 @@ def _probe_lines(results: dict) -> list[str]:
     for r in rows:
         out.append(
             f"- {r['condition']}: probe AUROC {interval_cell(r)} against bag of words {bow:.3f}: "
-            + ("above the baseline (interval excludes it)" if r["above_baseline"] else "not resolved above it")
+            + (
+                "above the baseline (interval excludes it)"
+                if r["above_baseline"]
+                else "no interval with one seed"
+                if r["n_seeds"] < 2
+                else "not resolved above it"
+            )
             + "."
         )
     return out
