@@ -291,10 +291,11 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
         if not all(key in s["metrics"] for s in summary):
             continue
         ms = [s["metrics"][key] for s in summary]
+        ci = [m["ci"] or [m["mean"], m["mean"]] for m in ms]  # one value: no bar
         ax.errorbar(
             x,
             [m["mean"] for m in ms],
-            yerr=[[m["mean"] - m["ci"][0] for m in ms], [m["ci"][1] - m["mean"] for m in ms]],
+            yerr=[[m["mean"] - c[0] for m, c in zip(ms, ci)], [c[1] - m["mean"] for m, c in zip(ms, ci)]],
             marker=marker,
             capsize=3,
             label=label,
