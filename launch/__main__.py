@@ -3,6 +3,8 @@
   corpus   datagen run as a job (datatrove local executor inside it, or a driver for its Slurm executor)
   train    multi-node training: srun + torchrun, rendezvous on the head node, checkpoint-and-requeue
   eval     evalkit run as a job array over checkpoints, then evalkit compare after all of them
+  track    evalkit track as one job: every checkpoint of the given runs evaluated, the trajectory report
+           written (with --follow beside training, until the runs have finished)
   sweep    one training run per curriculum intervention, their evaluations and the comparison
   status   states of the jobs recorded in a launch folder's jobs.json (scontrol, then sacct once the
            controller has forgotten a finished job)
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         "corpus": "build the corpus (datagen run) as a Slurm job",
         "train": "submit one multi-node training run",
         "eval": "evaluate checkpoints (job array) and compare them (dependent job)",
+        "track": "evaluate every checkpoint of runs (evalkit track) and plot safety against tokens seen",
         "sweep": "training runs for several intervention starts, their evaluations and the comparison",
     }
     for name, text in helps.items():

@@ -2,7 +2,7 @@
 
 One file describes the cluster (partitions, account), how a job gets its software (repository folder,
 virtualenv or pyxis container, set-up lines, environment) and one section per kind of job: ``corpus``,
-``train``, ``eval`` and ``sweep``. Every section names the other package's config file and overrides
+``train``, ``eval``, ``track`` and ``sweep``. Every section names the other package's config file and overrides
 the way its CLI takes them. The jobs run those CLIs; before submitting, ``launch.preflight`` loads each
 job's package config with the package's own loader (in-process, or in the job's virtualenv) so that a
 config the job would refuse is refused before the queue.
@@ -342,6 +342,50 @@ class EvalJob:
 
 
 @dataclass
+class TrackJob:
+    """``evalkit track`` as one job: every checkpoint of the given runs evaluated (each once, cached by
+    content) and the trajectory report (each headline metric against tokens seen) written.
+
+    Attributes:
+        runs: run folders written by ``trainer train`` (relative: from the current folder); each must
+            exist, or be written by a job the track job waits for (``--after``).
+        suite: the ``--suite`` argument (comma-separated suites).
+        out_dir: ``--out``: the evaluations (``evals/``) and ``trajectory.html``/``.md``/``.csv``;
+            relative paths are under the launch folder.
+        every: ``--every N``: only checkpoints whose step is a multiple of N (and each run's last).
+        follow: ``--follow``: keep polling for new checkpoints until every run has its final checkpoint
+            evaluated, so that the job can run beside training (the job first waits for each run's
+            ``config.yaml``).
+        poll_s: ``--poll-s``: seconds between polls with ``follow``.
+        max_wait_s: ``--max-wait-s``: stop following after this many seconds and write the report (null:
+            follow until the runs end or the job's time limit, ``resources.time``, the job's max time).
+        extra_args: more arguments for ``evalkit track`` (``--config FILE``, ``key=value`` overrides).
+        resources: sbatch resources of the job; ``time`` is its max time (with ``follow``: as long as the
+            training it follows, plus the evaluation of the last checkpoint).
+    """
+
+    runs: list[str] = field(default_factory=list)
+    suite: str = "asr,overrefusal"
+    out_dir: str = "track"
+    every: int = 1
+    follow: bool = False
+    poll_s: float = 60.0
+    max_wait_s: float | None = None
+    extra_args: list[str] = field(default_factory=list)
+    resources: Resources = field(default_factory=lambda: Resources(gpus_per_node=1, cpus_per_task=8, time="48:00:00"))
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"track.every must be >= 1, got {self.every}")
+        if self.poll_s <= 0:
+            raise ConfigError(f"track.poll_s must be > 0, got {self.poll_s}")
+        if self.max_wait_s is not None and self.max_wait_s <= 0:
+            raise ConfigError(f"track.max_wait_s must be > 0 or null, got {self.max_wait_s}")
+        if not any(s.strip() for s in self.suite.split(",")):
+            raise ConfigError("track.suite is empty (e.g. track.suite=asr,overrefusal)")
+
+
+@dataclass
 class SweepConfig:
     """Curriculum sweep: one training run per intervention start, each evaluated, then compared.
 
@@ -353,12 +397,16 @@ class SweepConfig:
         curriculum_files: explicit files per percentage (e.g. ``{20: configs/.../intervention_20.yaml}``);
             used instead of the template where given.
         evaluate: submit an evaluation for each run and the comparison.
+        track: also submit one ``evalkit track --follow`` job per run (the ``track`` section's suite,
+            every, resources, ...) at the same time as the run, without waiting for it: it evaluates the
+            run's checkpoints as they appear; its report goes to ``<track.out_dir>/p<pct>``.
     """
 
     interventions: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.6])
     curriculum_template: str = "configs/trainer/curricula/intervention_20.yaml"
     curriculum_files: dict[int, str] = field(default_factory=dict)
     evaluate: bool = True
+    track: bool = False
 
     def validate(self) -> None:
         if not self.interventions:
@@ -386,6 +434,7 @@ class LaunchConfig:
         corpus: the ``corpus`` job.
         train: the ``train`` job, and each training run of ``sweep``.
         eval: the ``eval`` jobs, and the evaluations of ``sweep``.
+        track: the ``track`` job (safety along a run's checkpoints), and those of ``sweep.track``.
         sweep: the curriculum sweep.
     """
 
@@ -396,6 +445,7 @@ class LaunchConfig:
     corpus: CorpusJob = field(default_factory=CorpusJob)
     train: TrainJob = field(default_factory=TrainJob)
     eval: EvalJob = field(default_factory=EvalJob)
+    track: TrackJob = field(default_factory=TrackJob)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def validate(self) -> None:
@@ -406,5 +456,6 @@ class LaunchConfig:
             ("train.resources", self.train.resources),
             ("eval.resources", self.eval.resources),
             ("eval.compare_resources", self.eval.compare_resources),
+            ("track.resources", self.track.resources),
         ):
             res.check(key)

@@ -1,4 +1,4 @@
-"""Plans for each command: corpus, train, eval, sweep. They call the other packages' CLIs only.
+"""Plans for each command: corpus, train, eval, track, sweep. They call the other packages' CLIs only.
 
 All checks run while planning, so a bad request is refused before anything is submitted: partitions,
 nodes and container (``launch.cluster``), each job's own package config (``launch.preflight``), every
@@ -226,6 +226,8 @@ class Context:
                     before = ancestors(job.key)
                     if any(k in before for k in producers):
                         pass
+                    elif kind == "beside" and producers:
+                        pass  # read while a job of this plan writes it (a follower beside training)
                     elif producers:
                         self.errors.append(
                             f"{job.key}: {label} {path} is written by job {producers[0]!r}, which {job.key!r} "
@@ -540,6 +542,78 @@ def plan_eval(ctx: Context) -> Plan:
     return ctx.finish(plan)
 
 
+# -- safety trajectories -------------------------------------------------------------------------
+def track_job(
+    ctx: Context,
+    plan: Plan,
+    key: str,
+    *,
+    runs: list[str],
+    out: Path,
+    follow: bool,
+    after: list[str] | None = None,
+    beside: bool = False,
+) -> JobSpec:
+    """One job: ``evalkit track RUN... --suite S --out OUT [--every N] [--follow]`` on one node. With
+    ``follow`` it first waits for each run's ``config.yaml`` (the trainer writes it when it starts), so that
+    it may start at the same time as the training it follows (``beside``: the runs are written by a job
+    of this plan that it does not wait for)."""
+    t = ctx.cfg.track
+    res = t.resources
+    ctx.check(key, res)
+    env = ctx.cfg.environment
+    ctx.add_package_check(
+        preflight.check_eval(key, t.suite, t.extra_args, runs[:1], workdir=ctx.workdir, section="track")
+    )
+    suite = ",".join(s.strip() for s in t.suite.split(",") if s.strip())
+    args = [*runs, "--suite", suite, "--out", str(out)]
+    if t.every != 1:
+        args += ["--every", str(t.every)]
+    if follow:
+        args += ["--follow", "--poll-s", f"{t.poll_s:g}"]
+        if t.max_wait_s is not None:
+            args += ["--max-wait-s", f"{t.max_wait_s:g}"]
+    args += t.extra_args
+    step = ctx.step_env() + [
+        f'echo "[launch] tracking {len(runs)} run(s) into {out}"',
+        f"exec {q(env.python)} -m evalkit track " + " ".join(q(a) for a in args),
+    ]
+    setup = [f"mkdir -p {q(str(out))}"]
+    if follow:
+        setup += [
+            "# the trainer writes config.yaml when it starts: wait for it (the time limit bounds the wait)",
+            R.bash_array("SPT_RUNS", runs),
+            'for r in "${SPT_RUNS[@]}"; do',
+            '  until [ -f "$r/config.yaml" ]; do',
+            f'    echo "[launch] waiting for $r/config.yaml"; sleep {max(1, int(t.poll_s))}',
+            "  done",
+            "done",
+        ]
+    setup.append("")
+    return _one_node_job(
+        ctx,
+        plan,
+        key,
+        res,
+        setup,
+        step,
+        after or [],
+        info={"runs": runs, "out": str(out), "follow": follow},
+        inputs=[(f"track.runs[{i}]", r, "beside" if beside else "path") for i, r in enumerate(runs)],
+        outputs=[str(out)],
+    )
+
+
+def plan_track(ctx: Context) -> Plan:
+    t = ctx.cfg.track
+    if not t.runs:
+        raise LaunchError("track.runs is empty: give the run folders, e.g. track.runs=[runs/p0,runs/p20]")
+    plan = Plan("track", ctx.launch_dir)
+    runs = [str(ctx.input_path(r)) for r in t.runs]
+    track_job(ctx, plan, "track", runs=runs, out=ctx.under_launch(t.out_dir), follow=t.follow)
+    return ctx.finish(plan)
+
+
 # -- curriculum sweep ----------------------------------------------------------------------------
 def load_template(path: Path) -> CurriculumConfig:
     """The sweep's template curriculum: its first phase is the base mix, its last the intervention mix."""
@@ -583,6 +657,9 @@ def plan_sweep(ctx: Context) -> Plan:
             curriculum = str(ctx.launch_dir / rel)
         run_dir = ctx.launch_dir / "runs" / f"p{pct}"
         train_job(ctx, plan, f"train-p{pct}", run_dir=run_dir, curriculum=curriculum)
+        if s.track:
+            out = ctx.under_launch(ctx.cfg.track.out_dir) / f"p{pct}"
+            track_job(ctx, plan, f"track-p{pct}", runs=[str(run_dir)], out=out, follow=True, beside=True)
         if s.evaluate:
             out = ctx.under_launch(ctx.cfg.eval.out_dir) / f"p{pct}"
             eval_array_job(ctx, plan, f"eval-p{pct}", models=[str(run_dir)], out_dirs=[out], after=[f"train-p{pct}"])
@@ -723,4 +800,4 @@ def plan_corpus(ctx: Context) -> Plan:
     return ctx.finish(plan)
 
 
-PLANNERS = {"corpus": plan_corpus, "train": plan_train, "eval": plan_eval, "sweep": plan_sweep}
+PLANNERS = {"corpus": plan_corpus, "train": plan_train, "eval": plan_eval, "track": plan_track, "sweep": plan_sweep}

@@ -32,7 +32,8 @@ class JobSpec:
         array_size: number of array elements, or None for a plain job.
         info: facts to record beside the job id (run folder, results folder, ...).
         inputs: ``(label, path, kind)`` of what the job reads (``kind``: ``corpus``, a folder with
-            ``manifest.json``, or ``path``); each must exist or be written by a job it waits for.
+            ``manifest.json``, ``path``, or ``beside``: a path that a job of the plan writes while this
+            one runs); each must exist or be written by a job it waits for (``beside``: by any job of the plan).
         outputs: folders the job writes (recorded in ``jobs.json``, so that a later launch ``--after``
             this job may read them).
         in_container: the job's steps run in the configured container (the corpus driver of

@@ -248,15 +248,18 @@ def eval_config_args(extra_args: list[str]) -> tuple[str | None, list[str], list
     return config, overrides, rest
 
 
-def check_eval(key: str, suite: str, extra_args: list[str], models: list[str], *, workdir: Path) -> CheckResult:
-    """``evalkit run --model M --suite S --out O EXTRA`` checked with ``EvalConfig`` as ``evalkit`` loads it."""
+def check_eval(
+    key: str, suite: str, extra_args: list[str], models: list[str], *, workdir: Path, section: str = "eval"
+) -> CheckResult:
+    """``evalkit run --model M --suite S --out O EXTRA`` (or ``evalkit track``, ``section="track"``) checked
+    with ``EvalConfig`` as ``evalkit`` loads it."""
     from evalkit.config import EvalConfig
     from infra.config import resolve_config_path
 
     out = CheckResult()
     config, overrides, rest = eval_config_args(extra_args)
     if rest:
-        out.errors.append(f"{key}: eval.extra_args {rest} are neither --config FILE nor key=value overrides")
+        out.errors.append(f"{key}: {section}.extra_args {rest} are neither --config FILE nor key=value overrides")
         return out
     suites = ",".join(s.strip() for s in suite.split(",") if s.strip())
     with in_dir(workdir):

@@ -469,3 +469,65 @@ def test_corpus_input_outside_the_mounts(tmp_path, tmp_path_factory):
     # the Slurm driver and datatrove's arrays run on the host, in the virtualenv: nothing to mount
     p = plan("corpus", tmp_path, *args, "corpus.executor=slurm")
     assert "--container" not in p.jobs[0].script and f"source {REPO_ROOT}/.venv/bin/activate" in p.jobs[0].script
+
+
+def test_track_job_and_missing_run(tmp_path):
+    runs = [tmp_path / "runs" / "p0", tmp_path / "runs" / "p20"]
+    for r in runs:
+        r.mkdir(parents=True)
+    p = plan(
+        "track",
+        tmp_path,
+        f"track.runs=[{', '.join(map(str, runs))}]",
+        "track.suite=asr, overrefusal",
+        "track.every=500",
+        "track.follow=true",
+        "track.poll_s=30",
+        "track.max_wait_s=7200",
+        "environment.venv=null",
+        "environment.container_image=nvcr.io#nvidia/pytorch:25.06-py3",
+    )
+    (job,) = p.jobs
+    s = job.script
+    out = f"{tmp_path}/safety-pretraining/track"
+    assert job.key == "track" and job.outputs == [out] and job.after == []
+    assert (
+        f"exec python -m evalkit track {runs[0]} {runs[1]} --suite asr,overrefusal --out {out} --every 500 "
+        "--follow --poll-s 30 --max-wait-s 7200" in s
+    )
+    (srun,) = [line for line in s.splitlines() if line.startswith("srun ")]
+    assert srun == (
+        "srun --nodes=1 --ntasks-per-node=1 --cpus-per-task=12 --kill-on-bad-exit=1 "
+        "--container-image='nvcr.io#nvidia/pytorch:25.06-py3' "
+        f"--container-mounts={REPO_ROOT}:{REPO_ROOT},{tmp_path}:{tmp_path} "
+        f"--container-workdir={REPO_ROOT} --container-name=safety-pretraining-track "
+        'bash -c "$SPT_STEP"'
+    )
+    for needle in ["#SBATCH --gpus-per-node=1", "#SBATCH --time=2-00:00:00", 'until [ -f "$r/config.yaml" ]']:
+        assert needle in s, needle
+    bash_syntax_ok(s, tmp_path)
+    # without --follow: no waiting for the runs, no polling options; the default --every is not repeated
+    once = plan("track", tmp_path, f"track.runs=[{runs[0]}]").jobs[0].script
+    assert f"-m evalkit track {runs[0]} --suite asr,overrefusal --out {out}\n" in once
+    assert "--follow" not in once and "config.yaml" not in once
+    # a run folder that is not there and that no job writes is refused, naming it
+    with pytest.raises(LaunchError, match=r"track: track.runs\[1\] /no/run is not a file or folder here"):
+        plan("track", tmp_path, f"track.runs=[{runs[0]}, /no/run]")
+    with pytest.raises(LaunchError, match="track.runs is empty"):
+        plan("track", tmp_path)
+    with pytest.raises(ConfigError, match="track.every must be >= 1"):
+        plan("track", tmp_path, f"track.runs=[{runs[0]}]", "track.every=0")
+    with pytest.raises(LaunchError, match="unknown suite|suites"):
+        plan("track", tmp_path, f"track.runs=[{runs[0]}]", "track.suite=nosuch")
+
+
+def test_sweep_tracks_each_run_beside_its_training(tmp_path, launch_corpus):
+    p = plan("sweep", tmp_path, "sweep.interventions=[0.0, 0.2]", "sweep.track=true", *_fits(launch_corpus))
+    by_key = {j.key: j for j in p.jobs}
+    assert list(by_key) == ["train-p0", "track-p0", "eval-p0", "train-p20", "track-p20", "eval-p20", "compare"]
+    run = f"{tmp_path}/safety-pretraining/runs/p20"
+    tr = by_key["track-p20"]
+    assert tr.after == [] and f"-m evalkit track {run} --suite asr,overrefusal --out " in tr.script
+    assert f"{tmp_path}/safety-pretraining/track/p20 --follow --poll-s 60" in tr.script
+    # submitted without a dependency, at the same time as the run it follows
+    assert p.sbatch_args(tr, {k: f"<{k}>" for k in by_key})[2:3] == [p.script_path(tr).as_posix()]
