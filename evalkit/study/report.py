@@ -1,4 +1,6 @@
-"""Results files of the toy-world study: results.csv, results.md (table) and plots/*.png."""
+"""Results files of the toy-world study: results.csv, results.html (a self-contained page), results.md
+(the same content) and plots/*.png, drawn with the figures and tables of every report
+(``infra.reporting``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 from pathlib import Path
 
 from infra.folders import RunFolder
+from infra.reporting import figures as F
+from infra.reporting.page import Page
 
 CSV_COLUMNS = (
     "condition",
@@ -95,49 +99,72 @@ def _pair(d: dict) -> str:
     return f"{d['b']} − {d['a']}"
 
 
-def markdown_table(results: dict) -> str:
-    """The study's report in Markdown: intervals per condition, paired differences with what they
-    resolve, held-out ASR per family, SafeBeam's control, the probes beside their baseline, power."""
+def _ival(m: dict | None) -> str | None:
+    """An interval cell for the page's tables: None (shown as missing) when there is no value."""
+    return interval_cell(m) if m else None
+
+
+TITLE = "Toy-world curriculum study"
+
+
+def build_page(results: dict, figures: bool = True) -> Page:
+    """The study's report as an ``infra.reporting`` page: intervals per condition, paired differences
+    with what they resolve, held-out ASR per family, SafeBeam's control, the probes beside their
+    baseline, power; with ``figures`` the shared figures first (ASR and controls per intervention
+    start, probe AUROC per layer, training loss)."""
     summary = results["summary"]
     seeds = sorted({r["seed"] for r in results["runs"]})
     n = results.get("n_prompts", {})
-    lines = [
+    page = Page(TITLE, f"{len(summary)} conditions, seeds {seeds}")
+    page.text(
         f"Seeds: {seeds} per condition. Prompts: {n.get('harmful')} harmful ({n.get('harmful_heldout')} in held-out "
         f"phrasings), {n.get('benign')} benign twins (over-refusal, helpfulness), {n.get('safebeam')} "
         f"harmful + as many benign decoded with SafeBeam, {n.get('probe')} probe prompts "
-        f"({n.get('probe_test')} in the test frames).",
-        "",
+        f"({n.get('probe_test')} in the test frames)."
+    )
+    page.text(
         "Cells: mean over seeds and prompts [95% bootstrap interval over seeds and phrasing frames, widened "
-        "for the number of seeds; `evalkit.study.stats`].",
-    ]
+        "for the number of seeds; `evalkit.study.stats`]."
+    )
     if len(seeds) < 2:
-        lines += [
-            "",
-            "**One seed**: the intervals hold the spread over prompts only, not over training runs, so no "
-            "difference between conditions is counted as resolved.",
-        ]
+        page.warn(
+            "One seed: the intervals hold the spread over prompts only, not over training runs, so no "
+            "difference between conditions is counted as resolved."
+        )
+    if figures:
+        page.heading("Figures")
+        _figures(page, results)
+    page.heading("Results per condition")
     for title, keys in TABLES:
         present = [k for k in keys if any(k in s["metrics"] for s in summary)]
         if not present:
             continue
-        lines += ["", f"### {title}", ""]
-        lines.append("| condition | " + " | ".join(_n_label(summary, k) for k in present) + " |")
-        lines.append("|" + "---|" * (len(present) + 1))
-        for s in summary:
-            lines.append(
-                f"| {s['condition']} | " + " | ".join(interval_cell(s["metrics"].get(k)) for k in present) + " |"
-            )
-    lines += _safebeam_lines(results) + _probe_lines(results) + _comparison_lines(results)
-    lines += _family_lines(results) + _power_lines(results)
-    lines += ["", f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s."]
-    return "\n".join(lines) + "\n"
+        page.heading(title, 3)
+        page.table(
+            ["condition", *(_n_label(summary, k) for k in present)],
+            [[s["condition"], *(_ival(s["metrics"].get(k)) for k in present)] for s in summary],
+        )
+    _safebeam_lines(page, results)
+    _probe_lines(page, results)
+    _comparison_lines(page, results)
+    _family_lines(page, results)
+    _power_lines(page, results)
+    page.text(f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s.")
+    page.text("Per-prompt outputs: `samples/`; one row per run: `results.csv`.", note=True)
+    return page
 
 
-def _safebeam_lines(results: dict) -> list[str]:
+def markdown_table(results: dict) -> str:
+    """The study's report as Markdown text without its figures (what ``evalkit study`` prints)."""
+    return build_page(results, figures=False).markdown(Path("."), Path("plots"))
+
+
+def _safebeam_lines(page: Page, results: dict) -> None:
     rows = results.get("safebeam_control") or []
     if not rows:
-        return []
-    out = ["", "SafeBeam's control (SafeBeam minus greedy benign helpfulness on the same benign prompts):", ""]
+        return
+    page.heading("SafeBeam's control")
+    page.text("SafeBeam minus greedy benign helpfulness on the same benign prompts:")
     for r in rows:
         verdict = (
             "the control drops, so a SafeBeam ASR below greedy ASR is not evidence of steering: the decoding "
@@ -145,28 +172,26 @@ def _safebeam_lines(results: dict) -> list[str]:
             if r["control_drops"]
             else "no resolved drop of the control"
         )
-        out.append(
-            f"- {r['condition']}: {r['safebeam_benign_helpful']:.3f} vs {r['greedy_benign_helpful']:.3f}, "
+        page.text(
+            f"{r['condition']}: {r['safebeam_benign_helpful']:.3f} vs {r['greedy_benign_helpful']:.3f}, "
             f"difference {interval_cell(r)}: {verdict}."
         )
-    return out
 
 
-def _probe_lines(results: dict) -> list[str]:
+def _probe_lines(page: Page, results: dict) -> None:
     rows = results.get("probe") or []
     if not rows:
-        return []
+        return
     bow = results.get("bag_of_words_probe_auroc")
-    out = [
-        "",
+    page.heading("Probes against the bag-of-words baseline")
+    page.text(
         f"Probe prompts name the hex and a benign spell and ask for one of them; every harmful prompt has a "
         f"benign twin with the same words, so the bag-of-words baseline (same prompts, same split) is at "
-        f"{bow:.3f}.",
-        "",
-    ]
+        f"{bow:.3f}."
+    )
     for r in rows:
-        out.append(
-            f"- {r['condition']}: probe AUROC {interval_cell(r)} against bag of words {bow:.3f}: "
+        page.text(
+            f"{r['condition']}: probe AUROC {interval_cell(r)} against bag of words {bow:.3f}: "
             + (
                 "above the baseline (interval excludes it)"
                 if r["above_baseline"]
@@ -176,74 +201,73 @@ def _probe_lines(results: dict) -> list[str]:
             )
             + "."
         )
-    return out
 
 
-def _comparison_lines(results: dict) -> list[str]:
+def _comparison_lines(page: Page, results: dict) -> None:
     comps = results.get("comparisons") or []
     if not comps:
-        return []
-    out = [
-        "",
-        "### Paired differences (same seeds, same prompts)",
-        "",
-        "| pair | metric | difference [95% interval] | permutation p (smallest possible) | resolved |",
-        "|---|---|---|---|---|",
-    ]
-    for d in sorted(comps, key=lambda d: (not d["primary"], d["metric"] != "asr_heldout", d["metric"])):
-        out.append(
-            f"| {_pair(d)} | {LABELS.get(d['metric'], d['metric'])}{' (primary)' if d['primary'] else ''} | "
-            f"{interval_cell(d)} | {d['p']:.3f} ({d['min_p']:.3f}) | {'yes' if d['resolved'] else 'no'} |"
-        )
+        return
+    page.heading("Paired differences (same seeds, same prompts)")
+    page.table(
+        ["pair", "metric", "difference [95% interval]", "permutation p (smallest possible)", "resolved"],
+        [
+            [
+                _pair(d),
+                f"{LABELS.get(d['metric'], d['metric'])}{' (primary)' if d['primary'] else ''}",
+                interval_cell(d),
+                f"{d['p']:.3f} ({d['min_p']:.3f})",
+                "yes" if d["resolved"] else "no",
+            ]
+            for d in sorted(comps, key=lambda d: (not d["primary"], d["metric"] != "asr_heldout", d["metric"]))
+        ],
+    )
     prim = [d for d in comps if d["primary"]]
     res = [f"{_pair(d)} on {LABELS[d['metric']]} ({interval_cell(d)})" for d in prim if d["resolved"]]
     unres = [f"{_pair(d)} on {LABELS[d['metric']]}" for d in prim if not d["resolved"]]
     sec = [d for d in comps if not d["primary"]]
-    out += [
-        "",
-        "Resolved (interval excludes 0), primary metrics: " + ("; ".join(res) if res else "none") + ".",
-        "",
-        "Not resolved, primary metrics: " + ("; ".join(unres) if unres else "none") + ".",
-        "",
+    page.text("Resolved (interval excludes 0), primary metrics: " + ("; ".join(res) if res else "none") + ".")
+    page.text("Not resolved, primary metrics: " + ("; ".join(unres) if unres else "none") + ".")
+    page.text(
         f"Secondary metrics: {sum(d['resolved'] for d in sec)} of {len(sec)} differences resolved; with that many "
-        f"comparisons about {0.05 * len(sec):.1f} would be by chance at the 5% level, so read them as leads.",
-    ]
-    return out
+        f"comparisons about {0.05 * len(sec):.1f} would be by chance at the 5% level, so read them as leads."
+    )
 
 
-def _family_lines(results: dict) -> list[str]:
+def _family_lines(page: Page, results: dict) -> None:
     fam = [f for f in results.get("families") or [] if f["metric"] == "asr_heldout"]
     if not fam:
-        return []
+        return
     families = list(dict.fromkeys(f["family"] for f in fam))
     conds = list(dict.fromkeys(f["condition"] for f in fam))
-    out = ["", "### Held-out ASR per family of phrasing (pretrained, greedy)", ""]
-    out.append("| condition | " + " | ".join(families) + " |")
-    out.append("|" + "---|" * (len(families) + 1))
-    cell = {(f["condition"], f["family"]): f for f in fam}
-    for c in conds:
-        out.append(f"| {c} | " + " | ".join(interval_cell(cell.get((c, f))) for f in families) + " |")
-    return out
+    cells = {(f["condition"], f["family"]): f for f in fam}
+    page.heading("Held-out ASR per family of phrasing (pretrained, greedy)")
+    page.table(["condition", *families], [[c, *(_ival(cells.get((c, f))) for f in families)] for c in conds])
 
 
-def _power_lines(results: dict) -> list[str]:
+def _power_lines(page: Page, results: dict) -> None:
     rows = results.get("power") or []
     if not rows:
-        return []
-    out = [
-        "",
-        "### Power (from this run's spread between seeds)",
-        "",
-        "| metric | sd of per-seed paired differences | difference detectable (80% power, 5% two-sided) "
-        "| seeds | smallest permutation p |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {LABELS.get(r['metric'], r['metric'])} | {r['seed_sd_of_differences']:.3f} | "
-            f"{r['detectable_difference']:.3f} | {r['n_seeds']} | {r['min_p']:.3f} |"
-        )
-    return out
+        return
+    page.heading("Power (from this run's spread between seeds)")
+    page.table(
+        [
+            "metric",
+            "sd of per-seed paired differences",
+            "difference detectable (80% power, 5% two-sided)",
+            "seeds",
+            "smallest permutation p",
+        ],
+        [
+            [
+                LABELS.get(r["metric"], r["metric"]),
+                f"{r['seed_sd_of_differences']:.3f}",
+                f"{r['detectable_difference']:.3f}",
+                str(r["n_seeds"]),
+                f"{r['min_p']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def write_csv(results: dict, path: Path) -> None:
@@ -254,76 +278,132 @@ def write_csv(results: dict, path: Path) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
 
 
-def _save(fig, ax, path: Path, legend_size: int = 8) -> Path:
-    """Legend, grid, tight layout, PNG at 120 dpi; closes the figure and returns the path."""
-    import matplotlib.pyplot as plt
-
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=legend_size)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+_INTERVAL_NOTE = "error bars: 95% bootstrap interval over seeds and phrasing frames"
 
 
-def plot_all(results: dict, plots: Path) -> list[Path]:
-    import matplotlib
+def _start_label(name: str) -> str:
+    return name.replace("from_", "from ") + "%" if name.startswith("from_") else f"{name} (never)"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    plots.mkdir(parents=True, exist_ok=True)
-    written = []
+def _rate(m: dict | None) -> F.Rate:
+    """A condition's mean with its interval and n (outcomes: seeds x prompts); missing when absent."""
+    if not m:
+        return F.Rate(None)
+    lo, hi = m["ci"] or (None, None)
+    return F.Rate(m["mean"], lo, hi, n=m["n_seeds"] * m["n_prompts"])
+
+
+def _retitle(fig, title: str):
+    """The shared figures name Wilson intervals; the study's are bootstrap intervals: say so."""
+    fig.axes[0].set_title(title)
+    return fig
+
+
+def _figures(page: Page, results: dict) -> None:
+    """The shared figures (``infra.reporting.figures``); one that cannot be drawn is a warning."""
+    for draw in (_asr_figure, _control_figure, _probe_figure, _loss_figure):
+        try:
+            draw(page, results)
+        except Exception as e:  # a figure is never worth losing the tables for
+            page.warn(f"study report: figure {draw.__name__[1:]} could not be drawn ({type(e).__name__}: {e})")
+
+
+def _bars(page: Page, results: dict, keys, title: str, ylabel: str, name: str, caption: str) -> None:
     summary = results["summary"]
-    names = [s["condition"] for s in summary]
-    x = list(range(len(names)))
+    keys = [(k, lab) for k, lab in keys if any(k in s["metrics"] for s in summary)]
+    if not keys:
+        return
+    fig = F.grouped_bars(
+        [_start_label(s["condition"]) for s in summary],
+        {lab: [_rate(s["metrics"].get(k)) for s in summary] for k, lab in keys},
+        title,
+        ylabel,
+    )
+    page.figure(_retitle(fig, f"{title}\n{_INTERVAL_NOTE}"), name, caption)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key, label, marker in (
-        ("asr_heldout", "ASR held-out (greedy)", "o"),
-        ("asr_heldout_after_ft", "ASR held-out after benign FT", "s"),
-        ("safebeam_asr", "SafeBeam ASR", "^"),
-        ("overrefusal", "over-refusal", "x"),
-        ("benign_helpful", "benign helpful", "v"),
-        ("safebeam_benign_helpful", "SafeBeam benign helpful (control)", "d"),
-    ):
-        if not all(key in s["metrics"] for s in summary):
-            continue
-        ms = [s["metrics"][key] for s in summary]
-        ci = [m["ci"] or [m["mean"], m["mean"]] for m in ms]  # one value: no bar
-        ax.errorbar(
-            x,
-            [m["mean"] for m in ms],
-            yerr=[[m["mean"] - c[0] for m, c in zip(ms, ci)], [c[1] - m["mean"] for m, c in zip(ms, ci)]],
-            marker=marker,
-            capsize=3,
-            label=label,
-        )
-    ax.set_xticks(x, [n.replace("from_", "from ") + ("%" if n != "none" else "") for n in names])
-    ax.set_xlabel("intervention start (share of the token budget)")
-    ax.set_ylabel("rate (95% interval over seeds and prompts)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title("Toy world: attack success vs intervention start")
-    written.append(_save(fig, ax, plots / "asr_vs_start.png", legend_size=7))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name in names:
-        rs = [r for r in results["runs"] if r["condition"] == name and r.get("probe_layers")]
+def _asr_figure(page: Page, results: dict) -> None:
+    _bars(
+        page,
+        results,
+        (
+            ("asr_heldout", "ASR held-out (greedy)"),
+            ("asr_heldout_after_ft", "ASR held-out after benign FT"),
+            ("safebeam_asr", "SafeBeam ASR"),
+        ),
+        "Toy world: attack success vs intervention start",
+        "ASR",
+        "asr_vs_start",
+        "Held-out ASR per condition (intervention start as share of the token budget): greedy, after benign "
+        "finetuning, SafeBeam; mean over seeds and prompts, 95% bootstrap interval over seeds and phrasing "
+        "frames, n = seeds x prompts; a metric not measured is a hatched 'missing' stub.",
+    )
+
+
+def _control_figure(page: Page, results: dict) -> None:
+    _bars(
+        page,
+        results,
+        (
+            ("overrefusal", "over-refusal"),
+            ("benign_helpful", "benign helpful"),
+            ("safebeam_benign_helpful", "SafeBeam benign helpful (control)"),
+        ),
+        "Controls on the benign twins",
+        "rate",
+        "controls_vs_start",
+        "Over-refusal and helpfulness on the benign twins per condition (greedy; SafeBeam on its prompts); "
+        "mean over seeds and prompts, 95% bootstrap interval, n = seeds x prompts.",
+    )
+
+
+def _probe_figure(page: Page, results: dict) -> None:
+    from evalkit.study.stats import mean_interval
+
+    series, layers, n_seeds = {}, set(), 0
+    for s in results["summary"]:
+        rs = [r for r in results["runs"] if r["condition"] == s["condition"] and r.get("probe_layers")]
         if not rs:
             continue
-        layers = [d["layer"] for d in rs[0]["probe_layers"]]
-        mean = [sum(r["probe_layers"][i]["auroc"] for r in rs) / len(rs) for i in range(len(layers))]
-        ax.plot(layers, mean, marker="o", label=name)
+        n_seeds = max(n_seeds, len(rs))
+        pts = []
+        for i, d in enumerate(rs[0]["probe_layers"]):
+            vals = [[r["probe_layers"][i]["auroc"]] for r in rs]
+            if any(v[0] is None for v in vals):
+                pts.append((d["layer"], None))
+                continue
+            m = mean_interval(vals, resamples=1000)
+            lo, hi = m["ci"] or (None, None)
+            pts.append((d["layer"], F.Rate(m["mean"], lo, hi, n=len(rs))))
+            layers.add(d["layer"])
+        series[s["condition"]] = pts
+    if not series:
+        return
     bow = results.get("bag_of_words_probe_auroc")
+    styles = {}
     if bow is not None:
-        ax.axhline(bow, color="grey", linestyle="--", label="bag of words")
-    ax.set_xlabel("layer (-1 = embeddings)")
-    ax.set_ylabel("held-out AUROC (harmful vs benign)")
-    ax.set_title("Linear probe separation per layer")
-    written.append(_save(fig, ax, plots / "probe_auroc_per_layer.png", legend_size=8))
+        series["bag of words"] = [(x, bow) for x in sorted(layers)]
+        styles["bag of words"] = {"ls": "--", "color": "grey", "marker": ""}
+    fig = F.curves(
+        series,
+        "Linear probe separation per layer",
+        "held-out AUROC (harmful vs benign)",
+        xlabel="layer (-1 = embeddings)",
+        xticks=[(x, str(x)) for x in sorted(layers)],
+        styles=styles,
+        band=False,
+        dodge=0.01,
+    )
+    page.figure(
+        _retitle(fig, "Linear probe separation per layer\nerror bars: 95% bootstrap interval over seeds"),
+        "probe_auroc_per_layer",
+        f"Held-out AUROC of a linear probe per layer, mean over seeds (n = {n_seeds} seeds per point; no "
+        "interval with one seed); dashed: the bag-of-words baseline on the same prompts and split.",
+    )
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+
+def _loss_figure(page: Page, results: dict) -> None:
+    series, marks = {}, {}
     first_seed = min(r["seed"] for r in results["runs"])
     for r in results["runs"]:
         if r["seed"] != first_seed:
@@ -332,31 +412,34 @@ def plot_all(results: dict, plots: Path) -> list[Path]:
         if not mpath.is_file():
             continue
         rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
+        rows = [x for x in rows if "loss" in x and "tokens" in x]
+        if not rows:
+            continue
         k = max(1, len(rows) // 50)  # running mean over ~2% of the run: single steps are noisy
-        losses = [r2["loss"] for r2 in rows]
+        losses = [x["loss"] for x in rows]
         smooth = [
             sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))
         ]
-        (line,) = ax.plot([r2["tokens"] for r2 in rows], smooth, label=r["condition"])
+        series[r["condition"]] = [(x["tokens"], v) for x, v in zip(rows, smooth)]
         if r["intervention_start"]:
-            ax.axvline(r["intervention_start"] * rows[-1]["tokens"], color=line.get_color(), linestyle=":", alpha=0.6)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("loss (running mean)")
-    ax.set_yscale("log")
-    ax.set_title(f"Training loss (seed {first_seed}; dotted: intervention start)")
-    written.append(_save(fig, ax, plots / "loss_curves.png", legend_size=8))
-    return written
+            marks[r["condition"]] = [(r["intervention_start"] * rows[-1]["tokens"], "intervention start")]
+    if not series:
+        return
+    title = f"Training loss (seed {first_seed}; dotted: intervention start)"
+    page.figure(
+        F.curves(series, title, "loss (running mean)", xlabel="tokens seen", boundaries=marks, logy=True),
+        "loss_curves",
+        f"Training loss against tokens seen (running mean over about 2% of the run), seed {first_seed} of each "
+        "condition; dotted lines: where the condition's safety data starts.",
+    )
 
 
 def write_reports(results: dict, out: Path) -> dict:
-    """Write results.csv, results.md and plots/ next to results.json; return their paths."""
+    """Write results.csv, results.html (self-contained), results.md (the same content) and the
+    Markdown's figures in plots/ next to results.json; return their paths."""
     out = Path(out)
     write_csv(results, out / "results.csv")
-    md = "# Toy-world curriculum study\n\n" + markdown_table(results)
-    md += (
-        "\nPlots: `plots/asr_vs_start.png`, `plots/probe_auroc_per_layer.png`, `plots/loss_curves.png`. "
-        "Per-prompt outputs: `samples/`.\n"
-    )
-    (out / "results.md").write_text(md)
-    plots = plot_all(results, out / "plots")
-    return {"csv": out / "results.csv", "md": out / "results.md", "plots": plots}
+    page = build_page(results)
+    page.write(out / "results.html", out / "results.md", out / "plots")
+    plots = [out / "plots" / f"{b[1].name}.png" for b in page.blocks if b[0] == "figure"]
+    return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html", "plots": plots}

@@ -230,6 +230,25 @@ def test_analysis_and_report_state_what_is_resolved(tmp_path):
     with (tmp_path / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 15
     assert (tmp_path / "plots" / "asr_vs_start.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _assert_self_contained_page(paths["html"], resolved_line)
+
+
+def _assert_self_contained_page(path, resolved_line):
+    """results.html holds its figures as data URIs and loads nothing from outside; in a real browser
+    (when Chromium is installed) every figure decodes and the key headings and numbers are visible."""
+    from infra.reporting.browser import chromium, render, screenshot_path
+
+    page = path.read_text()
+    srcs = re.findall(r"""(?:src|href)=["']?([^"' >]+)""", page)
+    assert srcs and all(s.startswith("data:image/png;base64,") or s.startswith("#") for s in srcs), srcs
+    assert "<link" not in page and "<script" not in page
+    assert page.count("<img ") == len(list((path.parent / "plots").glob("*.png"))) >= 3
+    if chromium() is None:
+        return
+    seen = render(path, screenshot=screenshot_path("study_results"))
+    assert seen.images and not seen.broken, seen.images
+    for text in ("Toy-world curriculum study", "Figures", "Paired differences", "Power", resolved_line):
+        assert text in seen.text, text
 
 
 def test_curricula_follow_the_design():
@@ -314,6 +333,8 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     assert "| none |" in md and "| from_0 |" in md and "Paired differences" in md
     for png in ("asr_vs_start.png", "probe_auroc_per_layer.png", "loss_curves.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "results.html").read_text()
+    assert 'data-name="loss_curves"' in html and "/plots/" not in html and "| none |" not in html
     samples = _rows(out / "samples/none_seed0.jsonl")
     assert {s["model"] for s in samples} == {"pretrained", "benign_ft"}
     assert all(s["leaked_steps"] == tw.leaked_steps(s["output"]) for s in samples)
