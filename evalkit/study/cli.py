@@ -2,7 +2,7 @@
 
 Runs the toy-world curriculum study: generate the toy corpus, train the same tiny model with no
 intervention and with interventions from each start fraction, evaluate each model, and write
-results.json, results.csv, results.md and plots/ into ``output``.
+results.json, results.csv, results.html (self-contained), results.md and plots/ into ``output``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _run(args) -> int:
         print(f"evalkit study: {e}", file=sys.stderr)
         return 2
     print(markdown_table(results))
-    print(f"results: {cfg.output}/results.json, results.csv, results.md, plots/")
+    print(f"results: {cfg.output}/results.json, results.csv, results.html, results.md, plots/")
     return 0
 
 
