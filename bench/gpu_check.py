@@ -1,4 +1,4 @@
-"""The trainer's one GPU check, sized for one H200 session (``scripts/gpu_check.sh run`` calls this).
+"""The trainer's one GPU check, sized for one offline H200, at most 8 minutes (run by ``scripts/gpu_check.sh run``).
 
     python bench/gpu_check.py --corpus DIR [--out DIR] [--budget-s 450] [--bench-steps 8]
                               [--bench-warmup 3] [--skip-bench] [--skip-resume] [--dry-run]
