@@ -284,7 +284,10 @@ def main() -> int:
             "documents": args.docs,
             "text_mb": round(nbytes / 1e6, 2),
             "mean_doc_bytes": round(nbytes / args.docs),
-            "tokenizer": tok,
+            # a name, not this machine's path: the prepared SmolLM2 folder or the BPE trained for the bench
+            "tokenizer": tok
+            if args.tokenizer
+            else ("smollm2-135m-instruct" if "smollm2" in tok else "bench BPE (8192)"),
             "tokens": sum(b["tokens"] for b in stats["buckets"].values()),
             "target_cpu_time_vs_baseline": 1.2,
             "results": results,

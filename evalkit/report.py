@@ -24,6 +24,7 @@ from infra.intervals import wilson_interval
 from infra.log import get_logger
 from infra.reporting import figures as F
 from infra.reporting.page import MISSING, Page
+from infra.reporting.runs import read_json_lines
 
 log = get_logger(__name__)
 
@@ -49,18 +50,7 @@ def write_samples(out: Path, suite: str, samples: list[dict]) -> Path:
 
 def read_samples(out: Path, suite: str) -> list[dict]:
     """``samples/<suite>.jsonl`` (empty when absent; a line that is not a JSON object is skipped)."""
-    p = ResultsFolder(out).samples_file(suite)
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict):
-            rows.append(r)
-    return rows
+    return read_json_lines(ResultsFolder(out).samples_file(suite))
 
 
 # -- numbers as text ------------------------------------------------------------------------------
@@ -1014,24 +1004,9 @@ SECTIONS = {
 
 # -- the page ------------------------------------------------------------------------------------------
 def skipped_rows(out: Path) -> list[dict]:
-    """The rows of ``skipped.jsonl``, each (file, line) once: a prompt file read for several splits
-    lists its bad rows once per read."""
-    sk = ResultsFolder(out).skipped
-    if not sk.is_file():
-        return []
-    rows, seen = [], set()
-    for line in sk.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(r, dict):
-            continue
-        key = (r.get("file"), r.get("line"), r.get("reason"))
-        if key not in seen:
-            seen.add(key)
-            rows.append(r)
-    return rows
+    """The rows of ``skipped.jsonl`` (each bad input row once: ``Context.prompts`` records a file's bad
+    rows the first time it reads the file)."""
+    return read_json_lines(ResultsFolder(out).skipped)
 
 
 def _problems(page: Page, out: Path, results: dict) -> None:

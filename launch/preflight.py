@@ -83,7 +83,7 @@ def _is_url(p: str) -> bool:
 # -- trainer -------------------------------------------------------------------------------------
 def trainer_layout_errors(cfg, world_size: int, workdir: Path) -> list[str]:
     """TP/PP/DP of ``world_size`` ranks against the model and the batch (needs torch: ``trainer.model``)."""
-    from trainer.model import arch_from_hf_config, resolve_arch
+    from trainer.model import arch_of
 
     p, t, m = cfg.parallel, cfg.train, cfg.model
     errors = []
@@ -91,20 +91,13 @@ def trainer_layout_errors(cfg, world_size: int, workdir: Path) -> list[str]:
         hf = Path(cfg.init.hf)
         hf = hf if hf.is_absolute() else workdir / hf
         try:
-            arch = arch_from_hf_config(json.loads((hf / "config.json").read_text()))
+            arch = arch_of(m, hf)
         except (OSError, ValueError, KeyError) as e:
             return [f"init.hf: {hf}/config.json cannot be read ({e})"]
         where = f"init.hf {hf}"
     else:
         try:
-            arch = resolve_arch(
-                m.preset,
-                num_layers=m.num_layers,
-                hidden_size=m.hidden_size,
-                num_attention_heads=m.num_attention_heads,
-                num_query_groups=m.num_query_groups,
-                ffn_hidden_size=m.ffn_hidden_size,
-            )
+            arch = arch_of(m)
         except ValueError as e:
             return [str(e)]
         where = f"model.preset {m.preset}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,26 @@ def resolve_arch(preset: str, **overrides) -> Arch:
         raise ValueError(f"model.preset {preset!r} is unknown; presets: {', '.join(PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(PRESETS[preset], **changes)
+
+
+def arch_of(model_cfg, init_hf: str | Path | None = None) -> Arch:
+    """The architecture a run trains: ``init_hf``'s config.json when given, else ``model.preset`` with the
+    config's field overrides. One resolution for the trainer and for launch's check before the queue.
+    Raises ValueError (unknown preset, unreadable HF config) or OSError."""
+    if init_hf:
+        import json
+
+        return arch_from_hf_config(json.loads((Path(init_hf) / "config.json").read_text()))
+    m = model_cfg
+    return resolve_arch(
+        m.preset,
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        ffn_hidden_size=m.ffn_hidden_size,
+        rope_theta=m.rope_theta,
+    )
 
 
 def arch_from_hf_config(cfg: dict) -> Arch:

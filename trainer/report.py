@@ -24,7 +24,7 @@ from infra.folders import FolderError, RunFolder
 from infra.log import get_logger
 from infra.reporting import figures as F
 from infra.reporting.page import Page
-from infra.reporting.runs import RunSchedule, list_checkpoints, read_metrics, read_schedule
+from infra.reporting.runs import RunSchedule, list_checkpoints, read_json_lines, read_metrics, read_schedule
 
 log = get_logger(__name__)
 
@@ -43,17 +43,7 @@ def _running_mean(xs: list[float], k: int) -> list[float]:
 
 
 def _segments(folder: RunFolder) -> list[dict]:
-    if not folder.segments.is_file():
-        return []
-    out = []
-    for line in folder.segments.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict):
-            out.append(r)
-    return out
+    return read_json_lines(folder.segments)
 
 
 def data_state(ckpt_dir: Path) -> dict | None:

@@ -38,12 +38,11 @@ from trainer.hot_loop import StepClock, all_finite, optimizer_step, reduce_windo
 from trainer.layer_specs import fp8_config_kwargs, resolve_spec_name
 from trainer.model import (
     Arch,
-    arch_from_hf_config,
+    arch_of,
     build_gpt,
     flops_per_token,
     mask_padded_vocab,
     padded_vocab_size,
-    resolve_arch,
     transformer_config,
 )
 from trainer.segments import (
@@ -99,25 +98,11 @@ def check_init_tokenizer(hf_dir: str, corpus_tokenizer, corpus: str) -> None:
 
 def resolve_model_setup(cfg: TrainerConfig, info: DistInfo) -> ModelSetup:
     """Architecture, tokenizer and vocabulary of a run from the config, the corpus and ``init.hf``."""
-    import json
-
     from infra.corpus import Manifest
     from infra.tokenizer import load_tokenizer
 
     m = cfg.model
-    overrides = dict(
-        num_layers=m.num_layers,
-        hidden_size=m.hidden_size,
-        num_attention_heads=m.num_attention_heads,
-        num_query_groups=m.num_query_groups,
-        ffn_hidden_size=m.ffn_hidden_size,
-        rope_theta=m.rope_theta,
-    )
-    if cfg.init.hf:
-        hf_cfg = json.loads((Path(cfg.init.hf) / "config.json").read_text())
-        arch = arch_from_hf_config(hf_cfg)
-    else:
-        arch = resolve_arch(m.preset, **overrides)
+    arch = arch_of(m, cfg.init.hf)
     if cfg.sft_mode or not cfg.data.corpus:
         if not cfg.init.hf:
             raise ValueError("SFT mode needs a tokenizer: set init.hf (an HF folder with tokenizer files)")

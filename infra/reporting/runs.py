@@ -127,19 +127,29 @@ def find_run(path: str | Path | None, levels: int = 3) -> Path | None:
     return None
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of ``metrics.jsonl`` in step order (a line cut by a kill is skipped; a step written
-    twice keeps its last record)."""
-    path = RunFolder(run_dir).metrics
+def read_json_lines(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file in order ([] when the file is absent); a line that is not a JSON
+    object (e.g. cut by a kill) is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
-    by_step: dict[int, dict] = {}
+    rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(r, dict) and isinstance(r.get("step"), int):
+        if isinstance(r, dict):
+            rows.append(r)
+    return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``metrics.jsonl`` in step order (a line cut by a kill is skipped; a step written
+    twice keeps its last record)."""
+    by_step: dict[int, dict] = {}
+    for r in read_json_lines(RunFolder(run_dir).metrics):
+        if isinstance(r.get("step"), int):
             by_step[r["step"]] = r
     return [by_step[s] for s in sorted(by_step)]
 
