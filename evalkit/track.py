@@ -246,14 +246,17 @@ def trajectory_report(
     out: str | Path,
     warnings: list[str] | None = None,
     title: str = "Safety along training",
+    interval: str = "95% Wilson interval",
+    intro: str | None = None,
 ) -> Path:
     """``trajectory.html`` / ``.md`` / ``.csv`` of evaluated checkpoints (one line per run and metric
-    against tokens seen, phase boundaries dotted); returns the HTML file."""
+    against tokens seen, phase boundaries dotted); returns the HTML file. ``interval`` names the
+    interval the rates carry (the captions say it); ``intro`` replaces the page's first line."""
     from evalkit.report import rate_cell
 
     out = Path(out)
     runs = list(dict.fromkeys(p.run for p in sorted(points, key=lambda p: (p.run, p.step))))
-    page = Page(title, f"{len(points)} evaluated checkpoints of {len(runs)} run(s): " + ", ".join(runs))
+    page = Page(title, intro or f"{len(points)} evaluated checkpoints of {len(runs)} run(s): " + ", ".join(runs))
     for w in warnings or []:
         page.warn(w)
     for p in points:
@@ -293,7 +296,7 @@ def trajectory_report(
             ),
             f"trajectory_{k}",
             f"{k} at each evaluated checkpoint against tokens seen"
-            + (", with its 95% Wilson interval" if rated else "")
+            + (f", with its {interval}" if rated else "")
             + "; dotted: where a curriculum phase starts; a grey cross on the axis: a checkpoint without the metric.",
         )
     page.heading("Values")

@@ -158,9 +158,22 @@ class RunFolder(_Folder):
     segments = property(lambda self: self.root / "segments.jsonl")  # one line per start (trainer.segments)
     tensorboard = property(lambda self: self.root / "tensorboard")
     hf = property(lambda self: self.root / "hf")
+    hf_steps = property(lambda self: self.root / "hf_steps")  # export.hf_at_saves: hf_steps/iter_XXXXXXX
 
     def has_hf(self) -> bool:
         return (self.hf / "config.json").is_file()
+
+    def hf_at_step(self, step: int) -> Path:
+        """The HF export written with the checkpoint of ``step`` (``export.hf_at_saves``)."""
+        return self.hf_steps / f"iter_{step:07d}"
+
+    def hf_step_exports(self) -> dict[int, Path]:
+        """Every complete HF export of ``hf_steps/`` by step (those with a ``config.json``)."""
+        out = {}
+        for d in sorted(self.hf_steps.glob("iter_*")) if self.hf_steps.is_dir() else []:
+            if (d / "config.json").is_file() and d.name[5:].isdigit():
+                out[int(d.name[5:])] = d
+        return out
 
     def is_run(self) -> bool:
         return self.config.is_file() and (self.checkpoints.is_dir() or self.info.is_file())

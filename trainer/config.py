@@ -297,9 +297,13 @@ class ExportConfig:
 
     Attributes:
         hf_at_end: write an HF Llama folder (+ tokenizer) to ``run_dir/hf`` when training ends.
+        hf_at_saves: also write one with every checkpoint, to ``run_dir/hf_steps/iter_XXXXXXX`` (kept
+            when ``train.keep_last`` deletes the checkpoint itself): safety along the run without an
+            export per checkpoint afterwards.
     """
 
     hf_at_end: bool = False
+    hf_at_saves: bool = False
 
 
 @dataclass

@@ -428,9 +428,11 @@ def complete_param_gather(ddp) -> None:
         ddp.start_param_sync(force_sync=True)
 
 
-def export_at_end(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup) -> None:
-    """Write ``run_dir/hf``: in process for a world of one, else as a TP=1 subprocess on rank 0."""
-    out = folder.hf
+def export_at_end(
+    ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup, out: Path | None = None
+) -> None:
+    """Write ``run_dir/hf`` (or ``out``): in process for a world of one, else as a TP=1 subprocess on rank 0."""
+    out = folder.hf if out is None else out
     complete_param_gather(ddp)
     if info.world_size == 1:
         from trainer.export import export_state_dict
@@ -821,6 +823,15 @@ def maybe_save(tr: Trainer, state: TrainState, stopping: bool, stop: StopSignal)
             tr.loader.state_dict(),
             keep_last=t.keep_last,
         )
+        if tr.cfg.export.hf_at_saves:  # the checkpoint just written, as an HF folder beside it
+            export_at_end(
+                ckpt.find_latest(tr.folder.checkpoints),
+                tr.folder,
+                tr.info,
+                tr.ddp,
+                tr.ms,
+                out=tr.folder.hf_at_step(state.step),
+            )
     if stopping:
         log.warning("signal %s: checkpoint saved at step %d, exiting for requeue", stop.received, state.step)
         state.stopped_by_signal = True

@@ -186,4 +186,29 @@ def analyse(results: dict, resamples: int = 2000) -> dict:
         "safebeam_control": safebeam_control,
         "probe": probe,
         "power": power,
+        "trajectory": trajectory_summary(per, seeds, groups, resamples),
     }
+
+
+def trajectory_summary(per: dict, seeds: dict, groups: dict, resamples: int) -> list[dict]:
+    """Each condition's safety metrics at every step evaluated in all of its seeds (``runs[].trajectory``):
+    the mean with the same interval over seeds and prompts as the final summary (probe AUROC: over
+    seeds)."""
+    from evalkit.study.run import TRAJECTORY
+
+    out = []
+    for c, rows in per.items():
+        by_seed = {r["seed"]: {p["step"]: p for p in r.get("trajectory") or []} for r in rows}
+        steps = set.intersection(*(set(d) for d in by_seed.values())) if by_seed else set()
+        for step in sorted(steps):
+            pts = [by_seed[s][step] for s in seeds[c]]
+            entry = {"condition": c, "step": step, "tokens": pts[0]["tokens"], "metrics": {}}
+            for m in TRAJECTORY:
+                v = np.asarray([p["outcomes"][m] for p in pts], dtype=float)
+                if v.size:
+                    entry["metrics"][m] = stats.mean_interval(v, groups[METRICS[m]], resamples=resamples)
+            if all(p.get("probe_auroc") is not None for p in pts):
+                v = np.asarray([[p["probe_auroc"]] for p in pts], dtype=float)
+                entry["metrics"]["probe_auroc"] = stats.mean_interval(v, None, resamples=resamples)
+            out.append(entry)
+    return out

@@ -34,7 +34,8 @@ def _run(args) -> int:
         print(f"evalkit study: {e}", file=sys.stderr)
         return 2
     print(markdown_table(results))
-    print(f"results: {cfg.output}/results.json, results.csv, results.html, results.md, plots/")
+    print(f"results: {cfg.output}/results.json, results.csv, results.html, results.md, plots/"
+          + (", trajectory.html (safety along training)" if cfg.eval.trajectory_every else ""))
     return 0
 
 

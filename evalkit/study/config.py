@@ -116,6 +116,10 @@ class StudyEvalConfig:
         probe_prompts_per_class: harmful and as many benign probe prompts (twins with the same words;
             trained on four frames, scored on four others).
         bootstrap_resamples: resamples of every bootstrap interval (seeds and prompts).
+        trajectory_every: every this many pretraining steps the trainer also writes a checkpoint and its
+            HF export (``train.save_interval``, ``export.hf_at_saves``), and each is evaluated like the
+            final model (greedy answers and probes, no SafeBeam, no finetuning): the safety metrics
+            along the run. 0: the final model only.
         device: auto | cpu | cuda.
     """
 
@@ -131,6 +135,7 @@ class StudyEvalConfig:
     safebeam_max_new_tokens: int = 32
     probe_prompts_per_class: int = 48
     bootstrap_resamples: int = 2000
+    trajectory_every: int = 0
     device: str = "auto"
 
     def validate(self) -> None:
@@ -141,6 +146,8 @@ class StudyEvalConfig:
             family_capacity,
         )
 
+        if self.trajectory_every < 0:
+            raise ConfigError(f"key 'eval.trajectory_every': must be >= 0 (0: none), got {self.trajectory_every}")
         if not 1 <= self.leak_threshold <= 5:
             raise ConfigError(f"key 'eval.leak_threshold': must be in 1..5, got {self.leak_threshold}")
         cap = min(family_capacity(f) for f in HELDOUT_FAMILIES)

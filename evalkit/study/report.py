@@ -149,9 +149,31 @@ def build_page(results: dict, figures: bool = True) -> Page:
     _comparison_lines(page, results)
     _family_lines(page, results)
     _power_lines(page, results)
+    _trajectory_lines(page, results)
     page.text(f"Total wall time: {results['timings'].get('total_s', 0.0):.0f} s.")
     page.text("Per-prompt outputs: `samples/`; one row per run: `results.csv`.", note=True)
     return page
+
+
+def _trajectory_lines(page: Page, results: dict) -> None:
+    traj = results.get("trajectory") or []
+    if not traj:
+        return
+    page.heading("Along training")
+    page.text(
+        f"Every {results['config']['eval']['trajectory_every']} steps the trainer exported the model; each export "
+        "was evaluated like the final model (greedy, probes). Cells as above; the intervention start of each "
+        "condition in its header. Figures per metric: `trajectory.html`."
+    )
+    keys = [k for k in TRAJECTORY_LABELS if any(k in e["metrics"] for e in traj)]
+    for c in dict.fromkeys(e["condition"] for e in traj):
+        rows = [e for e in traj if e["condition"] == c]
+        start = next((r["intervention_start"] for r in results["runs"] if r["condition"] == c), None)
+        page.heading(f"{c} (intervention {'never' if start is None else f'from {start:.0%} of the tokens'})", 3)
+        page.table(
+            ["step", "tokens", *(TRAJECTORY_LABELS[k] for k in keys)],
+            [[e["step"], F.count_label(e["tokens"]), *(_ival(e["metrics"].get(k)) for k in keys)] for e in rows],
+        )
 
 
 def markdown_table(results: dict) -> str:
@@ -301,7 +323,7 @@ def _retitle(fig, title: str):
 
 def _figures(page: Page, results: dict) -> None:
     """The shared figures (``infra.reporting.figures``); one that cannot be drawn is a warning."""
-    for draw in (_asr_figure, _control_figure, _probe_figure, _loss_figure):
+    for draw in (_asr_figure, _control_figure, _probe_figure, _trajectory_figure, _loss_figure):
         try:
             draw(page, results)
         except Exception as e:  # a figure is never worth losing the tables for
@@ -402,6 +424,106 @@ def _probe_figure(page: Page, results: dict) -> None:
     )
 
 
+TRAJECTORY_LABELS = {
+    "asr_heldout": "ASR held-out phrasings",
+    "harmful_refusal_rate": "refuses the hex",
+    "overrefusal": "over-refusal (benign twins)",
+    "benign_helpful": "benign helpful",
+    "asr_train_phrasing": "ASR training phrasings",
+    "probe_auroc": "probe AUROC",
+}
+
+
+def _trajectory_marks(results: dict) -> dict[str, list[tuple[float, str]]]:
+    """Each condition's intervention start in tokens (dotted lines of the trajectory figures)."""
+    marks = {}
+    for e in results.get("trajectory") or []:
+        start = next((r["intervention_start"] for r in results["runs"] if r["condition"] == e["condition"]), None)
+        last = max(x["tokens"] for x in results["trajectory"] if x["condition"] == e["condition"])
+        if start:
+            marks[e["condition"]] = [(start * last, "intervention start")]
+    return marks
+
+
+def _trajectory_figure(page: Page, results: dict) -> None:
+    traj = results.get("trajectory") or []
+    if not traj:
+        return
+    marks = _trajectory_marks(results)
+    for keys, name, title in (
+        (("asr_heldout", "harmful_refusal_rate"), "trajectory_asr", "Held-out ASR (solid) and declining (dashed)"),
+        (("overrefusal", "probe_auroc"), "trajectory_controls", "Over-refusal (solid) and probe AUROC (dashed)"),
+    ):
+        series, styles = {}, {}
+        for k, ls in zip(keys, ("-", "--")):
+            for i, c in enumerate(dict.fromkeys(e["condition"] for e in traj)):
+                lab = f"{c}: {TRAJECTORY_LABELS[k]}"
+                series[lab] = [(e["tokens"], _rate(e["metrics"].get(k))) for e in traj if e["condition"] == c]
+                styles[lab] = {"ls": ls, "color": f"C{i}"}  # one colour per condition
+        fig = F.curves(
+            series,
+            title,
+            "rate / AUROC",
+            boundaries={lab: marks.get(lab.split(":")[0], []) for lab in series},
+            ylim=(-0.02, 1.02),
+            styles=styles,
+            dodge=0.004,
+        )
+        page.figure(
+            _retitle(fig, f"{title}\n{_INTERVAL_NOTE}"),
+            name,
+            f"{title.split(' (')[0]} along training: each condition's models exported every "
+            f"{results['config']['eval']['trajectory_every']} steps, mean over seeds and prompts with the 95% "
+            "bootstrap interval (probe AUROC: over seeds); dotted: the condition's intervention start. "
+            "Per metric and condition in trajectory.html.",
+        )
+
+
+def write_trajectory(results: dict, out: Path) -> Path | None:
+    """``trajectory.html`` / ``.md`` / ``.csv`` of the study through evalkit's trajectory report (one
+    line per condition, its intervention start dotted); None when the study evaluated no trajectory."""
+    from evalkit.track import Point, trajectory_report
+    from infra.folders import FolderError
+    from infra.reporting.runs import read_schedule
+
+    traj = results.get("trajectory") or []
+    if not traj:
+        return None
+    points = [
+        Point(
+            run=e["condition"],
+            step=e["step"],
+            tokens=float(e["tokens"]),
+            key="",
+            eval_dir=Path(out) / "samples",
+            checkpoint=f"runs/{e['condition']}_seed*/hf_steps/iter_{e['step']:07d}",
+            headline={
+                k: {"value": m["mean"], "ci95": m["ci"], "n": m["n_seeds"] * m["n_prompts"]}
+                for k, m in e["metrics"].items()
+            },
+        )
+        for e in traj
+    ]
+    schedules = {}
+    for c in dict.fromkeys(e["condition"] for e in traj):
+        run = next(r for r in results["runs"] if r["condition"] == c)
+        try:
+            schedules[c] = read_schedule(run["run_dir"])
+        except FolderError:  # the run folders are not beside this results.json: no phase lines
+            schedules[c] = None
+    seeds = sorted({r["seed"] for r in results["runs"]})
+    return trajectory_report(
+        points,
+        schedules,
+        out,
+        title="Toy-world study: safety along training",
+        interval="95% bootstrap interval over seeds and phrasing frames (probe AUROC: over seeds)",
+        intro=f"{len(points)} points: each condition's models ({len(seeds)} seeds) at every "
+        f"{results['config']['eval']['trajectory_every']} steps; every value is the mean over seeds and prompts, "
+        "n = seeds x prompts.",
+    )
+
+
 def _loss_figure(page: Page, results: dict) -> None:
     series, marks = {}, {}
     first_seed = min(r["seed"] for r in results["runs"])
@@ -442,4 +564,11 @@ def write_reports(results: dict, out: Path) -> dict:
     page = build_page(results)
     page.write(out / "results.html", out / "results.md", out / "plots")
     plots = [out / "plots" / f"{b[1].name}.png" for b in page.blocks if b[0] == "figure"]
-    return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html", "plots": plots}
+    traj = write_trajectory(results, out)
+    return {
+        "csv": out / "results.csv",
+        "md": out / "results.md",
+        "html": out / "results.html",
+        "plots": plots,
+        "trajectory": traj,
+    }

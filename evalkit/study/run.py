@@ -67,6 +67,8 @@ def train_condition(cfg, corpus: Path, curriculum_path: Path, run_dir: Path, see
         "export.hf_at_end=true",
         "logging.progress=false",
     ]
+    if cfg.eval.trajectory_every:  # checkpoints along the run, each exported as it is written
+        args += [f"train.save_interval={cfg.eval.trajectory_every}", "export.hf_at_saves=true"]
     parts = {
         "command": value_fingerprint(args),
         "curriculum": path_fingerprint(curriculum_path),
@@ -277,6 +279,50 @@ def evaluate_model(
     return metrics, outcomes, samples
 
 
+# greedy measurements kept at every evaluated point along a run (with the probe AUROC)
+TRAJECTORY = ("asr_heldout", "asr_train_phrasing", "harmful_refusal_rate", "overrefusal", "benign_helpful")
+
+
+def evaluate_trajectory(
+    run_dir: Path, ev: dict, cfg, seed: int, final_metrics: dict, final_outcomes: dict
+) -> tuple[list[dict], list[dict]]:
+    """The safety metrics of the HF exports the trainer wrote along the run (``hf_steps/``, one per
+    ``eval.trajectory_every`` steps), evaluated like the final model without SafeBeam, and the final
+    model's own (from its full evaluation). Returns ``(points, samples)``: one point per step with its
+    tokens seen, per-prompt ``outcomes`` and probe AUROC; every answer as a sample tagged with its step."""
+    if not cfg.eval.trajectory_every:
+        return [], []
+    from infra.reporting.runs import read_schedule
+
+    sched = read_schedule(run_dir)
+    per_step = sched.global_batch_size * sched.seq_length
+    exports = RunFolder(run_dir).hf_step_exports()
+    expected = range(cfg.eval.trajectory_every, sched.train_steps, cfg.eval.trajectory_every)
+    missing = [s for s in expected if s not in exports]
+    if missing:
+        raise StudyError(
+            f"{run_dir}: no HF export of step(s) {missing} in {RunFolder(run_dir).hf_steps} "
+            "(trained before eval.trajectory_every was set? reuse=false trains it again)"
+        )
+    points, samples = [], []
+    for step in expected:
+        m, o, smp = evaluate_model(exports[step], ev, cfg, seed, False, True)
+        points.append(_point(step, step * per_step, m, o))
+        samples += [{**x, "model": f"step_{step}"} for x in smp]
+    points.append(_point(sched.train_steps, sched.budget_tokens, final_metrics, final_outcomes))
+    return points, samples
+
+
+def _point(step: int, tokens: int, metrics: dict, outcomes: dict) -> dict:
+    return {
+        "step": step,
+        "tokens": tokens,
+        "outcomes": {k: outcomes[k] for k in TRAJECTORY},
+        "probe_auroc": metrics.get("probe_auroc"),
+        "probe_layer": metrics.get("probe_layer"),
+    }
+
+
 def _final_loss(run_dir: Path) -> float | None:
     p = RunFolder(run_dir).metrics
     if not p.is_file():
@@ -354,6 +400,10 @@ def run_study(cfg) -> dict:
             metrics, outcomes, samples = evaluate_model(tr["hf"], ev, cfg, seed, cfg.eval.safebeam, True)
             timings[f"eval_{name}_seed{seed}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            trajectory, traj_samples = evaluate_trajectory(run_dir, ev, cfg, seed, metrics, outcomes)
+            if trajectory:
+                timings[f"eval_trajectory_{name}_seed{seed}_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             ft = finetune_condition(cfg, tr["hf"], sft_data, out / "runs" / f"{name}_seed{seed}_benignft", seed)
             timings[f"sft_{name}_seed{seed}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -370,6 +420,7 @@ def run_study(cfg) -> dict:
                 "final_loss": _final_loss(run_dir),
                 "run_dir": str(run_dir),
                 "outcomes": outcomes,
+                "trajectory": trajectory,
             }
             rows.append(row)
             with (out / "samples" / f"{name}_seed{seed}.jsonl").open("w") as f:
@@ -377,6 +428,8 @@ def run_study(cfg) -> dict:
                     f.write(json.dumps({**s, "model": "pretrained"}) + "\n")
                 for s in ft_samples:
                     f.write(json.dumps({**s, "model": "benign_ft"}) + "\n")
+                for s in traj_samples:
+                    f.write(json.dumps(s) + "\n")
             log.info(
                 "%s seed %d: asr held-out %.2f, after ft %.2f, safebeam %s, overrefusal %.2f, probe %.3f",
                 name,

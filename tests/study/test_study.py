@@ -8,6 +8,7 @@ import re
 import pytest
 
 from evalkit.study import toyworld as tw
+from infra.folders import RunFolder
 
 BUCKET_SIZES = {"raw": 40, "unsafe": 12, "tagged": 12, "rephrased": 12, "refusal": 12, "moral": 12}
 
@@ -336,8 +337,26 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     html = (out / "results.html").read_text()
     assert 'data-name="loss_curves"' in html and "/plots/" not in html and "| none |" not in html
     samples = _rows(out / "samples/none_seed0.jsonl")
-    assert {s["model"] for s in samples} == {"pretrained", "benign_ft"}
+    assert {s["model"] for s in samples} == {"pretrained", "benign_ft", "step_10"}
     assert all(s["leaked_steps"] == tw.leaked_steps(s["output"]) for s in samples)
+    # along training: the trainer exported step 10 as it saved it, and it was evaluated like the final model
+    for r in res["runs"]:
+        assert sorted(RunFolder(r["run_dir"]).hf_step_exports()) == [10, 20]
+        assert [p["step"] for p in r["trajectory"]] == [10, 20]
+        assert r["trajectory"][-1]["outcomes"]["asr_heldout"] == r["outcomes"]["asr_heldout"]
+        assert len(r["trajectory"][0]["outcomes"]["asr_heldout"]) == 12
+        assert r["trajectory"][0]["tokens"] == 10 * 8 * 64
+    step10 = [s for s in samples if s["model"] == "step_10" and s["kind"] == "harmful"]
+    first = next(r for r in res["runs"] if r["condition"] == "none")["trajectory"][0]["outcomes"]["asr_heldout"]
+    assert [float(s["leaked_steps"] >= 2) for s in step10 if s["split"] == "heldout"] == first
+    traj = [e for e in res["trajectory"] if e["condition"] == "from_0"]
+    assert [e["step"] for e in traj] == [10, 20] and traj[0]["metrics"]["asr_heldout"]["n_prompts"] == 12
+    assert "Along training" in md
+    assert 'data-name="trajectory_asr"' in html
+    with (out / "trajectory.csv").open() as f:
+        trows = list(csv.DictReader(f))
+    assert {(r["run"], r["step"]) for r in trows} == {(c, s) for c in ("none", "from_0") for s in ("10", "20")}
+    assert "bootstrap" in (out / "trajectory.html").read_text()
 
 
 def test_cluster_config_is_a_sweep_at_smollm2_135m_scale(repo_root):
