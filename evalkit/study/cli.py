@@ -34,8 +34,10 @@ def _run(args) -> int:
         print(f"evalkit study: {e}", file=sys.stderr)
         return 2
     print(markdown_table(results))
-    print(f"results: {cfg.output}/results.json, results.csv, results.html, results.md, plots/"
-          + (", trajectory.html (safety along training)" if cfg.eval.trajectory_every else ""))
+    print(
+        f"results: {cfg.output}/results.json, results.csv, results.html, results.md, plots/"
+        + (", trajectory.html (safety along training)" if cfg.eval.trajectory_every else "")
+    )
     return 0
 
 
