@@ -248,14 +248,16 @@ def trajectory_report(
     title: str = "Safety along training",
     interval: str = "95% Wilson interval",
     intro: str | None = None,
+    evaluations: str | None = None,
 ) -> Path:
     """``trajectory.html`` / ``.md`` / ``.csv`` of evaluated checkpoints (one line per run and metric
     against tokens seen, phase boundaries dotted); returns the HTML file. ``interval`` names the
-    interval the rates carry (the captions say it); ``intro`` replaces the page's first line."""
+    interval the rates carry (the captions say it); ``intro`` replaces the page's first line;
+    ``evaluations`` where the evaluations are (default ``out/evals``)."""
     from evalkit.report import rate_cell
 
     out = Path(out)
-    runs = list(dict.fromkeys(p.run for p in sorted(points, key=lambda p: (p.run, p.step))))
+    runs = list(dict.fromkeys(p.run for p in points))  # in the order the caller gives them
     page = Page(title, intro or f"{len(points)} evaluated checkpoints of {len(runs)} run(s): " + ", ".join(runs))
     for w in warnings or []:
         page.warn(w)
@@ -274,7 +276,7 @@ def trajectory_report(
                 ", ".join(str(p.step) for p in sorted(points, key=lambda q: q.step) if p.run == r),
                 F.count_label(schedules[r].budget_tokens) if schedules.get(r) else None,
                 ", ".join(f"{lab} ({F.count_label(x)} tokens)" for x, lab in bounds[r]) or "one phase",
-                str(out / "evals"),
+                evaluations or str(out / "evals"),
             ]
             for r in runs
         ],
@@ -293,6 +295,7 @@ def trajectory_report(
                 boundaries=bounds,
                 ylim=(-0.02, 1.02) if rated else None,
                 dodge=0.006 if len(series) > 1 else 0.0,
+                interval=interval,
             ),
             f"trajectory_{k}",
             f"{k} at each evaluated checkpoint against tokens seen"

@@ -300,7 +300,7 @@ def write_csv(results: dict, path: Path) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
 
 
-_INTERVAL_NOTE = "error bars: 95% bootstrap interval over seeds and phrasing frames"
+INTERVAL = "95% bootstrap interval over seeds and phrasing frames"
 
 
 def _start_label(name: str) -> str:
@@ -313,12 +313,6 @@ def _rate(m: dict | None) -> F.Rate:
         return F.Rate(None)
     lo, hi = m["ci"] or (None, None)
     return F.Rate(m["mean"], lo, hi, n=m["n_seeds"] * m["n_prompts"])
-
-
-def _retitle(fig, title: str):
-    """The shared figures name Wilson intervals; the study's are bootstrap intervals: say so."""
-    fig.axes[0].set_title(title)
-    return fig
 
 
 def _figures(page: Page, results: dict) -> None:
@@ -340,8 +334,9 @@ def _bars(page: Page, results: dict, keys, title: str, ylabel: str, name: str, c
         {lab: [_rate(s["metrics"].get(k)) for s in summary] for k, lab in keys},
         title,
         ylabel,
+        interval=INTERVAL,
     )
-    page.figure(_retitle(fig, f"{title}\n{_INTERVAL_NOTE}"), name, caption)
+    page.figure(fig, name, caption)
 
 
 def _asr_figure(page: Page, results: dict) -> None:
@@ -415,9 +410,10 @@ def _probe_figure(page: Page, results: dict) -> None:
         styles=styles,
         band=False,
         dodge=0.01,
+        interval="95% bootstrap interval over seeds",
     )
     page.figure(
-        _retitle(fig, "Linear probe separation per layer\nerror bars: 95% bootstrap interval over seeds"),
+        fig,
         "probe_auroc_per_layer",
         f"Held-out AUROC of a linear probe per layer, mean over seeds (n = {n_seeds} seeds per point; no "
         "interval with one seed); dashed: the bag-of-words baseline on the same prompts and split.",
@@ -468,9 +464,10 @@ def _trajectory_figure(page: Page, results: dict) -> None:
             ylim=(-0.02, 1.02),
             styles=styles,
             dodge=0.004,
+            interval=INTERVAL,
         )
         page.figure(
-            _retitle(fig, f"{title}\n{_INTERVAL_NOTE}"),
+            fig,
             name,
             f"{title.split(' (')[0]} along training: each condition's models exported every "
             f"{results['config']['eval']['trajectory_every']} steps, mean over seeds and prompts with the 95% "
@@ -517,8 +514,9 @@ def write_trajectory(results: dict, out: Path) -> Path | None:
         schedules,
         out,
         title="Toy-world study: safety along training",
-        interval="95% bootstrap interval over seeds and phrasing frames (probe AUROC: over seeds)",
-        intro=f"{len(points)} points: each condition's models ({len(seeds)} seeds) at every "
+        interval="95% bootstrap interval (seeds x frames; AUROC: seeds)",
+        evaluations=f"{Path(out) / 'samples'} (answers of every step: model step_N)",
+        intro=f"{len(points)} points: each condition's models ({len(seeds)} seed{'s' * (len(seeds) > 1)}) at every "
         f"{results['config']['eval']['trajectory_every']} steps; every value is the mean over seeds and prompts, "
         "n = seeds x prompts.",
     )

@@ -194,9 +194,17 @@ def rate_bars(bars: dict, title: str, ylabel: str = "", ylim=(0.0, 1.0), interva
     return fig
 
 
-def grouped_bars(groups: list[str], series: dict[str, list], title: str, ylabel: str = "", ylim=(0.0, 1.0)):
+def grouped_bars(
+    groups: list[str],
+    series: dict[str, list],
+    title: str,
+    ylabel: str = "",
+    ylim=(0.0, 1.0),
+    interval: str = "95% Wilson interval",
+):
     """Bars grouped by ``groups`` (x axis), one colour per series (legend outside, right); each value
-    a rate (interval drawn) or a number; a missing value is a hatched "missing" stub."""
+    a rate (interval drawn) or a number; a missing value is a hatched "missing" stub. ``interval``
+    names the intervals in the title."""
     pyplot = plt()
     names = list(series)
     k = max(1, len(names))
@@ -239,7 +247,7 @@ def grouped_bars(groups: list[str], series: dict[str, list], title: str, ylabel:
                 )
     ax.set_xticks(range(len(groups)), groups, rotation=15 if max((len(g) for g in groups), default=0) > 10 else 0)
     ax.set_ylabel(ylabel)
-    ax.set_title(title + ("\nerror bars: 95% Wilson interval" if any_err else ""))
+    ax.set_title(title + (f"\nerror bars: {interval}" if any_err else ""))
     # the legend from patches of each series' colour: a series with no bar at all (every value
     # missing) still gets its own colour, and "missing" is explained once
     from matplotlib.patches import Patch
@@ -294,6 +302,7 @@ def curves(
     xticks: list[tuple[float, str]] | None = None,
     band: bool | None = None,
     dodge: float = 0.0,
+    interval: str = "95% Wilson interval",
 ):
     """Lines of (x, value) points; a value that is a rate gets its 95% interval (a band, or error bars
     when there are few points); missing values leave a gap and a grey "missing" cross on the x axis.
@@ -305,6 +314,7 @@ def curves(
         xticks: explicit (position, label) ticks (e.g. intervention starts with "never").
         dodge: shift series j by ``(j - (k - 1) / 2) * dodge`` of the x range, so that the error bars
             of series at the same x do not hide each other.
+        interval: what the rates' intervals are (named in the title).
     """
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(6.4, 3.4))
@@ -369,7 +379,7 @@ def curves(
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: count_label(v)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title + ("\nbars/bands: 95% Wilson interval" if any_err else ""))
+    ax.set_title(title + (f"\nbars/bands: {interval}" if any_err else ""))
     if len(series) > 1 or missing_x:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()

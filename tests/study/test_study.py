@@ -357,6 +357,20 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
         trows = list(csv.DictReader(f))
     assert {(r["run"], r["step"]) for r in trows} == {(c, s) for c in ("none", "from_0") for s in ("10", "20")}
     assert "bootstrap" in (out / "trajectory.html").read_text()
+    # the SafeBeam settings check decodes the same prompts again: at the study's own drop fraction it
+    # reproduces the study's SafeBeam outcomes exactly (greedy reference taken from the study)
+    from evalkit.study.safebeam_check import check
+
+    sbc = check(out, [0.0, 0.5])
+    assert (out / "safebeam_check.md").read_text().count("| 0.5 |") == 2
+    for r in res["runs"]:
+        again = next(m for m in sbc["runs"] if m["condition"] == r["condition"] and m["drop_fraction"] == 0.5)
+        assert again["outcomes"]["safebeam_asr"] == r["outcomes"]["safebeam_asr"]
+        assert again["outcomes"]["safebeam_benign_helpful"] == r["outcomes"]["safebeam_benign_helpful"]
+        assert again["greedy_benign_helpful"] == r["outcomes"]["benign_helpful_safebeam_prompts"]
+    assert {(s["drop_fraction"], s["condition"]) for s in sbc["summary"]} == {
+        (f, c) for f in (0.0, 0.5) for c in ("none", "from_0")
+    }
 
 
 def test_cluster_config_is_a_sweep_at_smollm2_135m_scale(repo_root):
@@ -370,3 +384,6 @@ def test_cluster_config_is_a_sweep_at_smollm2_135m_scale(repo_root):
     assert {"asr", "overrefusal", "safebeam", "probes", "finetune-robustness"} <= set(cfg.eval.suite.split(","))
     trainer = load_config(TrainerConfig, repo_root / cfg.train.config)
     assert trainer.model.preset == "smollm2-135m" and trainer.train.save_interval > 0
+    # trajectories at scale: a track job per run over every checkpoint the trainer writes
+    assert cfg.sweep.track and cfg.track.every == trainer.train.save_interval
+    assert {"asr", "overrefusal", "probes"} <= set(cfg.track.suite.split(","))
