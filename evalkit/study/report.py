@@ -446,33 +446,22 @@ def _trajectory_figure(page: Page, results: dict) -> None:
     if not traj:
         return
     marks = _trajectory_marks(results)
-    for keys, name, title in (
-        (("asr_heldout", "harmful_refusal_rate"), "trajectory_asr", "Held-out ASR (solid) and declining (dashed)"),
-        (("overrefusal", "probe_auroc"), "trajectory_controls", "Over-refusal (solid) and probe AUROC (dashed)"),
-    ):
-        series, styles = {}, {}
-        for k, ls in zip(keys, ("-", "--")):
-            for i, c in enumerate(dict.fromkeys(e["condition"] for e in traj)):
-                lab = f"{c}: {TRAJECTORY_LABELS[k]}"
-                series[lab] = [(e["tokens"], _rate(e["metrics"].get(k))) for e in traj if e["condition"] == c]
-                styles[lab] = {"ls": ls, "color": f"C{i}"}  # one colour per condition
+    every = results["config"]["eval"]["trajectory_every"]
+    for k in ("asr_heldout", "harmful_refusal_rate", "overrefusal"):
+        series = {
+            c: [(e["tokens"], _rate(e["metrics"].get(k))) for e in traj if e["condition"] == c]
+            for c in dict.fromkeys(e["condition"] for e in traj)
+        }
+        title = f"{TRAJECTORY_LABELS[k][0].upper()}{TRAJECTORY_LABELS[k][1:]} along training"
         fig = F.curves(
-            series,
-            title,
-            "rate / AUROC",
-            boundaries={lab: marks.get(lab.split(":")[0], []) for lab in series},
-            ylim=(-0.02, 1.02),
-            styles=styles,
-            dodge=0.004,
-            interval=INTERVAL,
+            series, title, TRAJECTORY_LABELS[k], boundaries=marks, ylim=(-0.02, 1.02), dodge=0.012, interval=INTERVAL
         )
         page.figure(
             fig,
-            name,
-            f"{title.split(' (')[0]} along training: each condition's models exported every "
-            f"{results['config']['eval']['trajectory_every']} steps, mean over seeds and prompts with the 95% "
-            "bootstrap interval (probe AUROC: over seeds); dotted: the condition's intervention start. "
-            "Per metric and condition in trajectory.html.",
+            f"along_training_{k}",
+            f"{TRAJECTORY_LABELS[k]} along training: each condition's models exported every {every} steps, mean "
+            "over seeds and prompts with the 95% bootstrap interval over seeds and phrasing frames; dotted: the "
+            "condition's intervention start. Every metric (probe AUROC, helpfulness too) in trajectory.html.",
         )
 
 

@@ -352,7 +352,7 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
     traj = [e for e in res["trajectory"] if e["condition"] == "from_0"]
     assert [e["step"] for e in traj] == [10, 20] and traj[0]["metrics"]["asr_heldout"]["n_prompts"] == 12
     assert "Along training" in md
-    assert 'data-name="trajectory_asr"' in html
+    assert 'data-name="along_training_asr_heldout"' in html
     with (out / "trajectory.csv").open() as f:
         trows = list(csv.DictReader(f))
     assert {(r["run"], r["step"]) for r in trows} == {(c, s) for c in ("none", "from_0") for s in ("10", "20")}
