@@ -1,6 +1,10 @@
 """Results files of the toy-world study: results.csv, results.html (a self-contained page), results.md
-(the same content) and plots/*.png, drawn with the figures and tables of every report
-(``infra.reporting``)."""
+(the same content), trajectory.html and plots/*.png, drawn with the figures and tables of every report
+(``infra.reporting``).
+
+``python -m evalkit.study.report STUDY_DIR`` draws them again from the folder's ``results.json`` (after
+a change of the report code, or when a run stopped after writing it), without training or evaluating.
+"""
 
 from __future__ import annotations
 
@@ -559,3 +563,28 @@ def write_reports(results: dict, out: Path) -> dict:
         "plots": plots,
         "trajectory": traj,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m evalkit.study.report STUDY_DIR (an `evalkit study` output folder)", file=sys.stderr)
+        return 2
+    res = Path(args[0]) / "results.json"
+    if not res.is_file():
+        print(f"evalkit.study.report: {res} not found (is {args[0]} a study output folder?)", file=sys.stderr)
+        return 2
+    try:
+        results = json.loads(res.read_text())
+    except json.JSONDecodeError as e:
+        print(f"evalkit.study.report: {res}: not valid JSON: {e}", file=sys.stderr)
+        return 2
+    paths = write_reports(results, Path(args[0]))
+    print("written: " + ", ".join(str(p) for k, p in paths.items() if k != "plots" and p is not None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -357,6 +357,12 @@ def test_miniature_study_end_to_end(tmp_path, repo_root):
         trows = list(csv.DictReader(f))
     assert {(r["run"], r["step"]) for r in trows} == {(c, s) for c in ("none", "from_0") for s in ("10", "20")}
     assert "bootstrap" in (out / "trajectory.html").read_text()
+    # the report is drawn again from results.json alone
+    from evalkit.study.report import main as report_main
+
+    (out / "results.html").unlink()
+    assert report_main([str(out)]) == 0 and (out / "results.html").read_text() == html
+    assert report_main([str(tmp_path / "nothing")]) == 2
     # the SafeBeam settings check decodes the same prompts again: at the study's own drop fraction it
     # reproduces the study's SafeBeam outcomes exactly (greedy reference taken from the study)
     from evalkit.study.safebeam_check import check
