@@ -428,10 +428,9 @@ def complete_param_gather(ddp) -> None:
         ddp.start_param_sync(force_sync=True)
 
 
-def export_at_end(
-    ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup, out: Path | None = None
-) -> None:
-    """Write ``run_dir/hf`` (or ``out``): in process for a world of one, else as a TP=1 subprocess on rank 0."""
+def export_hf(ckpt_dir: Path, folder: RunFolder, info: DistInfo, ddp, ms: ModelSetup, out: Path | None = None) -> None:
+    """Write the model as an HF folder, ``run_dir/hf`` or ``out`` (at the end, or with each checkpoint):
+    in process for a world of one, else as a TP=1 subprocess on rank 0 exporting ``ckpt_dir``."""
     out = folder.hf if out is None else out
     complete_param_gather(ddp)
     if info.world_size == 1:
@@ -824,7 +823,7 @@ def maybe_save(tr: Trainer, state: TrainState, stopping: bool, stop: StopSignal)
             keep_last=t.keep_last,
         )
         if tr.cfg.export.hf_at_saves:  # the checkpoint just written, as an HF folder beside it
-            export_at_end(
+            export_hf(
                 ckpt.find_latest(tr.folder.checkpoints),
                 tr.folder,
                 tr.info,
@@ -923,7 +922,7 @@ def train(cfg: TrainerConfig) -> dict:
         bar.close()
     metrics.close()
     if not state.stopped_by_signal and cfg.export.hf_at_end:
-        export_at_end(ckpt.find_latest(folder.checkpoints), folder, info, tr.ddp, ms)
+        export_hf(ckpt.find_latest(folder.checkpoints), folder, info, tr.ddp, ms)
     if info.is_main and not state.stopped_by_signal and cfg.logging.report_at_end:
         from trainer.report import write_run_report
 

@@ -170,9 +170,10 @@ def _trajectory_lines(page: Page, results: dict) -> None:
         "condition in its header. Figures per metric: `trajectory.html`."
     )
     keys = [k for k in TRAJECTORY_LABELS if any(k in e["metrics"] for e in traj)]
+    starts = _starts(results)
     for c in dict.fromkeys(e["condition"] for e in traj):
         rows = [e for e in traj if e["condition"] == c]
-        start = next((r["intervention_start"] for r in results["runs"] if r["condition"] == c), None)
+        start = starts.get(c)
         page.heading(f"{c} (intervention {'never' if start is None else f'from {start:.0%} of the tokens'})", 3)
         page.table(
             ["step", "tokens", *(TRAJECTORY_LABELS[k] for k in keys)],
@@ -434,15 +435,18 @@ TRAJECTORY_LABELS = {
 }
 
 
+def _starts(results: dict) -> dict[str, float | None]:
+    """Each condition's intervention start (share of the token budget; None: never)."""
+    return {s["condition"]: s["intervention_start"] for s in results["summary"]}
+
+
 def _trajectory_marks(results: dict) -> dict[str, list[tuple[float, str]]]:
     """Each condition's intervention start in tokens (dotted lines of the trajectory figures)."""
-    marks = {}
+    budget = {}
     for e in results.get("trajectory") or []:
-        start = next((r["intervention_start"] for r in results["runs"] if r["condition"] == e["condition"]), None)
-        last = max(x["tokens"] for x in results["trajectory"] if x["condition"] == e["condition"])
-        if start:
-            marks[e["condition"]] = [(start * last, "intervention start")]
-    return marks
+        budget[e["condition"]] = max(budget.get(e["condition"], 0), e["tokens"])
+    starts = _starts(results)
+    return {c: [(starts[c] * b, "intervention start")] for c, b in budget.items() if starts.get(c)}
 
 
 def _trajectory_figure(page: Page, results: dict) -> None:
